@@ -1,0 +1,199 @@
+"""healcore's command line: run, grid, status, cancel, data export.
+
+Every user mistake prints one line, `healcore: error: ...`, and exits 2; a traceback means a bug.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import sys
+
+from .config import RunConfig
+from .errors import HealcoreError
+
+DEFAULT_STORE = os.environ.get("HEALCORE_RUNS", "runs")
+
+_HELP = {  # --help text per RunConfig field, taken from the field comments' meaning
+    "model": "hub id, local folder, or minilm-l6 (offline all-MiniLM-L6-v2) [minilm-l6]",
+    "dataset": "registry name (sst2, imdb, ag_news, emotion, dbpedia_14, twitter_financial_news_topic, mrpc, rte) "
+               "or a folder with train/test files [sst2]",
+    "corrupt": "layers to corrupt, numbered 1..L from the bottom: none, bottom:k, top:k, bottom:50%%, top:25%%, "
+               "or a list 1,2,6 [none]",
+    "method": "reinit (the paper's) | noise | zero | bitflip | shuffle [reinit]",
+    "init": "weights for reinit: kaiming_uniform | torch_default | normal [kaiming_uniform]",
+    "strength": "noise: sigma as a multiple of each tensor's std [1.0]; zero: fraction [0.5]; bitflip: bit-error rate [1e-4]",
+    "scope": "parts of each chosen layer: all | attention | ffn | layernorm [all]",
+    "corrupt_embeddings": "also corrupt the embedding block (off in the paper)",
+    "corrupt_pooler": "also corrupt the pooler (off in the paper)",
+    "mode": "full fine-tuning | linear_probe (frozen body) | lora [full]",
+    "pooling": "cls (pooler over [CLS], else [CLS]) | mean (tokens other than [CLS]) [cls]",
+    "lr": "peak learning rate [2e-5]",
+    "epochs": "training epochs, each evaluated [3]",
+    "batch_size": "examples per step [32]",
+    "max_length": "max tokens per example [128]",
+    "warmup_ratio": "fraction of steps of linear warm-up [0]",
+    "weight_decay": "AdamW decoupled weight decay; 0 = Adam [0]",
+    "lora_r": "LoRA rank for --mode lora [8]",
+    "seed": "seed of corruption, head, dropout and batch order [0]",
+    "split": "standard (dataset's splits) | paper (Table 2 sizes) [standard]",
+    "max_train": "cap on training rows, stratified; 0 = all [0]",
+    "max_test": "cap on test rows, stratified; 0 = all [0]",
+    "val_fraction": "share of train carved out as validation [0.1]",
+    "select_on": "split that picks the best epoch: validation | test (the paper's protocol) [validation]",
+    "metric": "selection metric: f1_weighted | f1_macro | accuracy [f1_weighted]",
+    "feature_samples": "test rows whose features are stored for t-SNE/UMAP [2000]",
+    "probe_samples": "train rows for the pre-fine-tuning damage probe [2000]",
+    "device": "auto | cpu | cuda [auto]",
+}
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # one line, exit 2, as for every other user mistake
+        self.exit(2, f"healcore: error: {message}\n")
+
+
+def _add_config_args(p: argparse.ArgumentParser) -> None:
+    for f in dataclasses.fields(RunConfig):
+        flag = "--" + f.name.replace("_", "-")
+        if str(f.type) == "bool":
+            p.add_argument(flag, dest=f.name, action="store_true", default=None, help=_HELP[f.name])
+        else:
+            p.add_argument(flag, dest=f.name, default=None, metavar=f.name.upper(), help=_HELP[f.name])
+
+
+def _config_from_args(args: argparse.Namespace) -> RunConfig:
+    values = {f.name: getattr(args, f.name) for f in dataclasses.fields(RunConfig)
+              if getattr(args, f.name, None) is not None}
+    return RunConfig.from_dict(values)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="healcore", description="Corrupt layers of a pretrained encoder, fine-tune it, and "
+                     "measure how much it heals. Runs are stored one folder each under --store.")
+    parser.add_argument("--store", default=DEFAULT_STORE, help="run store folder [$HEALCORE_RUNS or ./runs]")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    p = sub.add_parser("run", help="execute one run (reused if finished, resumed if interrupted)",
+                       description="Execute one healing run. Example: healcore run --model minilm-l6 "
+                       "--dataset ag_news --corrupt bottom:50%% --lr 2e-5 --epochs 3")
+    _add_config_args(p)
+    p.add_argument("--config", help="JSON file with config keys (flags override it)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    p = sub.add_parser("exec", help=argparse.SUPPRESS)  # internal: run a config file (grid workers)
+    p.add_argument("config_file")
+
+    g = sub.add_parser("grid", help="run a grid spec or preset (finished runs are skipped)",
+                       description="Expand a grid spec (YAML) or preset name into runs and execute them.")
+    g.add_argument("spec", help="preset name (see presets/) or a YAML grid file")
+    g.add_argument("--dry-run", action="store_true", help="print the plan and cost estimate; run nothing")
+    g.add_argument("--workers", type=int, default=1, help="runs at a time on this machine [1]")
+    g.add_argument("--runs-per-gpu", type=int, default=1, help="runs sharing one GPU (local executor) [1]")
+    g.add_argument("--executor", choices=("local", "ray"), default="local", help="local processes or Ray [local]")
+    g.add_argument("--address", default=None, help="Ray cluster address (auto, ray://host:10001); none = local Ray")
+    g.add_argument("--retry-failed", action="store_true", help="run failed runs again")
+    g.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a base config key for every run, e.g. --set epochs=1")
+
+    s = sub.add_parser("status", help="summarise the store: runs by state, grids, failures")
+    s.add_argument("--json", action="store_true", help="machine-readable output")
+
+    c = sub.add_parser("cancel", help="stop running runs cleanly (they become interrupted and resumable)")
+    c.add_argument("run_ids", nargs="*", help="run ids; none = every running run in the store")
+    c.add_argument("--grid", help="cancel this grid's process and its runs")
+
+    d = sub.add_parser("data", help="dataset tools")
+    dsub = d.add_subparsers(dest="data_command", required=True, parser_class=_Parser)
+    e = dsub.add_parser("export", help="write a dataset as train.csv.gz/test.csv.gz into DIR")
+    e.add_argument("name")
+    e.add_argument("dir")
+    dsub.add_parser("list", help="list the registry datasets and where each would load from")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return _dispatch(args)
+    except HealcoreError as err:
+        print(f"healcore: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("healcore: interrupted", file=sys.stderr)
+        return 130
+
+
+def _dispatch(args: argparse.Namespace) -> int:
+    from .store import RunStore
+
+    if args.command == "run":
+        from .run import execute
+
+        if args.config:
+            base = _read_json_file(args.config)
+            flags = {k: v for k, v in vars(args).items() if k in {f.name for f in dataclasses.fields(RunConfig)}
+                     and v is not None}
+            cfg = RunConfig.from_dict({**base, **flags})
+        else:
+            cfg = _config_from_args(args)
+        store = RunStore(args.store)
+        summary = execute(cfg, store, show_progress=not args.quiet)
+        best = summary["best"]["test"]
+        print(f"run {cfg.run_id}: best epoch {summary['best_epoch']} (on {summary['selected_on']}), "
+              f"test weighted F1 {best['f1_weighted']:.2f}, accuracy {best['accuracy']:.2f}; "
+              f"probe before fine-tuning {summary['probe'].get('f1_weighted', float('nan')):.2f}")
+        print(f"folder: {store.path(cfg.run_id)}")
+        return 0
+    if args.command == "exec":
+        from .run import execute
+
+        cfg = RunConfig.from_dict(_read_json_file(args.config_file))
+        execute(cfg, RunStore(args.store))
+        return 0
+    if args.command == "grid":
+        from .grid import grid_command
+
+        return grid_command(args)
+    if args.command == "status":
+        from .grid import status_command
+
+        return status_command(args)
+    if args.command == "cancel":
+        from .grid import cancel_command
+
+        return cancel_command(args)
+    if args.command == "data":
+        from . import data
+
+        if args.data_command == "export":
+            out = data.export(args.name, args.dir)
+            print(f"wrote {out}/train.csv.gz and {out}/test.csv.gz")
+            return 0
+        root = data.data_root()
+        for name, info in data.REGISTRY.items():
+            local = root is not None and (root / name).is_dir()
+            print(f"{name:30s} {len(info.classes):3d} classes  "
+                  f"{'folder ' + str(root / name) if local else 'hub ' + info.hub_id}")
+        return 0
+    raise AssertionError(args.command)
+
+
+def _read_json_file(path: str) -> dict:
+    from .errors import ConfigError
+
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = json.load(f)
+    except OSError as err:
+        raise ConfigError(f"cannot read config file {path} ({err.strerror})") from None
+    except ValueError as err:
+        raise ConfigError(f"config file {path} is not valid JSON ({err})") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {path} must hold a JSON object of config keys")
+    return data
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,218 @@
+"""RunConfig: every setting of one healing run, validated, in a canonical form that names the run.
+
+Same config -> same run id -> same run folder: a finished run is reused, an interrupted one resumes.
+`device` is the one field that does not enter the id (where a run executes is not what it is).
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from .errors import ConfigError
+
+METHODS = ("reinit", "noise", "zero", "bitflip", "shuffle")
+INITS = ("kaiming_uniform", "torch_default", "normal")
+SCOPES = ("all", "attention", "ffn", "layernorm")
+MODES = ("full", "linear_probe", "lora")
+POOLINGS = ("cls", "mean")
+SPLITS = ("standard", "paper")
+SELECT_ON = ("validation", "test")
+METRICS = ("f1_weighted", "f1_macro", "accuracy")
+DEVICES = ("auto", "cpu", "cuda")
+# Defaults of `strength` per method when it is left as None.
+DEFAULT_STRENGTH = {"noise": 1.0, "zero": 0.5, "bitflip": 1e-4}
+# Fields that do not change what a run computes, so they stay out of the run id.
+NON_IDENTITY_FIELDS = ("device",)
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    # --- what heals ---
+    model: str = "minilm-l6"  # hub id, local folder, or short name (minilm-l6 = offline all-MiniLM-L6-v2)
+    dataset: str = "sst2"  # registry name (sst2, ag_news, ...) or a folder with train/test files
+    # --- corruption (see corruption.py) ---
+    corrupt: str = "none"  # which encoder layers: none | bottom:k | top:k | bottom:50% | 1,2,6 (1 = bottom)
+    method: str = "reinit"  # reinit (the paper's) | noise | zero | bitflip | shuffle
+    init: str = "kaiming_uniform"  # reinit weights: kaiming_uniform | torch_default | normal
+    strength: float | None = None  # noise: sigma/std, zero: fraction, bitflip: bit-error rate; None = default
+    scope: str = "all"  # parts of each chosen layer: all | attention | ffn | layernorm
+    corrupt_embeddings: bool = False  # also corrupt the embedding block (off in the paper)
+    corrupt_pooler: bool = False  # also corrupt the pooler, where the model has one (off in the paper)
+    # --- fine-tuning ---
+    mode: str = "full"  # full | linear_probe (body frozen) | lora (peft adapters + head)
+    pooling: str = "cls"  # cls (pooler output, else [CLS] state) | mean (non-[CLS], non-pad tokens)
+    lr: float = 2e-5  # peak learning rate (paper grid: 1e-5, 2e-5, 5e-5)
+    epochs: int = 3  # passes over the training split (paper: 10)
+    batch_size: int = 32  # examples per optimizer step
+    max_length: int = 128  # tokens kept per example (pairs share it)
+    warmup_ratio: float = 0.0  # fraction of steps with linear warm-up; then linear decay to 0
+    weight_decay: float = 0.0  # decoupled weight decay; 0 makes AdamW exactly Adam (the paper's)
+    lora_r: int = 8  # LoRA rank, mode=lora only
+    seed: int = 0  # seeds the corruption, the head, dropout, batch order and the validation carve-out
+    # --- data ---
+    split: str = "standard"  # standard (dataset's own splits) | paper (Table 2 sizes, re-split, stratified)
+    max_train: int = 0  # cap on training rows after the split policy, stratified (0 = no cap)
+    max_test: int = 0  # cap on test rows, stratified (0 = no cap)
+    val_fraction: float = 0.1  # share of train carved out (stratified) as validation
+    select_on: str = "validation"  # split that picks the best epoch; test = the paper's protocol
+    metric: str = "f1_weighted"  # selection metric: f1_weighted (paper) | f1_macro | accuracy
+    # --- artefacts ---
+    feature_samples: int = 2000  # test rows (stratified) whose pooled features are stored for t-SNE/UMAP
+    probe_samples: int = 2000  # train rows for the pre-fine-tuning logistic-regression damage probe
+    # --- execution (not part of the run id) ---
+    device: str = "auto"  # auto (cuda if present) | cpu | cuda
+
+    # ------------------------------------------------------------------ construction
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> "RunConfig":
+        """Build and validate from a plain dict (CLI, grid spec, dashboard). Unknown keys are rejected."""
+        if not isinstance(values, dict):
+            raise ConfigError(f"a run config must be a mapping, got {type(values).__name__}")
+        known = {f.name: f for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - set(known))
+        if unknown:
+            raise ConfigError(
+                f"unknown config key(s) {', '.join(map(repr, unknown))}; valid keys: {', '.join(known)}"
+            )
+        coerced = {k: _coerce(k, known[k].type, v) for k, v in values.items()}
+        cfg = cls(**coerced)
+        cfg.validate()
+        return cfg
+
+    def replace(self, **changes: Any) -> "RunConfig":
+        return RunConfig.from_dict({**self.to_dict(), **changes})
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    # ------------------------------------------------------------------ validation
+    def validate(self) -> None:
+        from .corruption import parse_layers  # torch-free parser
+
+        def choice(name: str, options: tuple[str, ...]) -> None:
+            value = getattr(self, name)
+            if value not in options:
+                raise ConfigError(f"{name}={value!r} is not valid; choose one of {', '.join(options)}")
+
+        for name, options in (("method", METHODS), ("init", INITS), ("scope", SCOPES), ("mode", MODES),
+                              ("pooling", POOLINGS), ("split", SPLITS), ("select_on", SELECT_ON),
+                              ("metric", METRICS), ("device", DEVICES)):
+            choice(name, options)
+        if not self.model.strip():
+            raise ConfigError("model is empty; give a hub id, a local folder or minilm-l6")
+        if not self.dataset.strip():
+            raise ConfigError("dataset is empty; give a registry name (e.g. sst2) or a data folder")
+        parse_layers(self.corrupt)
+        if self.strength is not None:
+            if not math.isfinite(self.strength) or self.strength < 0:
+                raise ConfigError(f"strength={self.strength} must be a finite number >= 0")
+            if self.method in ("zero", "bitflip") and self.strength > 1:
+                raise ConfigError(f"strength={self.strength} is a fraction/rate for {self.method}; use 0..1")
+        _range("lr", self.lr, 1e-8, 1.0)
+        _range("epochs", self.epochs, 1, 1000)
+        _range("batch_size", self.batch_size, 1, 65536)
+        _range("max_length", self.max_length, 8, 8192)
+        _range("warmup_ratio", self.warmup_ratio, 0.0, 1.0)
+        _range("weight_decay", self.weight_decay, 0.0, 10.0)
+        _range("lora_r", self.lora_r, 1, 1024)
+        _range("seed", self.seed, 0, 2**31 - 1)
+        _range("max_train", self.max_train, 0, 10**9)
+        _range("max_test", self.max_test, 0, 10**9)
+        _range("val_fraction", self.val_fraction, 0.0, 0.5)
+        _range("feature_samples", self.feature_samples, 0, 10**6)
+        _range("probe_samples", self.probe_samples, 0, 10**6)
+        if self.select_on == "validation" and self.val_fraction <= 0:
+            raise ConfigError("select_on=validation needs val_fraction > 0; raise it or use select_on=test")
+
+    # ------------------------------------------------------------------ identity
+    def identity(self) -> dict[str, Any]:
+        d = self.to_dict()
+        for k in NON_IDENTITY_FIELDS:
+            d.pop(k)
+        from .corruption import canonical_layers
+
+        d["corrupt"] = canonical_layers(self.corrupt)
+        if self.is_clean:  # nothing corrupted: the corruption knobs cannot matter
+            for k in ("method", "init", "strength", "scope"):
+                d[k] = None
+        return d
+
+    @property
+    def is_clean(self) -> bool:
+        from .corruption import canonical_layers
+
+        return canonical_layers(self.corrupt) == "none" and not self.corrupt_embeddings and not self.corrupt_pooler
+
+    def canonical_json(self) -> str:
+        return json.dumps(self.identity(), sort_keys=True, separators=(",", ":"))
+
+    @property
+    def run_id(self) -> str:
+        digest = hashlib.sha1(self.canonical_json().encode()).hexdigest()[:10]
+        from .corruption import canonical_layers
+
+        corrupt = canonical_layers(self.corrupt).replace("%", "pct").replace(":", "")
+        tag = "clean" if self.is_clean else f"{corrupt}-{self.method}"
+        parts = [_slug(self.model.rstrip("/").split("/")[-1]), _slug(self.dataset.rstrip("/").split("/")[-1]),
+                 _slug(tag)]
+        return "_".join(p[:32] for p in parts) + "_" + digest
+
+
+RUN_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,199}$")
+
+
+def valid_run_id(run_id: str) -> bool:
+    return bool(RUN_ID_RE.match(run_id)) and ".." not in run_id
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9.]+", "-", text).strip("-.").lower() or "x"
+
+
+def _range(name: str, value: Any, lo: float, hi: float) -> None:
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ConfigError(f"{name}={value} must be a finite number in [{lo}, {hi}]")
+    if not lo <= value <= hi:
+        raise ConfigError(f"{name}={value} is out of range; use a value in [{lo}, {hi}]")
+
+
+def _coerce(name: str, type_name: Any, value: Any) -> Any:
+    """Turn CLI/YAML/widget values into the field's type, with a one-line error when impossible."""
+    t = str(type_name)
+    try:
+        if value is None:
+            if "None" in t:
+                return None
+            raise ConfigError(f"{name} must not be empty")
+        if t == "bool":
+            if isinstance(value, bool):
+                return value
+            if str(value).lower() in ("1", "true", "yes", "on"):
+                return True
+            if str(value).lower() in ("0", "false", "no", "off"):
+                return False
+            raise ValueError
+        if t == "int":
+            if isinstance(value, bool):
+                raise ValueError
+            f = float(value)
+            if not f.is_integer():
+                raise ValueError
+            return int(f)
+        if t.startswith("float"):
+            if isinstance(value, bool):
+                raise ValueError
+            return float(value)
+        if t == "str":
+            if not isinstance(value, (str, int, float)) or isinstance(value, bool):
+                raise ValueError
+            return str(value)
+    except (TypeError, ValueError, OverflowError):
+        kind = t.replace(" | None", " or null")
+        raise ConfigError(f"{name}={value!r} is not a valid {kind}") from None
+    return value

@@ -1,0 +1,41 @@
+"""One exception family for every mistake a user can make.
+
+Each message is a single line that names what is wrong and what to change; the CLI and the dashboard
+print it as is, never a traceback.
+"""
+
+
+class HealcoreError(Exception):
+    """Base class: a user-facing error with a one-line message."""
+
+
+class ConfigError(HealcoreError, ValueError):
+    """A run or grid setting is invalid."""
+
+
+class CorruptionSpecError(ConfigError):
+    """A corruption spec cannot be parsed or does not fit the model."""
+
+
+class DataError(HealcoreError, ValueError):
+    """A dataset is missing, malformed, or unusable for classification."""
+
+
+class ModelError(HealcoreError, ValueError):
+    """A model cannot be loaded or its architecture is not supported."""
+
+
+class StoreError(HealcoreError, OSError):
+    """The run store cannot be used (not a folder, not writable, bad run id)."""
+
+
+class RunBusyError(HealcoreError):
+    """Another process is executing the same run right now."""
+
+
+class TrainingDiverged(HealcoreError, ArithmeticError):
+    """The loss became NaN or infinite."""
+
+
+class Interrupted(HealcoreError):
+    """The run was asked to stop (SIGTERM/SIGINT); it can be resumed."""

