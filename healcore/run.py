@@ -21,7 +21,7 @@ import numpy as np
 from .config import RunConfig
 from .corruption import CorruptionSpec, parse_layers
 from .data import Splits, load_splits, stratified_take
-from .errors import CorruptionSpecError, HealcoreError, Interrupted, RunBusyError
+from .errors import CorruptionSpecError, HealcoreError, Interrupted, TrainingDiverged
 from .store import RunHandle, RunStore, now
 
 FEATURE_SEED = 0  # the same test rows are stored for every run of a dataset, so panels compare alike
@@ -150,6 +150,9 @@ def _run(cfg: RunConfig, splits: Splits, handle: RunHandle, stop: _StopFlag, sho
         sub = _subset(enc_train, idx)
         x_train = pooled_features(model, sub, device, pad_id, max_tokens)
         x_test = pooled_features(model, enc_test, device, pad_id, max_tokens)
+        if not (np.isfinite(x_train).all() and np.isfinite(x_test).all()):
+            raise TrainingDiverged("the corrupted model outputs NaN/inf before any fine-tuning; "
+                                   "lower the corruption strength (bitflip/noise) or choose fewer layers")
         probe_result = probe(x_train, sub.labels, x_test, enc_test.labels, K) if len(idx) else {}
         probe_result["seconds"] = time.perf_counter() - t
         if len(sample):

@@ -1,0 +1,71 @@
+"""Shared fixtures: tiny random BERT/DistilBERT models saved as folders, and the shared offline data."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED_DATA = (ROOT.parent / "shared" / "data").resolve()
+
+
+def pytest_configure(config):
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+@pytest.fixture(autouse=True)
+def _shared_data(monkeypatch):
+    """Every test reads registry datasets from ../shared/data unless it changes HEALCORE_DATA itself."""
+    monkeypatch.setenv("HEALCORE_DATA", str(SHARED_DATA))
+
+
+def _save_tiny(folder: Path, config) -> Path:
+    from transformers import AutoModel, AutoTokenizer
+
+    from healcore.models import resolve_model_path
+
+    import torch
+
+    torch.manual_seed(0)
+    model = AutoModel.from_config(config)
+    model.save_pretrained(folder)
+    AutoTokenizer.from_pretrained(resolve_model_path("minilm-l6")).save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_bert(tmp_path_factory) -> str:
+    from transformers import BertConfig
+
+    cfg = BertConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=4, num_attention_heads=2,
+                     intermediate_size=64, max_position_embeddings=256)
+    return str(_save_tiny(tmp_path_factory.mktemp("tiny-bert"), cfg))
+
+
+@pytest.fixture(scope="session")
+def tiny_distilbert(tmp_path_factory) -> str:
+    from transformers import DistilBertConfig
+
+    cfg = DistilBertConfig(vocab_size=30522, dim=32, n_layers=4, n_heads=2, hidden_dim=64,
+                           max_position_embeddings=256)
+    return str(_save_tiny(tmp_path_factory.mktemp("tiny-distilbert"), cfg))
+
+
+@pytest.fixture()
+def store(tmp_path):
+    from healcore.store import RunStore
+
+    return RunStore(tmp_path / "runs")
+
+
+def tiny_config(model: str, **overrides):
+    """A run that takes a few seconds on CPU: 200 SST-2 train rows, 100 test rows, 2 epochs."""
+    from healcore.config import RunConfig
+
+    base = dict(model=model, dataset="sst2", epochs=2, batch_size=16, max_length=64, max_train=200, max_test=100,
+                lr=1e-3, feature_samples=50, probe_samples=100)
+    return RunConfig.from_dict({**base, **overrides})
