@@ -75,8 +75,22 @@ def load_model_config(name: str):
         raise _friendly_load_error(name, err) from None
 
 
+# Layer counts of common hub models, so grid specs expand (and dry-run) offline.
+KNOWN_LAYERS = {"bert-base-uncased": 12, "bert-base-cased": 12, "bert-large-uncased": 24, "bert-large-cased": 24,
+                "distilbert-base-uncased": 6, "distilbert-base-cased": 6, "roberta-base": 12, "roberta-large": 24,
+                "google/electra-base-discriminator": 12, "microsoft/deberta-v3-base": 12,
+                "sentence-transformers/all-MiniLM-L6-v2": 6}
+
+
 def num_layers(name: str) -> int:
-    cfg = load_model_config(name)
+    if name in KNOWN_LAYERS:  # no hub round trip (and no offline retries) for the paper's models
+        return KNOWN_LAYERS[name]
+    try:
+        cfg = load_model_config(name)
+    except ModelError:
+        if name in KNOWN_LAYERS:
+            return KNOWN_LAYERS[name]
+        raise
     for attr in ("num_hidden_layers", "n_layers", "num_layers"):
         value = getattr(cfg, attr, None)
         if isinstance(value, int) and value > 0:

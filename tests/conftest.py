@@ -69,3 +69,24 @@ def tiny_config(model: str, **overrides):
     base = dict(model=model, dataset="sst2", epochs=2, batch_size=16, max_length=64, max_train=200, max_test=100,
                 lr=1e-3, feature_samples=50, probe_samples=100)
     return RunConfig.from_dict({**base, **overrides})
+
+
+@pytest.fixture(scope="session")
+def tiny_store(tmp_path_factory, tiny_bert):
+    """A real store from real tiny runs: clean, bottom/top 1 and 2 of 4 layers, all 4; 3 seeds; 2 lrs on
+    one setting. Shared by results and dashboard tests."""
+    from healcore.grid import expand
+    from healcore.run import execute
+    from healcore.store import RunStore
+
+    root = tmp_path_factory.mktemp("tiny-store") / "runs"
+    spec = {"name": "tiny", "models": [tiny_bert], "datasets": ["sst2"],
+            "corruption": {"sides": ["bottom", "top"], "levels": [0, 1, 2, 4]}, "lrs": [1e-3], "seeds": [0, 1, 2],
+            "base": {"epochs": 2, "batch_size": 16, "max_length": 48, "max_train": 120, "max_test": 60,
+                     "feature_samples": 40, "probe_samples": 60}}
+    store = RunStore(root)
+    grid = expand(spec)
+    extra = grid.configs[0].replace(lr=3e-3)  # a second learning rate for the clean cell
+    for cfg in grid.configs + [extra]:
+        execute(cfg, store)
+    return root

@@ -1,0 +1,156 @@
+"""Grid specs, presets, local and Ray execution, resumption after a kill, and results tables."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import yaml
+
+from conftest import ROOT
+from healcore.errors import ConfigError
+from healcore.grid import expand, plan, preset_names
+from healcore.store import RunStore
+
+
+def test_every_preset_loads_and_states_its_command():
+    names = preset_names()
+    assert {"demo", "paper-table1", "paper-table3-mean-pooling", "paper-table4-linear-probe",
+            "paper-table5-pairs", "reproduction-minilm"} <= set(names)
+    for name in names:
+        grid = expand(name)
+        assert grid.configs, name
+        text = (ROOT / "presets" / f"{name}.yaml").read_text()
+        assert text.startswith("# Run: ") and "healcore grid" in text.splitlines()[0]
+    assert len(expand("demo").configs) == 4
+
+
+def test_levels_follow_each_models_layer_count():
+    grid = expand("paper-table1")
+    distil = {c.corrupt for c in grid.configs if c.model == "distilbert-base-uncased"}
+    assert distil == {"none", "bottom:3", "top:3", "bottom:6"}
+    base = {c.corrupt for c in grid.configs if c.model == "bert-base-uncased"}
+    assert base == {"none", "bottom:3", "top:3", "bottom:6", "top:6", "bottom:9", "top:9", "bottom:12"}
+    assert any("25% skipped" in n for n in grid.notes)
+    assert {c.lr for c in grid.configs} == {1e-5, 2e-5, 5e-5} and all(c.epochs == 10 for c in grid.configs)
+
+
+@pytest.mark.parametrize("spec,match", [
+    ({"modelz": ["x"]}, "'modelz'"), ({"base": {"epoch": 3}}, "'epoch'"),
+    ({"corruption": {"sides": ["middle"], "levels": [1]}}, "bottom or top"),
+    ({"corruption": {"levels": ["abc"]}}, "neither a percentage"), ({"lrs": []}, "'lrs' is empty"),
+    ({"corruption": {"level": [1]}}, "'level'"), ({"name": "../evil"}, "grid name"),
+])
+def test_bad_grid_specs_name_the_key(spec, match):
+    with pytest.raises(ConfigError, match=match):
+        expand({"name": "t", "models": ["minilm-l6"], **spec})
+
+
+def _grid_file(tmp_path, tiny_bert, levels=(0, 1, 4), seeds=(0,)):
+    spec = {"name": "t", "models": [tiny_bert], "datasets": ["sst2"],
+            "corruption": {"sides": ["bottom"], "levels": list(levels)}, "lrs": [1e-3], "seeds": list(seeds),
+            "base": {"epochs": 2, "batch_size": 16, "max_length": 48, "max_train": 120, "max_test": 60,
+                     "feature_samples": 20, "probe_samples": 40}}
+    path = tmp_path / "grid.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    return path
+
+
+def _cli(*args, store, **kw):
+    return subprocess.run([sys.executable, "-m", "healcore", "--store", str(store), *args], cwd=ROOT,
+                          capture_output=True, text=True, timeout=600, **kw)
+
+
+def test_grid_runs_then_does_nothing_the_second_time(tmp_path, tiny_bert):
+    spec = _grid_file(tmp_path, tiny_bert)
+    store = tmp_path / "runs"
+    first = _cli("grid", str(spec), "--workers", "2", store=store)
+    assert first.returncode == 0, first.stdout + first.stderr
+    assert "3 completed, 0 failed" in first.stdout
+    second = _cli("grid", str(spec), store=store)
+    assert "3 finished" in second.stdout and "nothing to do" in second.stdout
+    dry = _cli("grid", str(spec), "--dry-run", "--set", "epochs=3", store=store)
+    assert "3 to run" in dry.stdout and "from measured throughput" in dry.stdout
+    status = _cli("status", "--json", store=store)
+    assert json.loads(status.stdout)["states"] == {"completed": 3}
+
+
+def test_killed_grid_restarts_and_finishes_the_rest(tmp_path, tiny_bert):
+    spec = _grid_file(tmp_path, tiny_bert, levels=(0, 1, 2, 3), seeds=(0,))
+    store = tmp_path / "runs"
+    proc = subprocess.Popen([sys.executable, "-m", "healcore", "--store", str(store), "grid", str(spec)],
+                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+    deadline = time.time() + 300
+    while time.time() < deadline:  # wait for one finished run, then kill everything at once (a crash)
+        if any(json.loads(p.read_text()).get("state") == "completed" for p in store.glob("*/status.json")):
+            break
+        time.sleep(0.3)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    s = RunStore(store)
+    states = [s.status(r)["effective_state"] for r in s.run_ids()]
+    assert "completed" in states and len([x for x in states if x == "completed"]) < 4
+    again = _cli("grid", str(spec), store=store)
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert all(s.status(r)["state"] == "completed" for r in s.run_ids()) and len(s.run_ids()) == 4
+    for run_id in s.run_ids():  # every epoch recorded once per epoch number, nothing half-written
+        assert [e["epoch"] for e in s.epochs(run_id)] == [1, 2]
+
+
+def test_two_grids_at_once_run_each_config_once(tmp_path, tiny_bert):
+    spec = _grid_file(tmp_path, tiny_bert, levels=(0, 1, 2, 3))
+    store = tmp_path / "runs"
+    procs = [subprocess.Popen([sys.executable, "-m", "healcore", "--store", str(store), "grid", str(spec)],
+                              cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for _ in range(2)]
+    outs = [p.communicate(timeout=600)[0] for p in procs]
+    s = RunStore(store)
+    assert len(s.run_ids()) == 4 and all(s.status(r)["state"] == "completed" for r in s.run_ids())
+    for run_id in s.run_ids():  # exactly one attempt each: nobody ran a config twice
+        assert s.status(run_id)["attempt"] == 1, outs
+
+
+def test_ray_executor_runs_a_small_grid(tmp_path, tiny_bert):
+    ray = pytest.importorskip("ray")
+    from healcore.executors import run_ray
+
+    store = RunStore(tmp_path / "runs")
+    grid = expand(str(_grid_file(tmp_path, tiny_bert, levels=(0, 2))))
+    try:
+        result = run_ray(grid.configs, store, quiet=True)
+    finally:
+        ray.shutdown()
+    assert result["completed"] == 2 and result["failed"] == 0
+    assert all(store.status(r)["state"] == "completed" for r in store.run_ids())
+
+
+def test_ray_rejects_a_store_workers_cannot_write(tmp_path, tiny_bert):
+    ray = pytest.importorskip("ray")
+    from healcore.errors import StoreError
+    from healcore.executors import run_ray
+
+    ro = tmp_path / "ro"
+    (ro / ".grids").mkdir(parents=True)
+    os.chmod(ro / ".grids", 0o500)
+    if os.geteuid() == 0:  # root writes anywhere: make the store path unusable instead
+        os.chmod(ro / ".grids", 0o700)
+        (ro / ".grids").rmdir()
+        (ro / ".grids").write_text("not a folder")
+    grid = expand(str(_grid_file(tmp_path, tiny_bert, levels=(0,))))
+    try:
+        with pytest.raises(StoreError, match="storage that every node mounts"):
+            run_ray(grid.configs, RunStore(ro), quiet=True)
+    finally:
+        ray.shutdown()
+
+
+def test_plan_skips_failed_unless_asked(tmp_path, tiny_bert):
+    from healcore.store import atomic_write_json
+
+    grid = expand(str(_grid_file(tmp_path, tiny_bert, levels=(0,))))
+    store = RunStore(tmp_path / "runs")
+    d = store.root / grid.configs[0].run_id
+    atomic_write_json(d / "status.json", {"state": "failed", "error": "x"})
+    assert len(plan(grid, store)["failed"]) == 1
+    assert len(plan(grid, store, retry_failed=True)["todo"]) == 1
