@@ -173,14 +173,20 @@ def _trend_flags(table: pd.DataFrame) -> None:
     for _, g in sided.groupby(_group_keys(table) + ["side", "method"], dropna=False):
         clean, full = _endpoints(table, g)
         seq = [r for r in [clean, *g.sort_values("level").itertuples(), full] if r is not None]
-        for prev, cur, nxt in zip(seq, seq[1:], seq[2:]):
-            if cur.side not in ("bottom", "top"):
-                continue
+        dev = [0.0] * len(seq)
+        for i in range(1, len(seq) - 1):
+            prev, cur, nxt = seq[i - 1], seq[i], seq[i + 1]
             expected = prev.f1 + (nxt.f1 - prev.f1) * (cur.level - prev.level) / max(1e-9, nxt.level - prev.level)
+            if (cur.f1 - prev.f1) * (cur.f1 - nxt.f1) > 0:  # a spike or a dip, not a steep slope
+                dev[i] = abs(cur.f1 - expected)
+        for i in range(1, len(seq) - 1):
+            cur = seq[i]
             spread = max(2 * float(cur.f1_std or 0), 5.0)
-            if abs(cur.f1 - expected) > spread and (cur.f1 - prev.f1) * (cur.f1 - nxt.f1) > 0:
+            # the neighbours of a single bad point look off too; flag only the worst of each run
+            if cur.side in ("bottom", "top") and dev[i] > spread and dev[i] >= max(dev[i - 1], dev[i + 1]):
                 table.at[cur.Index, "flags"] = sorted(set(table.at[cur.Index, "flags"]) | {
-                    f"off trend: {cur.f1:.2f} vs {expected:.2f} expected from neighbouring levels (spread {spread:.2f})"})
+                    f"off trend: {cur.f1:.2f}, {dev[i]:.2f} from the line between neighbouring levels "
+                    f"(spread {spread:.2f})"})
 
 
 def _endpoints(table: pd.DataFrame, g: pd.DataFrame):

@@ -15,6 +15,7 @@ def pytest_configure(config):
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    os.environ["HEALCORE_DATA"] = str(SHARED_DATA)  # session fixtures run before monkeypatch exists
 
 
 @pytest.fixture(autouse=True)

@@ -1,0 +1,107 @@
+"""Tidy tables, cells, flags, claims and exports from a store of real tiny runs."""
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+
+from healcore.results import (bottom_vs_top_tests, cells, claims, export_table1, load_epochs, load_runs,
+                              run_flags)
+
+
+def test_runs_table_has_levels_sides_and_metrics(tiny_store):
+    runs = load_runs(tiny_store)
+    assert len(runs) == 19 and set(runs["state"]) == {"completed"}
+    assert set(runs["side"]) == {"clean", "bottom", "top", "all"}
+    assert set(np.round(runs["level"], 2)) == {0.0, 0.25, 0.5, 1.0}
+    assert runs["test_f1_weighted"].between(0, 100).all() and runs["probe_f1"].notna().all()
+    epochs = load_epochs(tiny_store)
+    assert len(epochs) == 19 * 2 and epochs["validation_f1_weighted"].notna().all()
+
+
+def test_cells_keep_the_best_lr_and_average_seeds(tiny_store):
+    runs = load_runs(tiny_store)
+    table = cells(runs)
+    assert len(table) == 6 and (table["n_seeds"] == 3).all()
+    clean = table[table["side"] == "clean"].iloc[0]
+    assert clean["lrs_tried"] == 2
+    clean_runs = runs[(runs["side"] == "clean") & (runs["lr"] == clean["lr"])]
+    assert clean["f1"] == clean_runs["test_f1_weighted"].mean()
+    other = runs[(runs["side"] == "clean") & (runs["lr"] != clean["lr"])]
+    assert clean_runs["vali_f1_weighted"].mean() >= other["vali_f1_weighted"].mean()
+
+
+def test_recovery_ratio_is_relative_to_clean_and_all():
+    from healcore.results import _recovery
+
+    t = _synthetic({("clean", 0): 90, ("bottom", .5): 75, ("all", 1.0): 60})
+    assert list(_recovery(t)) == [1.0, 0.5, 0.0]
+    assert _recovery(_synthetic({("clean", 0): 60, ("all", 1.0): 60})).isna().all()  # undefined, not 0/0
+
+
+def test_flags_catch_collapse_divergence_and_flat_loss():
+    r = {"state": "completed", "test_f1_weighted": 16.98, "majority_f1": 16.98, "first_loss": 1.7,
+         "final_loss": 1.75, "epochs": 10}
+    flags = run_flags(r)
+    assert any("collapsed" in f for f in flags) and any("loss not decreasing" in f for f in flags)
+    assert run_flags({"state": "failed", "error": "training loss became nan at epoch 2"}) == ["diverged (NaN/inf loss)"]
+    assert run_flags({"state": "completed", "test_f1_weighted": 90.0, "majority_f1": 33.0, "first_loss": 1.0,
+                      "final_loss": 0.2, "epochs": 3}) == []
+
+
+def _synthetic(values: dict, std=0.5):  # noqa: D103 - cells with chosen F1 values
+    rows = []
+    for (side, level), f1 in values.items():
+        rows.append({"model": "m", "dataset": "d", "side": side, "level": level, "method": "reinit", "f1": f1,
+                     "f1_std": std, "flags": [], "flagged": False, "pooling": "cls", "mode": "full"})
+    return pd.DataFrame(rows)
+
+
+def test_claims_are_judged_not_assumed():
+    paper_like = _synthetic({("clean", 0): 90, ("bottom", .25): 80, ("top", .25): 88, ("bottom", .5): 70,
+                             ("top", .5): 85, ("all", 1.0): 60})
+    verdicts = dict(zip(claims(paper_like)["claim"], claims(paper_like)["verdict"]))
+    assert set(verdicts.values()) == {"holds"}
+    contrary = _synthetic({("clean", 0): 90, ("bottom", .25): 91, ("top", .25): 80, ("bottom", .5): 92,
+                           ("top", .5): 70, ("all", 1.0): 60})
+    verdicts = dict(zip(claims(contrary)["claim"], claims(contrary)["verdict"]))
+    assert verdicts["bottom corruption hurts more than top"] == "fails"
+    assert verdicts["corrupted models never fully recover"] == "mixed"
+    assert verdicts["more corruption, worse"] == "mixed"
+
+
+def test_trend_outlier_is_flagged():
+    from healcore.results import _trend_flags
+
+    t = _synthetic({("clean", 0): 90, ("bottom", .25): 88, ("bottom", .5): 30, ("bottom", .75): 84,
+                    ("all", 1.0): 80})
+    _trend_flags(t)
+    flagged = t[t["flags"].map(bool)]
+    assert list(flagged["level"]) == [0.5] and "off trend" in flagged.iloc[0]["flags"][0]
+
+
+def test_significance_pairs_over_seeds(tiny_store):
+    runs = load_runs(tiny_store)
+    tests = bottom_vs_top_tests(runs, cells(runs))
+    seeds = tests[tests["paired_over"].str.startswith("seeds")]
+    assert set(seeds["n"]) == {3} and len(seeds) == 2 and seeds["p_value"].between(0, 1).all()
+
+
+def test_table1_exports_in_three_formats(tiny_store):
+    table = cells(load_runs(tiny_store))
+    md = export_table1(table, "markdown")
+    lines = md.splitlines()
+    assert lines[0].startswith("| model | level % | sst2 bottom | sst2 top |")
+    assert len([l for l in lines if l.startswith("| ") and "---" not in l]) == 1 + 4  # header + 0/25/50/100
+    assert "**" in md  # the higher of bottom/top is marked at 25% and 50%
+    tex = export_table1(table, "latex")
+    assert "\\begin{tabular}" in tex and "Bottom & Top" in tex and "\\textbf{" in tex
+    csv = export_table1(table, "csv")
+    assert csv.splitlines()[0] == "model,level %,sst2 bottom,sst2 top"
+
+
+def test_results_do_not_import_torch(tiny_store):
+    code = ("import sys; from healcore.results import load_runs, cells; cells(load_runs(sys.argv[1])); "
+            "assert 'torch' not in sys.modules and 'transformers' not in sys.modules, 'heavy import'")
+    proc = subprocess.run([sys.executable, "-c", code, str(tiny_store)], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
