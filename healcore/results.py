@@ -255,11 +255,18 @@ def _label(r) -> str:
     return f"{r.side} {int(round(r.level * 100))}%"
 
 
+def _paired_p(a: list[float], b: list[float]) -> float:
+    from scipy import stats
+
+    diffs = np.subtract(a, b)
+    if np.allclose(diffs, diffs[0]):  # no spread: identical differences carry no test; zero means no effect
+        return 1.0 if np.isclose(diffs[0], 0) else 0.0
+    return float(stats.ttest_rel(a, b).pvalue)
+
+
 def bottom_vs_top_tests(runs: pd.DataFrame, table: pd.DataFrame) -> pd.DataFrame:
     """Paired t-tests of bottom vs top at each level: paired over seeds (per dataset, where >= 3 seeds)
     and paired over datasets (cell means)."""
-    from scipy import stats
-
     rows = []
     sided = table[table["side"].isin(["bottom", "top"])]
     for (model, level), g in sided.groupby(["model", "level"]):
@@ -270,18 +277,16 @@ def bottom_vs_top_tests(runs: pd.DataFrame, table: pd.DataFrame) -> pd.DataFrame
             sb, st = b.iloc[0]["per_seed"], t.iloc[0]["per_seed"]
             common = sorted(set(sb) & set(st))
             if len(common) >= 3:
-                res = stats.ttest_rel([sb[s] for s in common], [st[s] for s in common])
                 rows.append({"model": model, "level": level, "paired_over": f"seeds ({dataset})", "n": len(common),
                              "mean_diff_bottom_minus_top": float(np.mean([sb[s] - st[s] for s in common])),
-                             "p_value": float(res.pvalue)})
+                             "p_value": _paired_p([sb[s] for s in common], [st[s] for s in common])})
         piv = g.pivot_table(index="dataset", columns="side", values="f1")
         if {"bottom", "top"} <= set(piv.columns):
             piv = piv.dropna()
             if len(piv) >= 3:
-                res = stats.ttest_rel(piv["bottom"], piv["top"])
                 rows.append({"model": model, "level": level, "paired_over": "datasets", "n": len(piv),
                              "mean_diff_bottom_minus_top": float((piv["bottom"] - piv["top"]).mean()),
-                             "p_value": float(res.pvalue)})
+                             "p_value": _paired_p(list(piv["bottom"]), list(piv["top"]))})
     return pd.DataFrame(rows, columns=["model", "level", "paired_over", "n", "mean_diff_bottom_minus_top", "p_value"])
 
 
