@@ -93,11 +93,24 @@ def test_table1_exports_in_three_formats(tiny_store):
     lines = md.splitlines()
     assert lines[0].startswith("| model | level % | sst2 bottom | sst2 top |")
     assert len([l for l in lines if l.startswith("| ") and "---" not in l]) == 1 + 4  # header + 0/25/50/100
-    assert "**" in md  # the higher of bottom/top is marked at 25% and 50%
     tex = export_table1(table, "latex")
-    assert "\\begin{tabular}" in tex and "Bottom & Top" in tex and "\\textbf{" in tex
+    assert "\\begin{tabular}" in tex and "Bottom & Top" in tex
     csv = export_table1(table, "csv")
     assert csv.splitlines()[0] == "model,level %,sst2 bottom,sst2 top"
+
+
+def test_table1_marks_the_higher_side_and_failures():
+    t = _synthetic({("clean", 0): 90, ("bottom", .25): 80, ("top", .25): 88, ("all", 1.0): 17})
+    t["n_layers"] = 0
+    full = t.index[t["side"] == "all"][0]
+    t.at[full, "flags"] = ["collapsed"]
+    t.at[full, "flagged"] = True
+    md = export_table1(t, "markdown")
+    row25 = next(l for l in md.splitlines() if l.startswith("| m | 25 |"))
+    assert row25 == "| m | 25 | 80.00 ± 0.50 | **88.00 ± 0.50** |"
+    row100 = next(l for l in md.splitlines() if l.startswith("| m | 100 |"))
+    assert row100.count("†") == 2
+    assert "\\textbf{88.00 $\\pm$ 0.50}" in export_table1(t, "latex")
 
 
 def test_results_do_not_import_torch(tiny_store):
