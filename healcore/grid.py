@@ -336,3 +336,46 @@ def cancel_command(args) -> int:
     print(f"sent a stop request to {stopped} process(es); stopped runs become 'interrupted' and resume on the "
           f"next run or grid command")
     return 0
+
+
+# ------------------------------------------------------------------------------------------ background
+def launch(spec: dict, store_root: str | Path, workers: int = 1, retry_failed: bool = False) -> dict:
+    """Start `healcore grid` on a spec as a detached process (the dashboard's Start button).
+
+    The spec is validated first (a bad one raises ConfigError and starts nothing), written under
+    <store>/.grids/specs/, and the process gets its own session so a restart of the caller never stops it.
+    """
+    import subprocess
+
+    import yaml
+
+    grid = expand(spec)  # validation: unknown keys, bad levels, bad base config
+    store = RunStore(store_root)
+    store.ensure()
+    spec_dir = store.root / ".grids" / "specs"
+    spec_dir.mkdir(parents=True, exist_ok=True)
+    spec_path = spec_dir / f"{grid.name}.yaml"
+    atomic_write_json(spec_path.with_suffix(".json"), spec)
+    spec_path.write_text(yaml.safe_dump(spec, sort_keys=False))
+    log_path = store.root / ".grids" / f"{grid.name}.log"
+    cmd = [sys.executable, "-m", "healcore", "--store", str(store.root), "grid", str(spec_path),
+           "--workers", str(max(1, int(workers)))]
+    if retry_failed:
+        cmd.append("--retry-failed")
+    with open(log_path, "ab") as log:
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                start_new_session=True, cwd=str(store.root.parent))
+    return {"name": grid.name, "pid": proc.pid, "runs": len(grid.configs), "log": str(log_path)}
+
+
+def grid_records(store_root: str | Path) -> list[dict]:
+    """Every grid started on this store, newest first, with whether its process is alive."""
+    root = Path(store_root)
+    records = []
+    for p in (root / ".grids").glob("*.json") if (root / ".grids").is_dir() else []:
+        rec = read_json(p, {}) or {}
+        if not rec.get("name"):
+            continue
+        rec["alive"] = rec.get("state") == "running" and rec.get("host") == HOST and pid_alive(int(rec.get("pid", -1)))
+        records.append(rec)
+    return sorted(records, key=lambda r: r.get("started", 0), reverse=True)

@@ -1,0 +1,91 @@
+"""Cached loaders and small widgets shared by the pages. Reads the store through healcore.results only."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pandas as pd
+import streamlit as st
+
+from healcore import results
+from healcore.store import RunStore
+
+PAGES: dict[str, str] = {}  # title -> page file, filled by app.py for page links
+
+
+def store_root() -> str:
+    """The run store: the sidebar's choice, else $HEALCORE_RUNS, else ./runs."""
+    default = os.environ.get("HEALCORE_RUNS", "runs")
+    return st.session_state.get("store_root", default)
+
+
+def store_version(root: str) -> tuple:
+    """Changes whenever a run folder's status or summary changes, so cached tables refresh."""
+    p = Path(root)
+    if not p.is_dir():
+        return (0, 0.0)
+    latest, n = 0.0, 0
+    with os.scandir(p) as entries:
+        for e in entries:
+            if e.is_dir() and not e.name.startswith("."):
+                n += 1
+                for name in ("status.json", "summary.json"):
+                    try:
+                        latest = max(latest, os.stat(os.path.join(e.path, name)).st_mtime)
+                    except OSError:
+                        pass
+    return (n, latest)
+
+
+@st.cache_data(show_spinner=False, max_entries=8)
+def runs_table(root: str, version: tuple) -> pd.DataFrame:
+    return results.load_runs(root)
+
+
+@st.cache_data(show_spinner=False, max_entries=8)
+def cells_table(root: str, version: tuple) -> pd.DataFrame:
+    return results.cells(runs_table(root, version))
+
+
+@st.cache_data(show_spinner=False, max_entries=32)
+def epochs_table(root: str, version: tuple, run_ids: tuple[str, ...]) -> pd.DataFrame:
+    return results.load_epochs(root, list(run_ids))
+
+
+def load() -> tuple[str, pd.DataFrame]:
+    root = store_root()
+    try:
+        RunStore(root)
+    except Exception as err:  # a store path that is a file: say so, never a traceback
+        st.error(str(err))
+        st.stop()
+    return root, runs_table(root, store_version(root))
+
+
+def empty_store_notice(root: str) -> None:
+    st.info(f"No runs in `{root}` yet. Start with the **demo** grid on the Launch page "
+            f"(minilm-l6 on a slice of SST-2, about 10 minutes on a 2-core CPU), or run "
+            f"`healcore grid demo` in a terminal.")
+    if "Launch" in PAGES:
+        st.page_link(PAGES["Launch"], label="Go to Launch", icon=":material/rocket_launch:")
+
+
+def setting_label(side: str, level: float) -> str:
+    if side == "clean":
+        return "clean (0%)"
+    if side == "all":
+        return "all (100%)"
+    return f"{side} {int(round(level * 100))}%"
+
+
+def cell_filters(table: pd.DataFrame, key: str) -> pd.DataFrame:
+    """Sidebar filters common to the results pages: models, datasets, pooling, mode, method."""
+    out = table
+    with st.sidebar:
+        for col, label in (("model", "Models"), ("dataset", "Datasets"), ("pooling", "Pooling"),
+                           ("mode", "Mode"), ("method", "Corruption method")):
+            if col in out and out[col].nunique() > 1:
+                options = sorted(out[col].astype(str).unique())
+                chosen = st.multiselect(label, options, default=options, key=f"{key}-{col}")
+                out = out[out[col].astype(str).isin(chosen)]
+    return out

@@ -1,0 +1,110 @@
+"""Every dashboard page smoke-tested with AppTest against a store made by real tiny runs."""
+import json
+import time
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from conftest import ROOT
+
+PAGES = ["launch", "heatmaps", "curves", "epochs", "outliers", "embeddings", "run_detail", "export"]
+
+
+def page(name: str) -> AppTest:
+    return AppTest.from_file(str(ROOT / "pages" / f"{name}.py"), default_timeout=120)
+
+
+@pytest.mark.parametrize("name", PAGES)
+def test_every_page_renders_a_real_store(name, tiny_store, monkeypatch):
+    monkeypatch.setenv("HEALCORE_RUNS", str(tiny_store))
+    at = page(name).run()
+    assert not at.exception, at.exception
+    assert at.title[0].value
+    if name in ("heatmaps", "curves", "epochs", "embeddings", "outliers"):
+        assert not [i for i in at.info if "No runs" in i.value]
+
+
+def test_heatmap_has_every_cell_and_marks(tiny_store, monkeypatch):
+    from pages_helpers import heatmap_frame_for
+
+    frame = heatmap_frame_for(tiny_store)
+    # clean and all-layers appear in both panels; bottom/top 25% and 50% in their own
+    assert sorted(frame.groupby("panel")["level"].apply(sorted).tolist()) == [["0%", "100%", "25%", "50%"]] * 2
+
+
+def test_curves_page_shows_the_three_claims(tiny_store, monkeypatch):
+    monkeypatch.setenv("HEALCORE_RUNS", str(tiny_store))
+    at = page("curves").run()
+    claims = at.dataframe[0].value
+    assert set(claims["claim"]) == {"corrupted models never fully recover", "more corruption, worse",
+                                    "bottom corruption hurts more than top"}
+
+
+def test_embeddings_page_caches_projections_on_disk(tiny_store, monkeypatch):
+    monkeypatch.setenv("HEALCORE_RUNS", str(tiny_store))
+    at = page("embeddings").run()
+    assert not at.exception
+    assert list(tiny_store.glob("*/features/best.tsne.npz"))
+    assert any("silhouette" in str(c.value).lower() for c in at.caption)
+    mtimes = {p: p.stat().st_mtime_ns for p in tiny_store.glob("*/features/best.tsne.npz")}
+    page("embeddings").run()  # a revisit reads the cache, it does not recompute
+    assert {p: p.stat().st_mtime_ns for p in mtimes} == mtimes
+
+
+def test_empty_store_shows_a_next_step(tmp_path, monkeypatch):
+    monkeypatch.setenv("HEALCORE_RUNS", str(tmp_path / "none"))
+    for name in PAGES[1:]:
+        at = page(name).run()
+        assert not at.exception, name
+        assert any("demo" in i.value for i in at.info), name
+
+
+def test_store_that_is_a_file_is_one_line_not_a_traceback(tmp_path, monkeypatch):
+    (tmp_path / "f").write_text("x")
+    monkeypatch.setenv("HEALCORE_RUNS", str(tmp_path / "f"))
+    at = page("heatmaps").run()
+    assert not at.exception and "is a file" in at.error[0].value
+
+
+def test_app_navigation_runs(tiny_store, monkeypatch):
+    monkeypatch.setenv("HEALCORE_RUNS", str(tiny_store))
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=120).run()
+    assert not at.exception
+    assert at.title[0].value == "Grid heatmaps"
+    at.switch_page("pages/run_detail.py").run()
+    assert not at.exception and at.title[0].value == "Run detail"
+
+
+def test_bad_grid_is_explained_next_to_the_widgets(tmp_path, monkeypatch):
+    monkeypatch.setenv("HEALCORE_RUNS", str(tmp_path / "runs"))
+    at = page("launch").run()
+    at.radio[0].set_value("Build a grid").run()
+    levels = next(m for m in at.multiselect if m.label.startswith("Corruption levels"))
+    levels.set_value(["33%"]).run()
+    assert not at.exception
+    assert any("cannot run" in e.value for e in at.error)
+
+
+def test_launch_page_starts_a_real_run(tmp_path, monkeypatch, tiny_bert):
+    """Build a one-run grid with the widgets, press Start: a separate process writes the run folder."""
+    store = tmp_path / "runs"
+    monkeypatch.setenv("HEALCORE_RUNS", str(store))
+    at = page("launch").run()
+    at.radio[0].set_value("Build a grid").run()
+    models = next(m for m in at.multiselect if m.label == "Models")
+    models.set_value([tiny_bert]).run()
+    next(m for m in at.multiselect if m.label.startswith("Corruption levels")).set_value(["0%"]).run()
+    next(n for n in at.number_input if n.label == "Epochs").set_value(1).run()
+    next(n for n in at.number_input if n.label.startswith("Max train")).set_value(100).run()
+    next(n for n in at.number_input if n.label.startswith("Max test")).set_value(50).run()
+    at.text_input[0].set_value("from-ui").run()
+    assert not at.exception and not at.error
+    next(b for b in at.button if b.label == "Start").click().run()
+    assert any("Started grid from-ui" in s.value for s in at.success)
+    deadline = time.time() + 180
+    while time.time() < deadline:
+        done = [p for p in store.glob("*/status.json") if json.loads(p.read_text()).get("state") == "completed"]
+        if done:
+            break
+        time.sleep(0.5)
+    assert done, (store / ".grids" / "from-ui.log").read_text()
