@@ -10,13 +10,24 @@ import streamlit as st
 from healcore import results
 from healcore.store import RunStore
 
-PAGES: dict[str, str] = {}  # title -> page file, filled by app.py for page links
+PAGE_FILES = {p.stem.split("_", 1)[1].replace("_", " "): f"pages/{p.name}"
+              for p in sorted((Path(__file__).resolve().parent.parent / "pages").glob("*.py"))}
+
+
+def page(title: str) -> str:
+    """The file of a page by its title, for st.page_link."""
+    return PAGE_FILES[title]
 
 
 def store_root() -> str:
-    """The run store: the sidebar's choice, else $HEALCORE_RUNS, else ./runs."""
-    default = os.environ.get("HEALCORE_RUNS", "runs")
-    return st.session_state.get("store_root", default)
+    """The run store: the sidebar's choice (kept across pages), else $HEALCORE_RUNS, else ./runs."""
+    if "store_root" not in st.session_state:
+        st.session_state["store_root"] = os.environ.get("HEALCORE_RUNS", "runs")
+    value = st.sidebar.text_input("Run store", st.session_state["store_root"],
+                                  help="Folder with one sub-folder per run (healcore --store); relative paths "
+                                       "are relative to where streamlit was started.")
+    st.session_state["store_root"] = value.strip() or "runs"
+    return st.session_state["store_root"]
 
 
 def store_version(root: str) -> tuple:
@@ -66,8 +77,10 @@ def empty_store_notice(root: str) -> None:
     st.info(f"No runs in `{root}` yet. Start with the **demo** grid on the Launch page "
             f"(minilm-l6 on a slice of SST-2, about 10 minutes on a 2-core CPU), or run "
             f"`healcore grid demo` in a terminal.")
-    if "Launch" in PAGES:
-        st.page_link(PAGES["Launch"], label="Go to Launch", icon=":material/rocket_launch:")
+    try:
+        st.page_link(page("Launch"), label="Go to Launch", icon=":material/rocket_launch:")
+    except Exception:  # noqa: BLE001 - a page run on its own (tests) has no page registry to link into
+        pass
 
 
 def setting_label(side: str, level: float) -> str:

@@ -7,11 +7,23 @@ from streamlit.testing.v1 import AppTest
 
 from conftest import ROOT
 
-PAGES = ["launch", "heatmaps", "curves", "epochs", "outliers", "embeddings", "run_detail", "export"]
+FILES = {"launch": "1_Launch", "heatmaps": "2_Grid_heatmaps", "curves": "3_Degradation_curves",
+         "epochs": "4_Healing_over_epochs", "outliers": "5_Outliers", "embeddings": "6_Embeddings",
+         "run_detail": "7_Run_detail", "export": "8_Export"}
+PAGES = list(FILES)
 
 
-def page(name: str) -> AppTest:
-    return AppTest.from_file(str(ROOT / "pages" / f"{name}.py"), default_timeout=120)
+class page:
+    """A dashboard page opened the way a user gets there: app.py first, then the page."""
+
+    def __init__(self, name: str):
+        self.at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=120)
+        self.file = f"pages/{FILES[name]}.py"
+
+    def run(self) -> AppTest:
+        self.at.run()
+        self.at.switch_page(self.file)
+        return self.at.run()
 
 
 @pytest.mark.parametrize("name", PAGES)
@@ -66,13 +78,19 @@ def test_store_that_is_a_file_is_one_line_not_a_traceback(tmp_path, monkeypatch)
     assert not at.exception and "is a file" in at.error[0].value
 
 
-def test_app_navigation_runs(tiny_store, monkeypatch):
+def test_home_page_summarises_the_store(tiny_store, monkeypatch):
     monkeypatch.setenv("HEALCORE_RUNS", str(tiny_store))
     at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=120).run()
-    assert not at.exception
-    assert at.title[0].value == "Grid heatmaps"
-    at.switch_page("pages/run_detail.py").run()
-    assert not at.exception and at.title[0].value == "Run detail"
+    assert not at.exception and at.title[0].value == "healcore"
+    assert next(m for m in at.metric if m.label == "Completed").value == "19"
+
+
+def test_sidebar_store_choice_is_kept_across_pages(tiny_store, tmp_path, monkeypatch):
+    monkeypatch.setenv("HEALCORE_RUNS", str(tmp_path / "elsewhere"))
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=120).run()
+    at.sidebar.text_input[0].set_value(str(tiny_store)).run()
+    at.switch_page("pages/7_Run_detail.py").run()
+    assert not at.exception and at.selectbox[0].options and at.sidebar.text_input[0].value == str(tiny_store)
 
 
 def test_bad_grid_is_explained_next_to_the_widgets(tmp_path, monkeypatch):
@@ -97,7 +115,7 @@ def test_launch_page_starts_a_real_run(tmp_path, monkeypatch, tiny_bert):
     next(n for n in at.number_input if n.label == "Epochs").set_value(1).run()
     next(n for n in at.number_input if n.label.startswith("Max train")).set_value(100).run()
     next(n for n in at.number_input if n.label.startswith("Max test")).set_value(50).run()
-    at.text_input[0].set_value("from-ui").run()
+    next(t for t in at.text_input if t.label == "Grid name").set_value("from-ui").run()
     assert not at.exception and not at.error
     next(b for b in at.button if b.label == "Start").click().run()
     assert any("Started grid from-ui" in s.value for s in at.success)

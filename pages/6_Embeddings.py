@@ -16,7 +16,7 @@ def projection(run_dir: str, which: str, method: str, mtime: float) -> dict | No
 
 def default_settings(options: list[str]) -> list[str]:
     wanted = [o for o in options if o.startswith(("clean", "top 25%", "bottom 25%", "all"))]
-    return wanted or options[:4]
+    return wanted if len(wanted) >= 3 else options[:4]
 
 
 def main() -> None:
@@ -59,7 +59,7 @@ def main() -> None:
         return
     frame = pd.concat(panels, ignore_index=True)
     chart = alt.Chart(frame).mark_circle(size=14, opacity=0.7).encode(
-        x=alt.X("x:Q", axis=None), y=alt.Y("y:Q", axis=None), color=alt.Color("label:N", title="label"),
+        x=alt.X("x:Q", axis=None), y=alt.Y("y:Q", axis=None), color=alt.Color("label:N", title="label", scale=alt.Scale(scheme="tableau10")),
         tooltip=["label"]).properties(width=260, height=260).facet(
         facet=alt.Facet("panel:N", title=None, sort=[p["panel"].iloc[0] for p in panels]), columns=4).resolve_scale(
         x="independent", y="independent")

@@ -55,8 +55,7 @@ def main() -> None:
         if best and summary.get("classes"):
             c2.caption(f"Confusion matrix (test, epoch {best['epoch']})")
             c2.altair_chart(confusion_chart(best["test"]["confusion"], summary["classes"]))
-        if "Run detail" in common.PAGES:
-            st.page_link(common.PAGES["Run detail"], label=f"Open {run_id} in Run detail", query_params={"run": run_id})
+        st.page_link(common.page("Run detail"), label=f"Open {run_id} in Run detail", query_params={"run": run_id})
 
 
 main()

@@ -116,6 +116,15 @@ def main() -> None:
         preset = st.selectbox("Preset", names, index=names.index("demo") if "demo" in names else 0)
         spec = grids.load_spec(preset)
         st.caption(spec.get("description", "") or f"presets/{preset}.yaml")
+        base = dict(spec.get("base") or {})
+        with st.expander("Adjust (epochs and data caps for every run)"):
+            c = st.columns(3)
+            base["epochs"] = int(c[0].number_input("Epochs", 1, 100, int(base.get("epochs", 3)), key="p-epochs"))
+            base["max_train"] = int(c[1].number_input("Max train rows (0 = all)", 0, 10_000_000,
+                                                      int(base.get("max_train", 0)), step=100, key="p-train"))
+            base["max_test"] = int(c[2].number_input("Max test rows (0 = all)", 0, 10_000_000,
+                                                     int(base.get("max_test", 0)), step=100, key="p-test"))
+        spec = {**spec, "base": base}
         with st.expander("Spec"):
             st.json(spec)
     else:

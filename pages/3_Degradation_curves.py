@@ -7,7 +7,7 @@ import streamlit as st
 from dashboard import common
 from healcore import results
 
-ICON = {"holds": "✅ holds", "fails": "❌ does not hold", "mixed": "➖ mixed", "insufficient": "… not enough data"}
+ICON = {"holds": "✓ holds", "fails": "✗ does not hold", "mixed": "~ mixed", "insufficient": "? not enough data"}
 
 
 def curve_frame(table: pd.DataFrame) -> pd.DataFrame:
@@ -25,7 +25,8 @@ def curve_frame(table: pd.DataFrame) -> pd.DataFrame:
 
 def chart(frame: pd.DataFrame, clean: pd.DataFrame) -> alt.Chart:
     base = alt.Chart(frame).encode(x=alt.X("level:Q", title="% of layers corrupted", scale=alt.Scale(domain=[0, 100])),
-                                   color=alt.Color("side:N", scale=alt.Scale(domain=["bottom", "top"])))
+                                   color=alt.Color("side:N", scale=alt.Scale(domain=["bottom", "top"],
+                                                                             range=["#d62728", "#1f77b4"])))
     band = base.mark_area(opacity=0.2).encode(y="lo:Q", y2="hi:Q")
     line = base.mark_line(point=True).encode(y=alt.Y("f1:Q", title="weighted F1"),
                                              tooltip=["side", "level", alt.Tooltip("f1:Q", format=".2f"), "seeds"])

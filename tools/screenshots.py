@@ -1,0 +1,55 @@
+"""Screenshots of every dashboard page, for the README and docs.
+
+Run: python tools/screenshots.py --store runs --out docs/screenshots
+Starts `streamlit run app.py` on a free port against the store and drives Debian's chromium with Playwright.
+"""
+import argparse
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+         "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage"]
+PAGES = {"home": "", "launch": "Launch", "heatmaps": "Grid_heatmaps", "curves": "Degradation_curves",
+         "epochs": "Healing_over_epochs", "outliers": "Outliers", "embeddings": "Embeddings",
+         "run_detail": "Run_detail", "export": "Export"}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--store", default="runs")
+    ap.add_argument("--out", default="docs/screenshots")
+    args = ap.parse_args()
+    from playwright.sync_api import sync_playwright
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {**os.environ, "HEALCORE_RUNS": str(Path(args.store).resolve())}
+    proc = subprocess.Popen([sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port)],
+                            cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    try:
+        time.sleep(4)
+        out = Path(args.out)
+        out.mkdir(parents=True, exist_ok=True)
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=FLAGS)
+            page = browser.new_page(viewport={"width": 1500, "height": 1000})
+            for name, path in PAGES.items():
+                page.goto(f"http://127.0.0.1:{port}/{path}")
+                page.wait_for_selector("h1", timeout=60_000)
+                page.wait_for_timeout(6000 if name == "embeddings" else 2500)
+                page.screenshot(path=str(out / f"{name}.png"), full_page=True)
+                print("saved", out / f"{name}.png")
+            browser.close()
+    finally:
+        os.killpg(proc.pid, 15)
+
+
+if __name__ == "__main__":
+    main()
