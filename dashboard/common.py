@@ -8,6 +8,8 @@ import pandas as pd
 import streamlit as st
 
 from healcore import results
+from healcore.errors import HealcoreError
+from healcore.paths import confine
 from healcore.store import RunStore
 
 PAGE_FILES = {p.stem.split("_", 1)[1].replace("_", " "): f"pages/{p.name}"
@@ -66,8 +68,9 @@ def epochs_table(root: str, version: tuple, run_ids: tuple[str, ...]) -> pd.Data
 def load() -> tuple[str, pd.DataFrame]:
     root = store_root()
     try:
+        confine(root, "run store")
         RunStore(root)
-    except Exception as err:  # a store path that is a file: say so, never a traceback
+    except HealcoreError as err:  # outside the allowed folders, or a file: say so, never a traceback
         st.error(str(err))
         st.stop()
     return root, runs_table(root, store_version(root))

@@ -24,10 +24,11 @@ SPLITS = ("standard", "paper")
 SELECT_ON = ("validation", "test")
 METRICS = ("f1_weighted", "f1_macro", "accuracy")
 DEVICES = ("auto", "cpu", "cuda")
+PRECISIONS = ("auto", "fp32", "bf16")
 # Defaults of `strength` per method when it is left as None.
 DEFAULT_STRENGTH = {"noise": 1.0, "zero": 0.5, "bitflip": 1e-4}
-# Fields that do not change what a run computes, so they stay out of the run id.
-NON_IDENTITY_FIELDS = ("device",)
+# How and where a run executes (not what it is) stays out of the run id; the summary records both.
+NON_IDENTITY_FIELDS = ("device", "precision")
 
 
 @dataclass(frozen=True)
@@ -53,6 +54,7 @@ class RunConfig:
     warmup_ratio: float = 0.0  # fraction of steps with linear warm-up; then linear decay to 0
     weight_decay: float = 0.0  # decoupled weight decay; 0 makes AdamW exactly Adam (the paper's)
     lora_r: int = 8  # LoRA rank, mode=lora only
+    precision: str = "auto"  # auto: bf16 autocast where the hardware has it (CUDA, AVX512-BF16/AMX CPUs) | fp32 | bf16
     seed: int = 0  # seeds the corruption, the head, dropout, batch order and the validation carve-out
     # --- data ---
     split: str = "standard"  # standard (dataset's own splits) | paper (Table 2 sizes, re-split, stratified)
@@ -101,7 +103,7 @@ class RunConfig:
 
         for name, options in (("method", METHODS), ("init", INITS), ("scope", SCOPES), ("mode", MODES),
                               ("pooling", POOLINGS), ("split", SPLITS), ("select_on", SELECT_ON),
-                              ("metric", METRICS), ("device", DEVICES)):
+                              ("metric", METRICS), ("device", DEVICES), ("precision", PRECISIONS)):
             choice(name, options)
         if not self.model.strip():
             raise ConfigError("model is empty; give a hub id, a local folder or minilm-l6")

@@ -161,7 +161,36 @@ def expand(spec: str | Path | dict, overrides: dict | None = None) -> Grid:
             cfg = RunConfig.from_dict({**base, "model": model, "dataset": dataset, **setting, "lr": lr, "seed": seed,
                                        "pooling": pooling, "mode": mode})
             configs.setdefault(cfg.run_id, cfg)
+    if not configs:
+        raise ConfigError(f"grid {name} expands to no runs ({'; '.join(sorted(set(notes))) or 'no levels'}); "
+                          f"choose levels that fit the models' layer counts")
     return Grid(name, list(configs.values()), sorted(set(notes)), str(data.get("description", "")))
+
+
+def preflight(grid: Grid) -> None:
+    """Check every distinct model and dataset of a grid once (architecture, layers, data), before any run."""
+    from .corruption import parse_layers
+    from .data import load_splits
+    from .models import check_architecture
+
+    seen_models: dict[str, int] = {}
+    seen_data: set[tuple] = set()
+    for cfg in grid.configs:
+        if cfg.model not in seen_models:
+            seen_models[cfg.model] = check_architecture(cfg.model) if not _known_offline(cfg.model) else 0
+        if seen_models[cfg.model]:
+            parse_layers(cfg.corrupt).resolve(seen_models[cfg.model])
+        key = (cfg.dataset, cfg.split, cfg.max_train, cfg.max_test, cfg.val_fraction)
+        if key not in seen_data:
+            seen_data.add(key)
+            load_splits(cfg)
+
+
+def _known_offline(model: str) -> bool:
+    """Hub models in KNOWN_LAYERS are checked when their run loads them (no hub round trip offline)."""
+    from .models import KNOWN_LAYERS, resolve_model_path
+
+    return model in KNOWN_LAYERS and resolve_model_path(model) == model
 
 
 # ------------------------------------------------------------------------------------------ planning
@@ -248,6 +277,8 @@ def grid_command(args) -> int:
     store = RunStore(args.store)
     grid = expand(args.spec, _parse_sets(args.set))
     parts = plan(grid, store, args.retry_failed)
+    if parts["todo"]:
+        preflight(Grid(grid.name, parts["todo"]))
     cost, how = estimate_seconds(parts["todo"], store)
     workers = max(1, int(args.workers))
     print(f"grid {grid.name}: {len(grid.configs)} runs; {len(parts['completed'])} finished, "
@@ -321,6 +352,8 @@ def cancel_command(args) -> int:
             targets.append(int(g["pid"]))
         ids = g.get("run_ids", [])
     else:
+        for run_id in args.run_ids:
+            store.path(run_id)  # invalid ids (.., slashes) are refused with a one-line error
         ids = args.run_ids or store.run_ids()
     stopped = 0
     for run_id in ids:
@@ -350,6 +383,7 @@ def launch(spec: dict, store_root: str | Path, workers: int = 1, retry_failed: b
     import yaml
 
     grid = expand(spec)  # validation: unknown keys, bad levels, bad base config
+    preflight(grid)  # models and data load: a bad grid starts nothing
     store = RunStore(store_root)
     store.ensure()
     spec_dir = store.root / ".grids" / "specs"

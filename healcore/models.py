@@ -98,6 +98,23 @@ def num_layers(name: str) -> int:
     raise ModelError(f"model {name!r} ({type(cfg).__name__}) does not state its number of layers")
 
 
+def check_architecture(name: str) -> int:
+    """Build the model on the meta device (no memory, no weights) to prove healcore can find its layers.
+
+    Returns L. Called before a run folder exists, so an unsupported model leaves nothing behind.
+    """
+    import torch
+    from transformers import AutoModel
+
+    cfg = load_model_config(name)
+    try:
+        with torch.device("meta"):
+            model = AutoModel.from_config(cfg, trust_remote_code=False)
+    except Exception as err:
+        raise _friendly_load_error(name, err) from None
+    return len(layer_list(model))
+
+
 def layer_list(encoder):
     """The encoder's ModuleList of transformer blocks, found generically; a clear error when absent."""
     import torch.nn as nn

@@ -29,10 +29,10 @@ FEATURE_SEED = 0  # the same test rows are stored for every run of a dataset, so
 
 def preflight(cfg: RunConfig) -> Splits:
     """Everything that can be wrong with the inputs, checked before anything is written."""
-    from .models import num_layers
+    from .models import check_architecture
 
     cfg.validate()
-    L = num_layers(cfg.model)
+    L = check_architecture(cfg.model)
     indices = parse_layers(cfg.corrupt).resolve(L)
     if cfg.method == "shuffle" and 0 < len(indices) < 2:
         raise CorruptionSpecError("method=shuffle needs at least 2 chosen layers to permute; choose more layers")
@@ -90,7 +90,12 @@ def execute(cfg: RunConfig, store: RunStore, *, show_progress: bool = False,
             if isinstance(err, KeyboardInterrupt):
                 handle.set_status("interrupted", ended=now())
                 raise
-            if not isinstance(err, HealcoreError):
+            if type(err).__name__ == "OutOfMemoryError":  # torch.OutOfMemoryError, without importing torch here
+                message = ("CUDA out of memory; lower batch_size or max_length, or run fewer runs per GPU "
+                           f"(--runs-per-gpu) ({message[:120]})")
+            elif isinstance(err, OSError) and getattr(err, "errno", None) == 28:
+                message = f"disk full while writing the run ({message}); free space and rerun to resume"
+            elif not isinstance(err, HealcoreError):
                 message = f"{type(err).__name__}: {message}"
             try:
                 handle.set_status("failed", ended=now(), error=message[:500], traceback=traceback.format_exc())
@@ -114,7 +119,7 @@ def _run(cfg: RunConfig, splits: Splits, handle: RunHandle, stop: _StopFlag, sho
     from .evaluate import majority_f1, metrics, probe
     from .models import build_classifier, load_encoder, load_tokenizer, pick_device
     from .train import (eval_max_tokens, load_state, lr_factor, make_optimizer, pooled_features, predict,
-                        save_state, train_epoch)
+                        save_state, train_epoch, use_bf16)
 
     t0 = time.perf_counter()
     device = pick_device(cfg.device)
@@ -148,15 +153,15 @@ def _run(cfg: RunConfig, splits: Splits, handle: RunHandle, stop: _StopFlag, sho
         t = time.perf_counter()
         idx = stratified_take(enc_train.labels, cfg.probe_samples, np.random.default_rng(FEATURE_SEED))
         sub = _subset(enc_train, idx)
-        x_train = pooled_features(model, sub, device, pad_id, max_tokens)
-        x_test = pooled_features(model, enc_test, device, pad_id, max_tokens)
+        x_train = pooled_features(model, sub, device, pad_id, max_tokens, cfg.precision)
+        x_test = pooled_features(model, enc_test, device, pad_id, max_tokens, cfg.precision)
         if not (np.isfinite(x_train).all() and np.isfinite(x_test).all()):
             raise TrainingDiverged("the corrupted model outputs NaN/inf before any fine-tuning; "
                                    "lower the corruption strength (bitflip/noise) or choose fewer layers")
         probe_result = probe(x_train, sub.labels, x_test, enc_test.labels, K) if len(idx) else {}
         probe_result["seconds"] = time.perf_counter() - t
         if len(sample):
-            handle.save_features("before", X=x_test[sample].astype(np.float32), labels=enc_test.labels[sample],
+            handle.save_features("before", X=_half(x_test[sample]), labels=enc_test.labels[sample],
                                  index=sample)
         handle.write_json("probe.json", probe_result)
         handle.log(f"damage probe (logistic regression on frozen features): F1 {probe_result.get('f1_weighted', float('nan')):.2f}")
@@ -195,21 +200,22 @@ def _run(cfg: RunConfig, splits: Splits, handle: RunHandle, stop: _StopFlag, sho
     for epoch in range(start_epoch, cfg.epochs + 1):
         stats = train_epoch(model, enc_train, optimizer, scheduler, epoch=epoch, seed=cfg.seed,
                             batch_size=cfg.batch_size, device=device, pad_id=pad_id,
-                            freeze_body=cfg.mode == "linear_probe", stop=stop,
+                            freeze_body=cfg.mode == "linear_probe", precision=cfg.precision, stop=stop,
                             on_step=lambda s, n, l, e=epoch: on_step(s, n, l, e))
         t = time.perf_counter()
         row: dict[str, Any] = {"epoch": epoch, **stats, "lr": scheduler.get_last_lr()[0]}
         if enc_val is not None:
-            val_pred, _ = predict(model, enc_val, device, pad_id, max_tokens)
+            val_pred, _ = predict(model, enc_val, device, pad_id, max_tokens, precision=cfg.precision)
             row["validation"] = metrics(enc_val.labels, val_pred, K)
-        test_pred, test_pooled = predict(model, enc_test, device, pad_id, max_tokens, keep_pooled=sample)
+        test_pred, test_pooled = predict(model, enc_test, device, pad_id, max_tokens, keep_pooled=sample,
+                                           precision=cfg.precision)
         row["test"] = metrics(enc_test.labels, test_pred, K)
         row["eval_s"] = time.perf_counter() - t
         score = row[cfg.select_on][cfg.metric]
         if score > best["score"]:
             best = {"epoch": epoch, "score": score}
             if test_pooled is not None:
-                handle.save_features("best", X=test_pooled.astype(np.float32), labels=enc_test.labels[sample],
+                handle.save_features("best", X=_half(test_pooled), labels=enc_test.labels[sample],
                                      predictions=test_pred[sample], index=sample, epoch=np.array(epoch))
         handle.append_metrics(row)
         handle.log(f"epoch {epoch}: loss {row['train_loss']:.4f}, "
@@ -238,6 +244,7 @@ def _run(cfg: RunConfig, splits: Splits, handle: RunHandle, stop: _StopFlag, sho
         "data": {"source": splits.source, "sizes": splits.sizes(), "notes": splits.notes},
         "corruption": report,
         "device": device,
+        "bf16": use_bf16(device, cfg.precision),
         "params": {"total": n_params, "trainable": sum(p.numel() for p in model.parameters() if p.requires_grad)},
         "majority_f1": majority_f1(enc_train.labels, enc_test.labels, K),
         "probe": probe_result,
@@ -257,6 +264,11 @@ def _run(cfg: RunConfig, splits: Splits, handle: RunHandle, stop: _StopFlag, sho
     handle.write_summary(summary)
     handle.drop_checkpoints()  # a completed run keeps metrics, summary and features only
     return summary
+
+
+def _half(x: np.ndarray) -> np.ndarray:
+    """Features are stored as float16 (half the disk; projections need no more), clipped to its range."""
+    return np.clip(x, -65504, 65504).astype(np.float16)
 
 
 def _subset(enc, idx: np.ndarray):

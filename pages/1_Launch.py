@@ -8,6 +8,7 @@ from dashboard import common
 from healcore import grid as grids
 from healcore.data import REGISTRY
 from healcore.errors import HealcoreError
+from healcore.paths import check_spec_paths, confine
 from healcore.store import RunStore, epoch_rows
 
 
@@ -54,9 +55,13 @@ def _is_float(x) -> bool:
 def plan_summary(spec: dict, root: str) -> dict | None:
     """Run count, what is done, and the cost estimate; a bad spec is explained, not raised."""
     try:
+        check_spec_paths(spec)
+        confine(root, "run store")
         grid = grids.expand(spec)
         store = RunStore(root)
         parts = grids.plan(grid, store)
+        with st.spinner("Checking models and data..."):
+            grids.preflight(grids.Grid(grid.name, parts["todo"]))
         cost, how = grids.estimate_seconds(parts["todo"], store)
     except HealcoreError as err:
         st.error(f"This grid cannot run: {err}")
@@ -109,7 +114,7 @@ def watch(root: str) -> None:
 
 def main() -> None:
     st.title("Launch")
-    root = common.store_root()
+    root, _ = common.load()
     choice = st.radio("Start from", ["Preset", "Build a grid"], horizontal=True)
     if choice == "Preset":
         names = grids.preset_names()

@@ -107,6 +107,7 @@ def test_launch_page_starts_a_real_run(tmp_path, monkeypatch, tiny_bert):
     """Build a one-run grid with the widgets, press Start: a separate process writes the run folder."""
     store = tmp_path / "runs"
     monkeypatch.setenv("HEALCORE_RUNS", str(store))
+    monkeypatch.setenv("HEALCORE_ALLOWED_ROOTS", tiny_bert)
     at = page("launch").run()
     at.radio[0].set_value("Build a grid").run()
     models = next(m for m in at.multiselect if m.label == "Models")
@@ -126,3 +127,14 @@ def test_launch_page_starts_a_real_run(tmp_path, monkeypatch, tiny_bert):
             break
         time.sleep(0.5)
     assert done, (store / ".grids" / "from-ui.log").read_text()
+
+
+def test_paths_outside_the_allowed_folders_are_refused(tmp_path, monkeypatch, tiny_bert):
+    monkeypatch.setenv("HEALCORE_RUNS", str(tmp_path / "runs"))
+    at = page("launch").run()
+    at.radio[0].set_value("Build a grid").run()
+    next(m for m in at.multiselect if m.label == "Models").set_value([tiny_bert]).run()
+    assert any("outside the allowed folders" in e.value for e in at.error)
+    assert not any(b.label == "Start" for b in at.button)
+    at.sidebar.text_input[0].set_value("/etc").run()
+    assert any("outside the allowed folders" in e.value for e in at.error)
