@@ -131,7 +131,7 @@ def run_trainer(model_factory, tok, df, steps, batch, lr, device, tuned: bool, w
     return useful / timer.seconds, useful
 
 
-def run_healcore(model_factory, tok, df, steps, batch, lr, device, warmup: int):
+def run_healcore(model_factory, tok, df, steps, batch, lr, device, warmup: int, precision: str = "auto"):
     import torch
     import torch.nn.functional as F
 
@@ -162,7 +162,7 @@ def run_healcore(model_factory, tok, df, steps, batch, lr, device, warmup: int):
         timer.begin()
         b = collate(enc, idx, tok.pad_token_id, device)
         labels = b.pop("labels")
-        with autocast(device):  # healcore default precision: bf16 where the hardware has it
+        with autocast(device, precision):  # healcore's default: bf16 where the hardware has it
             logits = model(**b)
         loss = F.cross_entropy(logits.float(), labels)
         opt.zero_grad(set_to_none=True)
@@ -183,8 +183,11 @@ def bench(label, model_factory, tok, df, args, flops_params=None):
     b, _ = run_trainer(model_factory, tok, df, args.steps, args.batch_size, args.lr, args.device, True, args.warmup)
     print(f"(b) Trainer, tuned (dynamic padding, length grouping{', bf16' if args.device == 'cuda' else ''}): "
           f"{b:,.0f} useful tokens/s", flush=True)
+    c32, _ = run_healcore(model_factory, tok, df, args.steps, args.batch_size, args.lr, args.device, args.warmup, "fp32")
+    print(f"(c, fp32) healcore with --precision fp32 (bucketing and dynamic padding only): {c32:,.0f} useful tokens/s",
+          flush=True)
     c, _ = run_healcore(model_factory, tok, df, args.steps, args.batch_size, args.lr, args.device, args.warmup)
-    print(f"(c) healcore: {c:,.0f} useful tokens/s", flush=True)
+    print(f"(c) healcore, default precision (bf16 autocast where supported): {c:,.0f} useful tokens/s", flush=True)
     if flops_params and args.device == "cuda":
         print(f"    healcore model FLOP utilisation: {6 * flops_params * c / H100_BF16_PEAK:.1%} of 790 TFLOP/s")
     print(f"RATIO {label}: c/a = {c / a:.2f}x   c/b = {c / b:.2f}x", flush=True)

@@ -8,6 +8,7 @@ import pandas as pd
 import streamlit as st
 
 from healcore import results
+from healcore.charts import setting_label  # noqa: F401 - pages use common.setting_label
 from healcore.errors import HealcoreError
 from healcore.paths import confine
 from healcore.store import RunStore
@@ -84,14 +85,6 @@ def empty_store_notice(root: str) -> None:
         st.page_link(page("Launch"), label="Go to Launch", icon=":material/rocket_launch:")
     except Exception:  # noqa: BLE001 - a page run on its own (tests) has no page registry to link into
         pass
-
-
-def setting_label(side: str, level: float) -> str:
-    if side == "clean":
-        return "clean (0%)"
-    if side == "all":
-        return "all (100%)"
-    return f"{side} {int(round(level * 100))}%"
 
 
 def cell_filters(table: pd.DataFrame, key: str) -> pd.DataFrame:

@@ -105,6 +105,14 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("run_ids", nargs="*", help="run ids; none = every running run in the store")
     c.add_argument("--grid", help="cancel this grid's process and its runs")
 
+    r = sub.add_parser("report", help="write a Markdown study report with PNG figures from the store",
+                       description="Tables, claims, flags and figures of every completed run in --store.")
+    r.add_argument("--out", default="docs", help="folder for the .md file and figures/ [docs]")
+    r.add_argument("--title", default="Reproduction study")
+    r.add_argument("--name", default="reproduction", help="file stem: REPRODUCTION.md, figures/<name>-*.png")
+    r.add_argument("--command", dest="command_line", default="",
+                   help="the command line to print as 'regenerate this file'")
+
     d = sub.add_parser("data", help="dataset tools")
     dsub = d.add_subparsers(dest="data_command", required=True, parser_class=_Parser)
     e = dsub.add_parser("export", help="write a dataset as train.csv.gz/test.csv.gz into DIR")
@@ -168,6 +176,12 @@ def _dispatch(args: argparse.Namespace) -> int:
         from .grid import cancel_command
 
         return cancel_command(args)
+    if args.command == "report":
+        from .report import write_report
+
+        path = write_report(args.store, args.out, args.title, args.name, args.command_line)
+        print(f"wrote {path}")
+        return 0
     if args.command == "data":
         from . import data
 

@@ -298,13 +298,16 @@ def table1(table: pd.DataFrame, value: str = "f1") -> pd.DataFrame:
     failures; 0% (clean) and 100% (all) fill both sides.
     """
     sub = table[table["method"].isin(["reinit", "-"])]
+    variants = sub[["pooling", "mode"]].drop_duplicates() if {"pooling", "mode"} <= set(sub.columns) else []
+    several = len(variants) > 1  # then each row names its pooling and mode, so no two cells collide
     out: dict[tuple, dict] = {}
     for r in sub.itertuples():
+        model = f"{r.model} [{r.pooling}, {r.mode}]" if several else r.model
         sides = ["bottom", "top"] if r.side in ("clean", "all") else [r.side]
         for side in sides:
             if side not in ("bottom", "top"):
                 continue
-            out[(r.model, int(round(r.level * 100)), r.dataset, side)] = {
+            out[(model, int(round(r.level * 100)), r.dataset, side)] = {
                 "mean": getattr(r, value), "std": r.f1_std if value == "f1" else np.nan, "flagged": bool(r.flagged)}
     if not out:
         return pd.DataFrame()

@@ -4,16 +4,8 @@ import pandas as pd
 import streamlit as st
 
 from dashboard import common
+from healcore import charts
 from healcore.store import RunStore
-
-
-def confusion_chart(matrix: list[list[int]], classes: list[str]) -> alt.Chart:
-    rows = [{"true": classes[i], "predicted": classes[j], "count": v}
-            for i, row in enumerate(matrix) for j, v in enumerate(row)]
-    base = alt.Chart(pd.DataFrame(rows)).encode(x=alt.X("predicted:N", sort=classes), y=alt.Y("true:N", sort=classes))
-    return (base.mark_rect().encode(color=alt.Color("count:Q", scale=alt.Scale(scheme="blues"))) +
-            base.mark_text().encode(text="count:Q")).properties(width=min(420, 40 * len(classes) + 80),
-                                                                 height=min(420, 40 * len(classes) + 40))
 
 
 def main() -> None:
@@ -54,7 +46,7 @@ def main() -> None:
         best = next((r for r in rows if r["epoch"] == summary.get("best_epoch")), rows[-1] if rows else None)
         if best and summary.get("classes"):
             c2.caption(f"Confusion matrix (test, epoch {best['epoch']})")
-            c2.altair_chart(confusion_chart(best["test"]["confusion"], summary["classes"]))
+            c2.altair_chart(charts.confusion(best["test"]["confusion"], summary["classes"]))
         st.page_link(common.page("Run detail"), label=f"Open {run_id} in Run detail", query_params={"run": run_id})
 
 

@@ -1,10 +1,10 @@
 """Embeddings: t-SNE/UMAP of stored features as small multiples across corruption settings (the paper's
 Figure 1: clean, top 25%, bottom 25%, all), coloured by label, with silhouette and kNN accuracy per panel."""
-import altair as alt
 import pandas as pd
 import streamlit as st
 
 from dashboard import common
+from healcore import charts
 from healcore.projection import project
 from healcore.store import RunStore
 
@@ -58,11 +58,7 @@ def main() -> None:
         st.info("Pick at least one setting with stored features.")
         return
     frame = pd.concat(panels, ignore_index=True)
-    chart = alt.Chart(frame).mark_circle(size=14, opacity=0.7).encode(
-        x=alt.X("x:Q", axis=None), y=alt.Y("y:Q", axis=None), color=alt.Color("label:N", title="label", scale=alt.Scale(scheme="tableau10")),
-        tooltip=["label"]).properties(width=260, height=260).facet(
-        facet=alt.Facet("panel:N", title=None, sort=[p["panel"].iloc[0] for p in panels]), columns=4).resolve_scale(
-        x="independent", y="independent")
+    chart = charts.embedding_panels(frame, [p["panel"].iloc[0] for p in panels])
     st.altair_chart(chart, width="content")
     st.caption("Silhouette: of the true labels in feature space (-1..1). kNN: 5-nearest-neighbour accuracy, 5-fold.")
 

@@ -1,9 +1,9 @@
 """Run detail: config, status, log tail, metrics per epoch, confusion matrix; a failed run shows its error."""
-import altair as alt
 import pandas as pd
 import streamlit as st
 
 from dashboard import common
+from healcore import charts
 from healcore.errors import StoreError
 from healcore.store import RunStore
 
@@ -52,11 +52,7 @@ def main() -> None:
         if rows and summary.get("classes"):
             epoch = st.select_slider("Epoch", [r["epoch"] for r in rows], value=summary.get("best_epoch") or rows[-1]["epoch"])
             row = next(r for r in rows if r["epoch"] == epoch)
-            classes = summary["classes"]
-            cm = pd.DataFrame([{"true": classes[i], "predicted": classes[j], "count": v}
-                               for i, line in enumerate(row["test"]["confusion"]) for j, v in enumerate(line)])
-            base = alt.Chart(cm).encode(x=alt.X("predicted:N", sort=classes), y=alt.Y("true:N", sort=classes))
-            st.altair_chart(base.mark_rect().encode(color="count:Q") + base.mark_text().encode(text="count:Q"))
+            st.altair_chart(charts.confusion(row["test"]["confusion"], summary["classes"]))
         else:
             st.caption("Shown once the run has finished an epoch.")
     with tabs[2]:

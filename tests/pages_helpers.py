@@ -18,5 +18,6 @@ def _load_functions(page: str, names: list[str]) -> dict:
 def heatmap_frame_for(root: Path):
     from healcore.results import cells, load_runs
 
-    ns = _load_functions("2_Grid_heatmaps", ["heatmap_frame"])
-    return ns["heatmap_frame"](cells(load_runs(root)), "f1")
+    from healcore.charts import heatmap_frame
+
+    return heatmap_frame(cells(load_runs(root)), "f1")

@@ -87,6 +87,7 @@ def test_home_page_summarises_the_store(tiny_store, monkeypatch):
 
 def test_sidebar_store_choice_is_kept_across_pages(tiny_store, tmp_path, monkeypatch):
     monkeypatch.setenv("HEALCORE_RUNS", str(tmp_path / "elsewhere"))
+    monkeypatch.setenv("HEALCORE_ALLOWED_ROOTS", str(tiny_store))
     at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=120).run()
     at.sidebar.text_input[0].set_value(str(tiny_store)).run()
     at.switch_page("pages/7_Run_detail.py").run()

@@ -118,3 +118,14 @@ def test_results_do_not_import_torch(tiny_store):
             "assert 'torch' not in sys.modules and 'transformers' not in sys.modules, 'heavy import'")
     proc = subprocess.run([sys.executable, "-c", code, str(tiny_store)], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
+
+
+def test_report_is_generated_from_the_store(tiny_store, tmp_path):
+    from healcore import cli
+
+    assert cli.main(["--store", str(tiny_store), "report", "--out", str(tmp_path), "--command", "healcore report"]) == 0
+    text = (tmp_path / "REPRODUCTION.md").read_text()
+    assert "19 completed runs" in text and "## The paper's claims" in text and "| model | level % |" in text
+    for fig in ("reproduction-curves.png", "reproduction-tsne.png"):
+        data = (tmp_path / "figures" / fig).read_bytes()
+        assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 5000
