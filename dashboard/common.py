@@ -77,6 +77,15 @@ def load() -> tuple[str, pd.DataFrame]:
     return root, runs_table(root, store_version(root))
 
 
+def load_nonempty(completed: bool = False) -> tuple[str, pd.DataFrame]:
+    """load(), but a store with no runs (or no completed run) shows the next step and stops the page."""
+    root, runs = load()
+    if runs.empty or (completed and not (runs["state"] == "completed").any()):
+        empty_store_notice(root)
+        st.stop()
+    return root, runs
+
+
 def empty_store_notice(root: str) -> None:
     st.info(f"No runs in `{root}` yet. Start with the **demo** grid on the Launch page "
             f"(minilm-l6 on a slice of SST-2, about 10 minutes on a 2-core CPU), or run "

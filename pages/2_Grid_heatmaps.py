@@ -10,10 +10,7 @@ METRICS = {"Weighted F1": "f1", "Macro F1": "f1_macro", "Accuracy": "accuracy", 
 
 def main() -> None:
     st.title("Grid heatmaps")
-    root, runs = common.load()
-    if runs.empty or (runs["state"] == "completed").sum() == 0:
-        common.empty_store_notice(root)
-        return
+    root, runs = common.load_nonempty(completed=True)
     table = common.cell_filters(common.cells_table(root, common.store_version(root)), "heat")
     label = st.selectbox("Metric", list(METRICS))
     frame = charts.heatmap_frame(table, METRICS[label])

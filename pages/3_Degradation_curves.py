@@ -10,10 +10,7 @@ ICON = {"holds": "✓ holds", "fails": "✗ does not hold", "mixed": "~ mixed", 
 
 def main() -> None:
     st.title("Degradation curves")
-    root, runs = common.load()
-    if runs.empty or (runs["state"] == "completed").sum() == 0:
-        common.empty_store_notice(root)
-        return
+    root, runs = common.load_nonempty(completed=True)
     table = common.cell_filters(common.cells_table(root, common.store_version(root)), "curves")
     table = table[table["method"].isin(["reinit", "-"])]
     frame = charts.curve_frame(table)

@@ -10,10 +10,7 @@ from healcore.store import RunStore
 
 def main() -> None:
     st.title("Outliers")
-    root, runs = common.load()
-    if runs.empty:
-        common.empty_store_notice(root)
-        return
+    root, runs = common.load_nonempty()
     table = common.cells_table(root, common.store_version(root))
     run_flags = runs[runs["flagged"]][["run_id", "model", "dataset", "side", "level", "lr", "seed", "state",
                                        "test_f1_weighted", "majority_f1", "flags"]]

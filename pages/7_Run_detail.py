@@ -10,10 +10,7 @@ from healcore.store import RunStore
 
 def main() -> None:
     st.title("Run detail")
-    root, runs = common.load()
-    if runs.empty:
-        common.empty_store_notice(root)
-        return
+    root, runs = common.load_nonempty()
     ids = runs["run_id"].tolist()
     wanted = st.query_params.get("run")
     run_id = st.selectbox("Run", ids, index=ids.index(wanted) if wanted in ids else 0)

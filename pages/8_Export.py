@@ -7,10 +7,7 @@ from healcore import results
 
 def main() -> None:
     st.title("Export")
-    root, runs = common.load()
-    if runs.empty:
-        common.empty_store_notice(root)
-        return
+    root, runs = common.load_nonempty()
     table = common.cell_filters(common.cells_table(root, common.store_version(root)), "export")
     value = st.selectbox("Value", ["f1", "f1_macro", "accuracy", "healing", "recovery"])
     st.subheader("Table 1 layout")
