@@ -74,7 +74,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="healcore", description="Corrupt layers of a pretrained encoder, fine-tune it, and "
                      "measure how much it heals. Runs are stored one folder each under --store.")
     parser.add_argument("--store", default=DEFAULT_STORE, help="run store folder [$HEALCORE_RUNS or ./runs]")
-    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser,
+                                metavar="{run,grid,status,cancel,report,data}")
 
     p = sub.add_parser("run", help="execute one run (reused if finished, resumed if interrupted)",
                        description="Execute one healing run. Example: healcore run --model minilm-l6 "
@@ -83,7 +84,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", help="JSON file with config keys (flags override it)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
-    p = sub.add_parser("exec", help=argparse.SUPPRESS)  # internal: run a config file (grid workers)
+    p = sub.add_parser("exec")  # internal, unlisted: run a config file (what grid workers call)
     p.add_argument("config_file")
 
     g = sub.add_parser("grid", help="run a grid spec or preset (finished runs are skipped)",
