@@ -287,7 +287,8 @@ def grid_command(args) -> int:
     for note in grid.notes:
         print(f"  note: {note}")
     print(f"estimated cost of the runs to do: {_fmt_duration(cost)} of run time "
-          f"({how}); wall time with {workers} worker(s) about {_fmt_duration(cost / workers if cost else None)}")
+          f"({how}); wall time with {workers} worker(s) about "
+          f"{_fmt_duration(cost / workers if cost is not None else None)}")
     if args.dry_run:
         return 0
     if not parts["todo"]:
