@@ -112,7 +112,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--title", default="Reproduction study")
     r.add_argument("--name", default="reproduction", help="file stem: REPRODUCTION.md, figures/<name>-*.png")
     r.add_argument("--command", dest="command_line", default="",
-                   help="the command line to print as 'regenerate this file'")
+                   help="commands that regenerate the report, '; '-separated, printed as a code block")
+    r.add_argument("--note", default="", help="a paragraph placed under the title (scope, caveats)")
 
     d = sub.add_parser("data", help="dataset tools")
     dsub = d.add_subparsers(dest="data_command", required=True, parser_class=_Parser)
@@ -183,7 +184,7 @@ def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "report":
         from .report import write_report
 
-        path = write_report(args.store, args.out, args.title, args.name, args.command_line)
+        path = write_report(args.store, args.out, args.title, args.name, args.command_line, args.note)
         print(f"wrote {path}")
         return 0
     if args.command == "data":
