@@ -21,8 +21,9 @@ def grid_builder() -> dict:
                                 accept_new_options=True, help="Short name, hub id, or a local folder")
         datasets = st.multiselect("Datasets", list(REGISTRY), default=["sst2"], accept_new_options=True,
                                   help="Registry names, or a folder with train/test files")
-        levels = st.multiselect("Corruption levels (% of layers)", ["0%", "25%", "50%", "75%", "100%"],
-                                default=["0%", "50%", "100%"])
+        levels = st.multiselect("Corruption levels (% of layers, or type a layer count)",
+                                ["0%", "25%", "50%", "75%", "100%"], default=["0%", "50%", "100%"],
+                                accept_new_options=True)
         sides = st.multiselect("Sides", ["bottom", "top"], default=["bottom", "top"])
         method = st.selectbox("Corruption method", ["reinit", "noise", "zero", "bitflip", "shuffle"])
     with c2:
