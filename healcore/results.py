@@ -12,17 +12,20 @@ Definitions
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from .config import RunConfig
 from .store import RunStore, effective_state, epoch_rows, read_json
 
-CELL_KEYS = ["model", "dataset", "side", "n_layers", "level", "method", "strength", "scope", "init", "pooling",
-             "mode", "corrupt_embeddings", "corrupt_pooler", "split", "max_train", "max_test", "epochs",
-             "select_on", "metric"]
+# A cell is every run that differs only in learning rate and seed (and in how or where it executed).
+_NOT_CELL = {"lr", "seed", "device", "precision", "corrupt", "feature_samples", "probe_samples"}
+CELL_KEYS = ["model", "dataset", "side", "n_layers", "level"] + [
+    f.name for f in dataclasses.fields(RunConfig) if f.name not in _NOT_CELL | {"model", "dataset"}]
 METRIC_COLUMNS = {"f1_weighted": "test_f1_weighted", "f1_macro": "test_f1_macro", "accuracy": "test_accuracy",
                   "healing": "healing", "recovery": "recovery"}
 COLLAPSE_MARGIN = 1.0  # F1 points above the majority-class F1 that still count as "predicts one class"
@@ -153,8 +156,10 @@ def cells(runs: pd.DataFrame) -> pd.DataFrame:
 
 
 def _group_keys(table: pd.DataFrame) -> list[str]:
-    return [k for k in ("model", "dataset", "pooling", "mode", "split", "max_train", "max_test", "epochs",
-                        "select_on", "metric") if k in table.columns]
+    """What a degradation line shares: everything in a cell's key but the corruption setting itself."""
+    corruption = {"side", "n_layers", "level", "method", "strength", "scope", "init", "corrupt_embeddings",
+                  "corrupt_pooler"}
+    return [k for k in CELL_KEYS if k not in corruption and k in table.columns]
 
 
 def _recovery(table: pd.DataFrame) -> pd.Series:
