@@ -104,8 +104,8 @@ def write_report(store_root: str | Path, out_dir: str | Path, title: str = "Repr
                   "its neighbours' trend by more than its seed spread.", ""]
     else:
         for r in flagged.itertuples():
-            lines.append(f"- `{r.run_id}` ({r.dataset}, {charts.setting_label(r.side, r.level)}, lr {r.lr:g}, "
-                         f"seed {r.seed}): {'; '.join(r.flags)}")
+            lines.append(f"- `{r.run_id}` ({r.dataset}, {charts.setting_label(r.side, r.level)}, {r.pooling} pooling, "
+                         f"{r.mode}, lr {r.lr:g}, seed {r.seed}): {'; '.join(r.flags)}")
         for d, s, f in off:
             lines.append(f"- cell {d} {s}: {f}")
         lines.append("")
