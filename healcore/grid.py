@@ -220,7 +220,11 @@ def estimate_seconds(configs: list[RunConfig], store: RunStore) -> tuple[float |
     if not len(done):
         return None, "no finished runs in the store yet to measure throughput from"
     speed = done.groupby("model")["tokens_per_s"].median().to_dict()
-    eval_share = float((done["eval_s"] / done["train_s"].clip(lower=1e-9)).median())
+    # whole-run wall time per second of training: evaluation, the probe, model loading, process start
+    wall = (done["ended"].astype(float) - done["started"].astype(float)) if "ended" in done else None
+    overhead = float((wall / done["train_s"].clip(lower=1e-9)).median()) if wall is not None else float("nan")
+    if not overhead == overhead or overhead < 1:  # NaN, or resumed runs with odd clocks
+        overhead = 1 + float((done["eval_s"] / done["train_s"].clip(lower=1e-9)).median())
     tokens_cache: dict[tuple, float] = {}
     total, unknown = 0.0, set()
     for cfg in configs:
@@ -230,7 +234,7 @@ def estimate_seconds(configs: list[RunConfig], store: RunStore) -> tuple[float |
         key = (cfg.dataset, cfg.split, cfg.max_train, cfg.max_length, cfg.val_fraction)
         if key not in tokens_cache:
             tokens_cache[key] = _tokens_per_epoch(cfg, done)
-        total += tokens_cache[key] * cfg.epochs / speed[cfg.model] * (1 + eval_share)
+        total += tokens_cache[key] * cfg.epochs / speed[cfg.model] * overhead
     if unknown and total == 0:
         return None, f"no finished run of {', '.join(sorted(unknown))} in the store to measure throughput from"
     note = f"from measured throughput of {len(done)} finished run(s)"
