@@ -137,7 +137,9 @@ def write_report(store_root: str | Path, out_dir: str | Path, title: str = "Repr
     from .projection import project
 
     store = RunStore(store_root)
-    for dataset in sorted(reinit["dataset"].unique())[:1]:
+    # the dataset with the most settings (ties: alphabetical), so the panels show the fullest picture
+    counts = reinit.groupby("dataset")["side"].nunique().sort_index()
+    for dataset in ([counts.idxmax()] if len(counts) else []):
         picks = []
         for side, pick in (("clean", min), ("top", min), ("bottom", min), ("all", max)):
             sub = reinit[(reinit["dataset"] == dataset) & (reinit["side"] == side)]
