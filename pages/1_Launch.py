@@ -35,7 +35,10 @@ def grid_builder() -> dict:
         epochs = st.number_input("Epochs", 1, 100, 3)
         max_train = st.number_input("Max train rows (0 = all)", 0, 10_000_000, 1000, step=500)
         max_test = st.number_input("Max test rows (0 = all)", 0, 10_000_000, 500, step=500)
-    name = st.text_input("Grid name", value=time.strftime("grid-%Y%m%d-%H%M%S"))
+    # the default is fixed once per session: a default that changed every second would make Streamlit see a
+    # new widget on each rerun and throw away what the user typed
+    st.session_state.setdefault("grid_name", time.strftime("grid-%Y%m%d-%H%M%S"))
+    name = st.text_input("Grid name", key="grid_name")
     corruption = {"sides": sides, "levels": levels}
     if method != "reinit":
         corruption["method"] = method

@@ -120,7 +120,7 @@ def test_launch_page_starts_a_real_run(tmp_path, monkeypatch, tiny_bert):
     next(t for t in at.text_input if t.label == "Grid name").set_value("from-ui").run()
     assert not at.exception and not at.error
     next(b for b in at.button if b.label == "Start").click().run()
-    assert any("Started grid from-ui" in s.value for s in at.success)
+    assert any("Started grid from-ui" in s.value for s in at.success), ([e.value for e in at.error], at.exception)
     deadline = time.time() + 180
     while time.time() < deadline:
         done = [p for p in store.glob("*/status.json") if json.loads(p.read_text()).get("state") == "completed"]

@@ -23,7 +23,8 @@ def test_every_preset_loads_and_states_its_command():
         grid = expand(name)
         assert grid.configs, name
         text = (ROOT / "presets" / f"{name}.yaml").read_text()
-        assert text.startswith("# Run: ") and "healcore grid" in text.splitlines()[0]
+        first = text.splitlines()[0]
+        assert text.startswith("# Run: ") and "healcore " in first and f" grid {name}" in first
     assert len(expand("demo").configs) == 4
 
 
