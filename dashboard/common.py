@@ -107,3 +107,23 @@ def cell_filters(table: pd.DataFrame, key: str) -> pd.DataFrame:
                 chosen = st.multiselect(label, options, default=options, key=f"{key}-{col}")
                 out = out[out[col].astype(str).isin(chosen)]
     return out
+
+
+def one_variant(table: pd.DataFrame, key: str, methods: bool = True) -> pd.DataFrame:
+    """Charts that place cells by model, dataset and level show one variant (pooling, mode, corruption method)
+    at a time; otherwise cells of different variants would land on the same spot."""
+    cols = [c for c in (["pooling", "mode"] + (["method", "strength"] if methods else [])) if c in table.columns]
+    if table.empty or not cols:
+        return table
+    labels = table[cols].astype(str).agg(" · ".join, axis=1)
+    options = sorted(labels.unique(), key=lambda v: (not v.startswith("cls · full · reinit"), v))
+    if len(options) == 1:
+        return table
+    chosen = st.selectbox("Variant (pooling · mode" + (" · method · strength)" if methods else ")"), options,
+                          key=f"{key}-variant")
+    picked = table[labels == chosen]
+    if methods:  # clean and all-layers references come from the same pooling and mode
+        same = (table["pooling"] == picked["pooling"].iloc[0]) & (table["mode"] == picked["mode"].iloc[0])
+        refs = table[same & table["side"].isin(["clean"]) & ~table.index.isin(picked.index)]
+        picked = pd.concat([picked, refs])
+    return picked

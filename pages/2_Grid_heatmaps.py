@@ -12,6 +12,7 @@ def main() -> None:
     st.title("Grid heatmaps")
     root, runs = common.load_nonempty(completed=True)
     table = common.cell_filters(common.cells_table(root, common.store_version(root)), "heat")
+    table = common.one_variant(table, "heat")
     label = st.selectbox("Metric", list(METRICS))
     frame = charts.heatmap_frame(table, METRICS[label])
     if frame.empty:

@@ -13,6 +13,7 @@ def main() -> None:
     root, runs = common.load_nonempty(completed=True)
     table = common.cell_filters(common.cells_table(root, common.store_version(root)), "curves")
     table = table[table["method"].isin(["reinit", "-"])]
+    table = common.one_variant(table, "curves", methods=False)
     frame = charts.curve_frame(table)
     if frame.empty:
         st.warning("No cells match the filters.")
