@@ -65,7 +65,7 @@ def run_local(configs: list[RunConfig], store: RunStore, workers: int = 1, runs_
         stop["requested"] = True
 
     old = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
-    started, last_print, last_line = time.time(), 0.0, ""
+    started, last_print, last_counts = time.time(), 0.0, None
     try:
         while (queue and not stop["requested"]) or running:
             while queue and len(running) < workers and not stop["requested"]:
@@ -102,11 +102,10 @@ def run_local(configs: list[RunConfig], store: RunStore, workers: int = 1, runs_
                     else:
                         result["failed"] += 1
                         result["errors"][cfg.run_id] = st.get("error") or _tail(store.root / ".grids" / f"{cfg.run_id}.out")
-            line = _progress_line(result["completed"], result["failed"], result["busy"], len(running), len(queue),
-                                  started, durations, workers)
-            changed = line.split(", ETA")[0].rsplit(",", 1)[0] != last_line.split(", ETA")[0].rsplit(",", 1)[0]
-            if not quiet and (changed or time.time() - last_print > 60):  # on change, else once a minute
-                last_print, last_line = time.time(), line
+            counts = (result["completed"], result["failed"], result["busy"], len(running), len(queue))
+            if not quiet and (counts != last_counts or time.time() - last_print > 60):  # on change, else once a minute
+                last_print, last_counts = time.time(), counts
+                line = _progress_line(*counts, started, durations, workers)
                 print(line, flush=True)
             time.sleep(poll_s)
     finally:

@@ -97,9 +97,9 @@ def watch(root: str) -> None:
             states[state] = states.get(state, 0) + 1
             if state in ("running", "failed", "interrupted") or (state == "completed" and len(ids) <= 20):
                 prog = st_.get("progress") or {}
-                last = epoch_rows(store.root / run_id / "metrics.jsonl")[-1:] if state != "queued" else []
+                epochs = epoch_rows(store.root / run_id / "metrics.jsonl") if state != "queued" else []
                 rows.append({"run": run_id, "state": state, "epoch": prog.get("epoch"), "loss": prog.get("loss"),
-                             "test F1 so far": max((r["test"]["f1_weighted"] for r in epoch_rows(store.root / run_id / "metrics.jsonl")), default=None) if last else None,
+                             "test F1 so far": max((r["test"]["f1_weighted"] for r in epochs), default=None),
                              "error": st_.get("error")})
         done, failed = states.get("completed", 0), states.get("failed", 0)
         head = f"**{rec['name']}** — {'running' if rec['alive'] else rec.get('state', '?')}: " \

@@ -23,14 +23,19 @@ def _wait(predicate, timeout=240, every=0.2):
     return False
 
 
+def _start_run_process(cfg, store, tmp_path) -> subprocess.Popen:
+    """The run as a grid worker executes it: its own `healcore exec` process."""
+    cfg_file = tmp_path / "cfg.json"
+    cfg_file.write_text(json.dumps(cfg.to_dict()))
+    return subprocess.Popen([sys.executable, "-m", "healcore", "--store", str(store.root), "exec", str(cfg_file)],
+                            cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
 def test_kill_9_mid_epoch_resumes_to_identical_metrics(tiny_bert, tmp_path):
     cfg = tiny_config(tiny_bert, epochs=3, max_train=3000, max_test=100, corrupt="bottom:2", batch_size=8)
     reference = execute(cfg, RunStore(tmp_path / "reference"))
     store = RunStore(tmp_path / "runs")
-    cfg_file = tmp_path / "cfg.json"
-    cfg_file.write_text(json.dumps(cfg.to_dict()))
-    proc = subprocess.Popen([sys.executable, "-m", "healcore", "--store", str(store.root), "exec", str(cfg_file)],
-                            cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = _start_run_process(cfg, store, tmp_path)
     run_dir = store.root / cfg.run_id
     # wait until epoch 1 is checkpointed and epoch 2 is under way, then kill without warning
     assert _wait(lambda: (run_dir / "checkpoint" / "latest.json").is_file() and
@@ -49,10 +54,7 @@ def test_kill_9_mid_epoch_resumes_to_identical_metrics(tiny_bert, tmp_path):
 def test_sigterm_marks_interrupted_and_keeps_the_checkpoint(tiny_bert, tmp_path):
     cfg = tiny_config(tiny_bert, epochs=3, max_train=3000, batch_size=8)
     store = RunStore(tmp_path / "runs")
-    cfg_file = tmp_path / "cfg.json"
-    cfg_file.write_text(json.dumps(cfg.to_dict()))
-    proc = subprocess.Popen([sys.executable, "-m", "healcore", "--store", str(store.root), "exec", str(cfg_file)],
-                            cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = _start_run_process(cfg, store, tmp_path)
     run_dir = store.root / cfg.run_id
     assert _wait(lambda: (run_dir / "checkpoint" / "latest.json").is_file())
     subprocess.run([sys.executable, "-m", "healcore", "--store", str(store.root), "cancel", cfg.run_id],
