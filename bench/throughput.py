@@ -1,7 +1,7 @@
 """Throughput: healcore's trainer against the Hugging Face Trainer, side by side in one process.
 
 Run (CPU):  python bench/throughput.py --device cpu
-Run (GPU):  python bench/throughput.py --device cuda
+Run (GPU):  python bench/throughput.py --device cuda   (adds BERT-base/large-sized models and MFU at large batches)
 
 (a) Trainer configured like run_glue.py's defaults: fp32, padding to max length 128, batch 32.
 (b) Trainer tuned as its docs allow: dynamic padding, length-grouped sampling, bf16 on GPU.
@@ -79,9 +79,16 @@ class StepTimer:
         return self.t1 - self.t0
 
 
+def _length_grouping(training_args_cls, on: bool) -> dict:
+    """transformers renamed group_by_length to train_sampling_strategy during 5.x; use whichever exists."""
+    fields = getattr(training_args_cls, "__dataclass_fields__", {})
+    if "train_sampling_strategy" in fields:
+        return {"train_sampling_strategy": "group_by_length" if on else "random"}
+    return {"group_by_length": on}
+
+
 def run_trainer(model_factory, tok, df, steps, batch, lr, device, tuned: bool, warmup: int):
     import torch
-    from datasets import Dataset
     from transformers import DataCollatorWithPadding, Trainer, TrainerCallback, TrainingArguments, default_data_collator
 
     pair = df["text_pair"].tolist() if "text_pair" in df else None
@@ -91,12 +98,9 @@ def run_trainer(model_factory, tok, df, steps, batch, lr, device, tuned: bool, w
     else:
         enc = tok(df["text"].tolist(), pair, truncation=True, max_length=128, padding="max_length")
         collator = default_data_collator
-    lengths = [sum(m) for m in enc["attention_mask"]]
-    data = {k: enc[k] for k in enc.keys()}
-    data["labels"] = df["label"].tolist()
-    if tuned:
-        data["length"] = lengths
-    ds = Dataset.from_dict(data)
+    labels = df["label"].tolist()
+    # A plain list of feature dicts (a map-style dataset): the length-grouped sampler reads each input_ids length.
+    ds = [{**{k: enc[k][i] for k in enc.keys()}, "labels": labels[i]} for i in range(len(labels))]
     timer = StepTimer(warmup, device)
     consumed = []
 
@@ -121,7 +125,7 @@ def run_trainer(model_factory, tok, df, steps, batch, lr, device, tuned: bool, w
                              per_device_train_batch_size=batch, learning_rate=lr, max_steps=steps,
                              bf16=tuned and device == "cuda", use_cpu=device == "cpu", report_to="none",
                              save_strategy="no", logging_strategy="no", disable_tqdm=True, seed=0,
-                             train_sampling_strategy="group_by_length" if tuned else "random",
+                             **_length_grouping(TrainingArguments, tuned),
                              remove_unused_columns=False)
     model = model_factory()
     trainer = Trainer(model=model, args=args, train_dataset=ds, data_collator=counting_collator, callbacks=[Timing()])
@@ -202,6 +206,9 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--lr", type=float, default=2e-5)
     ap.add_argument("--datasets", default="sst2,ag_news")
+    ap.add_argument("--mfu-batches", default="256,1024",
+                    help="cuda only: batch sizes at which healcore alone trains the BERT-base-sized model on the first "
+                         "dataset, to report model FLOP utilisation at large batches [256,1024]; '' skips")
     args = ap.parse_args()
     args.steps = args.steps or (30 if args.device == "cpu" else 200)
     args.warmup = args.warmup if args.warmup is not None else (3 if args.device == "cpu" else 20)
@@ -227,6 +234,16 @@ def main() -> None:
             for size in ("bert-base", "bert-large"):
                 f = lambda s=size: random_bert(s, k)  # noqa: E731
                 ratios.append(bench(f"{size} (random weights) / {dataset}", f, tok, df, args, non_embedding_params(f())))
+    if args.device == "cuda" and args.mfu_batches:
+        dataset = args.datasets.split(",")[0]
+        steps = max(args.warmup + 10, args.steps // 2)
+        for batch in [int(b) for b in args.mfu_batches.split(",")]:
+            df, k = texts(dataset, min(steps * batch, 20000))
+            f = lambda: random_bert("bert-base", k)  # noqa: E731
+            c, _ = run_healcore(f, tok, df, steps, batch, args.lr, "cuda", args.warmup)
+            print(f"\n== bert-base (random weights) / {dataset}, batch {batch}, healcore only: {c:,.0f} useful tokens/s, "
+                  f"model FLOP utilisation {6 * non_embedding_params(f()) * c / H100_BF16_PEAK:.1%} of 790 TFLOP/s",
+                  flush=True)
     print()
     print(f"RATIOS (last run): c/a = {ratios[-1][0]:.2f}x, c/b = {ratios[-1][1]:.2f}x; "
           f"min over runs: c/a = {min(r[0] for r in ratios):.2f}x, c/b = {min(r[1] for r in ratios):.2f}x")

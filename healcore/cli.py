@@ -47,6 +47,7 @@ _HELP = {  # --help text per RunConfig field, taken from the field comments' mea
     "feature_samples": "test rows whose features are stored for t-SNE/UMAP [2000]",
     "probe_samples": "train rows for the pre-fine-tuning damage probe [2000]",
     "device": "auto | cpu | cuda [auto]",
+    "checkpoint_every": "resumable checkpoint every N epochs; 0 = none, an interrupted run restarts [1]",
 }
 
 

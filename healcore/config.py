@@ -1,7 +1,8 @@
 """RunConfig: every setting of one healing run, validated, in a canonical form that names the run.
 
 Same config -> same run id -> same run folder: a finished run is reused, an interrupted one resumes.
-`device` is the one field that does not enter the id (where a run executes is not what it is).
+The execution fields (device, precision, checkpoint_every) do not enter the id: where and how a run executes is
+not what it is.
 """
 from __future__ import annotations
 
@@ -28,7 +29,7 @@ PRECISIONS = ("auto", "fp32", "bf16")
 # Defaults of `strength` per method when it is left as None.
 DEFAULT_STRENGTH = {"noise": 1.0, "zero": 0.5, "bitflip": 1e-4}
 # How and where a run executes (not what it is) stays out of the run id; the summary records both.
-NON_IDENTITY_FIELDS = ("device", "precision")
+NON_IDENTITY_FIELDS = ("device", "precision", "checkpoint_every")
 
 
 @dataclass(frozen=True)
@@ -68,6 +69,7 @@ class RunConfig:
     probe_samples: int = 2000  # train rows for the pre-fine-tuning logistic-regression damage probe
     # --- execution (not part of the run id) ---
     device: str = "auto"  # auto (cuda if present) | cpu | cuda
+    checkpoint_every: int = 1  # resumable checkpoint every N epochs; 0 = none (a run of seconds restarts instead)
 
     # ------------------------------------------------------------------ construction
     @classmethod
@@ -117,6 +119,7 @@ class RunConfig:
                 raise ConfigError(f"strength={self.strength} is a fraction/rate for {self.method}; use 0..1")
         _range("lr", self.lr, 1e-8, 1.0)
         _range("epochs", self.epochs, 1, 1000)
+        _range("checkpoint_every", self.checkpoint_every, 0, 1000)
         _range("batch_size", self.batch_size, 1, 65536)
         _range("max_length", self.max_length, 8, 8192)
         _range("warmup_ratio", self.warmup_ratio, 0.0, 1.0)

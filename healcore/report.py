@@ -50,10 +50,13 @@ def write_report(store_root: str | Path, out_dir: str | Path, title: str = "Repr
         lines += ["Regenerate everything (the runs, then this file and its figures):", "", "```bash",
                   command.replace("; ", "\n"), "```", ""]
     # ---- set-up
-    sizes = {}
+    sizes, hardware, bf16 = {}, {}, set()
     for r in done.itertuples():
         summary = RunStore(store_root).summary(r.run_id) or {}
         sizes.setdefault(r.dataset, summary.get("data", {}).get("sizes"))
+        name = summary.get("hardware") or summary.get("device", "unrecorded")  # older runs lack the name
+        hardware[name] = hardware.get(name, 0) + 1
+        bf16.add(bool(summary.get("bf16")))
     models = ", ".join(sorted(done["model"].unique()))
     lines += ["## Set-up", "",
               f"- Models: {models}.",
@@ -61,8 +64,10 @@ def write_report(store_root: str | Path, out_dir: str | Path, title: str = "Repr
                   f"{d}: {s['train']} train / {s['validation']} validation / {s['test']} test" for d, s in sizes.items() if s) + ".",
               f"- Epochs: {sorted(done['epochs'].unique().tolist())}; learning rates tried: "
               f"{sorted(done['lr'].unique().tolist())}; seeds: {sorted(done['seed'].unique().tolist())}; "
-              f"max length: {sorted(done['max_length'].unique().tolist())}; precision: bf16 autocast where "
-              f"the CPU supports it.",
+              f"max length: {sorted(done['max_length'].unique().tolist())}.",
+              "- Hardware (from the runs): " + "; ".join(f"{name}: {n} runs" for name, n in sorted(hardware.items()))
+              + "; precision: " + ("bf16 autocast (weights in fp32)" if bf16 == {True} else
+                                   "fp32" if bf16 == {False} else "bf16 autocast in some runs, fp32 in others") + ".",
               "- Each cell keeps the learning rate with the best mean validation score over seeds and reports mean ± "
               "std over seeds of the test weighted F1 at the best-validation epoch. The paper's protocol (best epoch "
               "chosen on test) is reported beside it.", ""]

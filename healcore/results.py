@@ -19,11 +19,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .config import RunConfig
+from .config import NON_IDENTITY_FIELDS, RunConfig
 from .store import RunStore, effective_state, epoch_rows, read_json
 
 # A cell is every run that differs only in learning rate and seed (and in how or where it executed).
-_NOT_CELL = {"lr", "seed", "device", "precision", "corrupt", "feature_samples", "probe_samples"}
+_NOT_CELL = {"lr", "seed", "corrupt", "feature_samples", "probe_samples", *NON_IDENTITY_FIELDS}
 CELL_KEYS = ["model", "dataset", "side", "n_layers", "level"] + [
     f.name for f in dataclasses.fields(RunConfig) if f.name not in _NOT_CELL | {"model", "dataset"}]
 METRIC_COLUMNS = {"f1_weighted": "test_f1_weighted", "f1_macro": "test_f1_macro", "accuracy": "test_accuracy",
@@ -48,9 +48,10 @@ def load_runs(root: str | Path) -> pd.DataFrame:
     """One row per run folder: config, state, corruption level, best metrics, probe, flags."""
     store = RunStore(root)
     rows = []
+    defaults = RunConfig().to_dict()  # runs written before a config key existed read as its default
     for run_id in store.run_ids():
         d = store.root / run_id
-        config = read_json(d / "config.json") or {}
+        config = {**defaults, **(read_json(d / "config.json") or {})}
         status = read_json(d / "status.json", {}) or {}
         summary = read_json(d / "summary.json") or {}
         row = {"run_id": run_id, **config, "state": effective_state(status), "error": status.get("error"),

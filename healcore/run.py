@@ -113,6 +113,7 @@ def execute(cfg: RunConfig, store: RunStore, *, show_progress: bool = False,
 def _run(cfg: RunConfig, splits: Splits, handle: RunHandle, stop: _StopFlag, show_progress: bool,
          on_epoch: Callable[[dict], None] | None) -> dict:
     import torch
+    import transformers
 
     from . import corruption
     from .batching import encode
@@ -223,7 +224,7 @@ def _run(cfg: RunConfig, splits: Splits, handle: RunHandle, stop: _StopFlag, sho
                    + f"test F1 {row['test']['f1_weighted']:.2f} ({stats['train_s']:.1f}s train, {row['eval_s']:.1f}s eval)")
         handle.progress(epoch=epoch, epochs=cfg.epochs, step=stats["steps"], steps=stats["steps"],
                         loss=row["train_loss"])
-        if epoch < cfg.epochs:
+        if epoch < cfg.epochs and cfg.checkpoint_every and epoch % cfg.checkpoint_every == 0:
             folder = handle.new_checkpoint_dir(epoch)
             save_state(folder, model, optimizer, scheduler, {"epoch": epoch, "best": best})
             handle.commit_checkpoint(epoch)
@@ -244,6 +245,8 @@ def _run(cfg: RunConfig, splits: Splits, handle: RunHandle, stop: _StopFlag, sho
         "data": {"source": splits.source, "sizes": splits.sizes(), "notes": splits.notes},
         "corruption": report,
         "device": device,
+        "hardware": hardware_name(device),
+        "versions": {"torch": torch.__version__, "transformers": transformers.__version__},
         "bf16": use_bf16(device, cfg.precision),
         "params": {"total": n_params, "trainable": sum(p.numel() for p in model.parameters() if p.requires_grad)},
         "majority_f1": majority_f1(enc_train.labels, enc_test.labels, K),
@@ -264,6 +267,25 @@ def _run(cfg: RunConfig, splits: Splits, handle: RunHandle, stop: _StopFlag, sho
     handle.write_summary(summary)
     handle.drop_checkpoints()  # a completed run keeps metrics, summary and features only
     return summary
+
+
+def hardware_name(device: str) -> str:
+    """What the run ran on, in words ("NVIDIA H100 80GB HBM3", "CPU: AMD EPYC ... (2 threads)"), for reports."""
+    import torch
+
+    if device.startswith("cuda"):
+        return torch.cuda.get_device_name(torch.device(device))
+    model = ""
+    try:
+        for line in open("/proc/cpuinfo", encoding="utf-8", errors="replace"):
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        import platform
+
+        model = platform.processor()
+    return f"CPU: {model or 'unknown'} ({torch.get_num_threads()} threads)"
 
 
 def _half(x: np.ndarray) -> np.ndarray:

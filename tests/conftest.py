@@ -8,6 +8,9 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = (ROOT.parent / "shared" / "data").resolve()
+# The device the numerics tests train on: cpu everywhere (CI has no GPU); HEALCORE_TEST_DEVICE=cuda runs the
+# same tests on a GPU machine (see docs/PERFORMANCE.md).
+TEST_DEVICE = os.environ.get("HEALCORE_TEST_DEVICE", "cpu")
 
 
 def pytest_configure(config):

@@ -5,7 +5,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from conftest import tiny_config
+from conftest import TEST_DEVICE, tiny_config
 from healcore.batching import collate, encode, train_batches
 from healcore.data import load_splits
 from healcore.models import build_classifier, load_encoder, load_tokenizer
@@ -28,6 +28,7 @@ def _setup(tiny_bert):
 
 def _reference_losses(model, enc, tok, cfg, batches):
     """The textbook loop: every batch padded to max_length, fp32, torch.optim.Adam without fusion."""
+    model.to(TEST_DEVICE)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=0.0, foreach=False)
     losses = []
     for idx in batches:
@@ -38,8 +39,8 @@ def _reference_losses(model, enc, tok, cfg, batches):
             a, b = enc.offsets[i], enc.offsets[i + 1]
             ids[row, :b - a] = torch.from_numpy(enc.ids[a:b].astype(np.int64))
             mask[row, :b - a] = 1
-        logits, _ = model(input_ids=ids, attention_mask=mask)
-        loss = F.cross_entropy(logits, torch.from_numpy(enc.labels[idx]))
+        logits, _ = model(input_ids=ids.to(TEST_DEVICE), attention_mask=mask.to(TEST_DEVICE))
+        loss = F.cross_entropy(logits, torch.from_numpy(enc.labels[idx]).to(TEST_DEVICE))
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -59,7 +60,8 @@ def test_fast_path_matches_the_reference_loop(tiny_bert, precision, tolerance):
     reference = _reference_losses(ref_model, enc, tok, cfg, batches)
 
     fast_losses = []
-    opt = make_optimizer(model, cfg.lr, 0.0, "cpu")
+    model.to(TEST_DEVICE)
+    opt = make_optimizer(model, cfg.lr, 0.0, TEST_DEVICE)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0)
     import healcore.train as train_mod
 
@@ -72,7 +74,7 @@ def test_fast_path_matches_the_reference_loop(tiny_bert, precision, tolerance):
 
     train_mod.F.cross_entropy = recording_ce
     try:
-        stats = train_epoch(model, enc, opt, sched, epoch=1, seed=cfg.seed, batch_size=cfg.batch_size, device="cpu",
+        stats = train_epoch(model, enc, opt, sched, epoch=1, seed=cfg.seed, batch_size=cfg.batch_size, device=TEST_DEVICE,
                             pad_id=tok.pad_token_id, precision=precision)
     finally:
         train_mod.F.cross_entropy = real_ce

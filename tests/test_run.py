@@ -61,6 +61,25 @@ def test_interrupted_run_resumes_to_the_same_result(tiny_bert, store, tmp_path):
     assert resumed["best"] == reference["best"]
 
 
+def test_without_checkpoints_an_interrupted_run_restarts_to_the_same_result(tiny_bert, store, tmp_path):
+    from healcore.store import RunStore
+
+    cfg = tiny_config(tiny_bert, epochs=2, corrupt="top:1", checkpoint_every=0)
+    assert cfg.run_id == tiny_config(tiny_bert, epochs=2, corrupt="top:1").run_id  # how it runs, not what it is
+    reference = execute(cfg, RunStore(tmp_path / "reference"))
+
+    def stop_after_first(row):
+        assert not (store.path(cfg.run_id) / "checkpoint").exists()
+        raise Interrupted("test stop")
+
+    with pytest.raises(Interrupted):
+        execute(cfg, store, on_epoch=stop_after_first)
+    again = execute(cfg, store)
+    assert "resumed" not in (store.path(cfg.run_id) / "log.txt").read_text()
+    assert again["losses"] == reference["losses"] and again["best"] == reference["best"]
+    assert [r["epoch"] for r in store.epochs(cfg.run_id)] == [1, 2]
+
+
 def test_linear_probe_keeps_the_body_frozen(tiny_bert, store):
     import torch
     from safetensors.torch import load_file
