@@ -55,7 +55,7 @@ class RunConfig:
     warmup_ratio: float = 0.0  # fraction of steps with linear warm-up; then linear decay to 0
     weight_decay: float = 0.0  # decoupled weight decay; 0 makes AdamW exactly Adam (the paper's)
     lora_r: int = 8  # LoRA rank, mode=lora only
-    precision: str = "auto"  # auto: bf16 autocast where the hardware has it (CUDA, AVX512-BF16/AMX CPUs) | fp32 | bf16
+    precision: str = "auto"  # auto: bf16 autocast where measured faster (AVX512-BF16/AMX CPUs; not CUDA) | fp32 | bf16
     seed: int = 0  # seeds the corruption, the head, dropout, batch order and the validation carve-out
     # --- data ---
     split: str = "standard"  # standard (dataset's own splits) | paper (Table 2 sizes, re-split, stratified)

@@ -212,35 +212,72 @@ def plan(grid: Grid, store: RunStore, retry_failed: bool = False) -> dict[str, l
 
 
 def estimate_seconds(configs: list[RunConfig], store: RunStore) -> tuple[float | None, str]:
-    """Cost of runs from measured throughput (useful tokens/s) of finished runs of the same model."""
+    """Cost of runs from measured throughput (useful tokens/s) of finished runs of the same model.
+
+    Each run is priced from the closest finished runs: same hardware as this machine, else the same device kind
+    (cpu/cuda), else any; within those, the same fine-tuning mode (a frozen body trains several times faster
+    per token), else the same model. The note says which were used."""
     from .results import load_runs
 
     runs = load_runs(store.root)
     done = runs[runs["state"] == "completed"] if len(runs) else runs
     if not len(done):
         return None, "no finished runs in the store yet to measure throughput from"
-    speed = done.groupby("model")["tokens_per_s"].median().to_dict()
-    # whole-run wall time per second of training: evaluation, the probe, model loading, process start
+    tiers = _runs_like_this_machine(done)
+    tokens_cache: dict[tuple, float] = {}
+    total, unknown, used = 0.0, set(), {}
+    for cfg in configs:
+        match = None
+        for label, runs_ in tiers:
+            for keys in ((cfg.model, cfg.mode), (cfg.model,)):
+                same = runs_[(runs_["model"] == keys[0]) & ((runs_["mode"] == keys[1]) if len(keys) > 1 else True)]
+                if len(same):
+                    match = (label if len(keys) > 1 else f"{label}, of another fine-tuning mode", same)
+                    break
+            if match:
+                break
+        if match is None:
+            unknown.add(cfg.model)
+            continue
+        label, same = match
+        used[label] = used.get(label, 0) + 1
+        key = (cfg.dataset, cfg.split, cfg.max_train, cfg.max_length, cfg.val_fraction)
+        if key not in tokens_cache:
+            tokens_cache[key] = _tokens_per_epoch(cfg, done)
+        total += tokens_cache[key] * cfg.epochs / float(same["tokens_per_s"].median()) * _overhead(same)
+    if unknown and total == 0:
+        return None, f"no finished run of {', '.join(sorted(unknown))} in the store to measure throughput from"
+    note = f"from measured throughput of {len(done)} finished run(s); priced " + "; ".join(
+        f"{n} run(s) {label}" for label, n in used.items())
+    if unknown:
+        note += f"; not counted (no finished run of): {', '.join(sorted(unknown))}"
+    return total, note
+
+
+def _overhead(done) -> float:
+    """Whole-run wall time per second of training: evaluation, the probe, model loading, process start."""
     wall = (done["ended"].astype(float) - done["started"].astype(float)) if "ended" in done else None
     overhead = float((wall / done["train_s"].clip(lower=1e-9)).median()) if wall is not None else float("nan")
     if not overhead == overhead or overhead < 1:  # NaN, or resumed runs with odd clocks
         overhead = 1 + float((done["eval_s"] / done["train_s"].clip(lower=1e-9)).median())
-    tokens_cache: dict[tuple, float] = {}
-    total, unknown = 0.0, set()
-    for cfg in configs:
-        if cfg.model not in speed:
-            unknown.add(cfg.model)
-            continue
-        key = (cfg.dataset, cfg.split, cfg.max_train, cfg.max_length, cfg.val_fraction)
-        if key not in tokens_cache:
-            tokens_cache[key] = _tokens_per_epoch(cfg, done)
-        total += tokens_cache[key] * cfg.epochs / speed[cfg.model] * overhead
-    if unknown and total == 0:
-        return None, f"no finished run of {', '.join(sorted(unknown))} in the store to measure throughput from"
-    note = f"from measured throughput of {len(done)} finished run(s)"
-    if unknown:
-        note += f"; not counted (no finished run of): {', '.join(sorted(unknown))}"
-    return total, note
+    return overhead
+
+
+def _runs_like_this_machine(done) -> list[tuple[str, object]]:
+    """Finished runs in order of how well their speed predicts this machine's: same hardware, same kind, any."""
+    from .models import pick_device
+    from .run import hardware_name
+
+    here = hardware_name(pick_device("auto"))
+    kind = "cpu" if here.startswith("CPU") else "cuda"
+    hardware = done["hardware"].fillna("").astype(str) if "hardware" in done else None
+    tiers = []
+    if hardware is not None:
+        tiers.append((f"from runs on this hardware ({here})", done[hardware == here]))
+    tiers.append((f"from runs on other {kind.upper()} hardware (expect a different speed here)",
+                  done[done["device"].astype(str).str.startswith(kind)]))
+    tiers.append(("from runs on other kinds of hardware (expect a very different speed here)", done))
+    return [(label, runs_) for label, runs_ in tiers if len(runs_)]
 
 
 def _tokens_per_epoch(cfg: RunConfig, done) -> float:

@@ -101,8 +101,8 @@ def write_report(store_root: str | Path, out_dir: str | Path, title: str = "Repr
                       "p-values are two-sided and uncorrected.", "", _md(tests), ""]
     # ---- flags
     flagged = runs[runs["flagged"]]
-    off = [(r.dataset, charts.setting_label(r.side, r.level), f) for r in table.itertuples() for f in r.flags
-           if f.startswith("off trend")]
+    off = [(r.dataset, f"{charts.setting_label(r.side, r.level)} ({r.method}, {r.pooling} pooling, {r.mode})", f)
+           for r in table.itertuples() for f in r.flags if f.startswith("off trend")]
     lines += ["## Convergence failures flagged by healcore", ""]
     if flagged.empty and not off:
         lines += ["None: no run collapsed to the majority class, diverged or kept a flat loss, and no cell left "
@@ -142,16 +142,24 @@ def write_report(store_root: str | Path, out_dir: str | Path, title: str = "Repr
     from .projection import project
 
     store = RunStore(store_root)
-    # the dataset with the most settings (ties: alphabetical), so the panels show the fullest picture
-    counts = reinit.groupby("dataset")["side"].nunique().sort_index()
+
+    def feature_run(run_ids) -> str | None:
+        """The lowest-seed run of a cell whose best-epoch features are on disk (stores may hold them for some)."""
+        have = [(((store.summary(r) or {}).get("config") or {}).get("seed", 0), r) for r in run_ids
+                if (store.path(r) / "features" / "best.npz").is_file()]
+        return min(have)[1] if have else None
+
+    # the dataset with the most settings that have features (ties: alphabetical): the fullest picture
+    with_features = reinit[[feature_run(ids) is not None for ids in reinit["run_ids"]]] if len(reinit) else reinit
+    counts = with_features.groupby("dataset")["side"].nunique().sort_index()
     for dataset in ([counts.idxmax()] if len(counts) else []):
         picks = []
         for side, pick in (("clean", min), ("top", min), ("bottom", min), ("all", max)):
-            sub = reinit[(reinit["dataset"] == dataset) & (reinit["side"] == side)]
+            sub = with_features[(with_features["dataset"] == dataset) & (with_features["side"] == side)]
             if len(sub):
                 picks.append(sub[sub["level"] == pick(sub["level"])].iloc[0])
         for cell in picks:
-            run_id = sorted(cell["run_ids"])[0]
+            run_id = feature_run(cell["run_ids"])
             proj = project(store.path(run_id), "best", "tsne")
             if proj is None:
                 continue

@@ -79,6 +79,7 @@ def load_runs(root: str | Path) -> pd.DataFrame:
         for k in ("train_s", "eval_s", "tokens_per_s", "tokens_per_epoch"):
             row[k] = timing.get(k)
         row["device"] = summary.get("device")
+        row["hardware"] = summary.get("hardware")  # e.g. "NVIDIA H100 80GB HBM3"; absent in runs before it was kept
         rows.append(row)
     df = pd.DataFrame(rows)
     if df.empty:

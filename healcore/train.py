@@ -39,12 +39,16 @@ def make_optimizer(model, lr: float, weight_decay: float, device: str) -> torch.
 
 
 def use_bf16(device: str, precision: str = "auto") -> bool:
-    """bf16 autocast: asked for, or 'auto' on hardware with native bf16 matrix units (weights stay fp32)."""
+    """bf16 autocast (weights stay fp32): when asked for, or under 'auto' where it was measured to pay.
+
+    auto = bf16 on CPUs with AVX512-BF16/AMX (about 1.25x on matrix multiplies, docs/PERFORMANCE.md) and fp32 on
+    CUDA: at batch 32 on an H100, eager bf16 autocast trained 1.5-4x slower than fp32 for minilm-l6, BERT-base and
+    BERT-large (bench/throughput.py), these runs being launch-bound; precision=bf16 still turns it on."""
     if precision != "auto":
         return precision == "bf16"
     if device.startswith("cuda"):
-        return torch.cuda.is_bf16_supported()
-    return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())  # AVX512-BF16 or AMX: about 1.25x here
+        return False
+    return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
 
 
 def autocast(device: str, precision: str = "auto"):

@@ -155,3 +155,29 @@ def test_plan_skips_failed_unless_asked(tmp_path, tiny_bert):
     atomic_write_json(d / "status.json", {"state": "failed", "error": "x"})
     assert len(plan(grid, store)["failed"]) == 1
     assert len(plan(grid, store, retry_failed=True)["todo"]) == 1
+
+
+def test_estimate_prices_runs_from_this_hardware_first(tiny_store, tmp_path):
+    """Runs measured on this machine price a grid; runs from other hardware are used only when nothing closer
+    exists, and the note says so (a store copied from a GPU machine must not promise GPU speed on a laptop)."""
+    import shutil
+
+    from healcore.grid import estimate_seconds
+    from healcore.store import read_json
+
+    configs = expand("demo").configs[:1]
+    configs = [c.replace(model=read_json(next(tiny_store.glob("*/config.json")))["model"], dataset="sst2",
+                         max_train=120, max_length=48, epochs=2) for c in configs]
+    here, note_here = estimate_seconds(configs, RunStore(tiny_store))
+    assert here and here > 0 and "on this hardware" in note_here
+
+    elsewhere = tmp_path / "runs"
+    shutil.copytree(tiny_store, elsewhere)
+    for summary_path in elsewhere.glob("*/summary.json"):  # the same runs, as if made on a GPU 100x faster
+        summary = json.loads(summary_path.read_text())
+        summary.update(hardware="NVIDIA Test GPU", device="cuda")
+        summary["timing"]["tokens_per_s"] *= 100
+        summary_path.write_text(json.dumps(summary))
+    there, note_there = estimate_seconds(configs, RunStore(elsewhere))
+    assert "other kinds of hardware" in note_there
+    assert there < here / 20

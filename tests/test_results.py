@@ -1,4 +1,5 @@
 """Tidy tables, cells, flags, claims and exports from a store of real tiny runs."""
+import json
 import subprocess
 import sys
 
@@ -129,3 +130,21 @@ def test_report_is_generated_from_the_store(tiny_store, tmp_path):
     for fig in ("reproduction-curves.png", "reproduction-tsne.png"):
         data = (tmp_path / "figures" / fig).read_bytes()
         assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 5000
+
+
+def test_report_uses_the_runs_that_kept_features_and_names_the_hardware(tiny_store, tmp_path):
+    """A store whose seed-0 runs lost their features (say, copied back without them) still gets its t-SNE
+    figure, from the next seed, and the set-up names the hardware the runs recorded."""
+    import shutil
+
+    from healcore import cli
+
+    store = tmp_path / "runs"
+    shutil.copytree(tiny_store, store)
+    for config in store.glob("*/config.json"):
+        if json.loads(config.read_text())["seed"] == 0:
+            shutil.rmtree(config.parent / "features")
+    assert cli.main(["--store", str(store), "report", "--out", str(tmp_path / "out")]) == 0
+    text = (tmp_path / "out" / "REPRODUCTION.md").read_text()
+    assert "## t-SNE of [CLS] features" in text and (tmp_path / "out" / "figures" / "reproduction-tsne.png").is_file()
+    assert "- Hardware (from the runs): CPU: " in text

@@ -25,6 +25,12 @@ def test_run_writes_a_complete_folder(tiny_bert, store):
             assert np.array(m["confusion"]).sum() == m["n"]
     assert summary["best_epoch"] in (1, 2) and summary["corruption"]["layers"] == [1, 2]
     assert summary["probe"]["n"] == 100 and summary["healing"] is not None
+    import torch
+    import transformers
+
+    assert summary["versions"] == {"torch": torch.__version__, "transformers": transformers.__version__}
+    expected = torch.cuda.get_device_name() if summary["device"] == "cuda" else "CPU: "
+    assert summary["hardware"].startswith(expected)  # what reports and cost estimates group runs by
     with np.load(d / "features" / "best.npz", allow_pickle=False) as z:
         assert z["X"].shape == (50, 32) and len(z["labels"]) == 50 and len(z["predictions"]) == 50
     with np.load(d / "features" / "before.npz", allow_pickle=False) as z:
