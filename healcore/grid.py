@@ -337,7 +337,8 @@ def grid_command(args) -> int:
         return 0
     store.ensure()
     record = {"name": grid.name, "pid": os.getpid(), "host": HOST, "started": now(), "state": "running",
-              "executor": args.executor, "run_ids": [c.run_id for c in grid.configs]}
+              "executor": args.executor, "workers": workers, "runs_per_gpu": args.runs_per_gpu,
+              "run_ids": [c.run_id for c in grid.configs]}
     record_path = store.root / ".grids" / f"{grid.name}.json"
     atomic_write_json(record_path, record)
     try:
@@ -414,7 +415,8 @@ def cancel_command(args) -> int:
 
 
 # ------------------------------------------------------------------------------------------ background
-def launch(spec: dict, store_root: str | Path, workers: int = 1, retry_failed: bool = False) -> dict:
+def launch(spec: dict, store_root: str | Path, workers: int = 1, retry_failed: bool = False,
+           runs_per_gpu: int = 1) -> dict:
     """Start `healcore grid` on a spec as a detached process (the dashboard's Start button).
 
     The spec is validated first (a bad one raises ConfigError and starts nothing), written under
@@ -435,7 +437,7 @@ def launch(spec: dict, store_root: str | Path, workers: int = 1, retry_failed: b
     spec_path.write_text(yaml.safe_dump(spec, sort_keys=False))
     log_path = store.root / ".grids" / f"{grid.name}.log"
     cmd = [sys.executable, "-m", "healcore", "--store", str(store.root), "grid", str(spec_path),
-           "--workers", str(max(1, int(workers)))]
+           "--workers", str(max(1, int(workers))), "--runs-per-gpu", str(max(1, int(runs_per_gpu)))]
     if retry_failed:
         cmd.append("--retry-failed")
     with open(log_path, "ab") as log:

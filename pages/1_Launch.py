@@ -138,11 +138,15 @@ def main() -> None:
             st.json(spec)
     else:
         spec = grid_builder()
-    workers = st.number_input("Runs at a time", 1, 64, 1, help="Local worker processes (CPU cores are shared)")
+    c = st.columns(2)
+    workers = c[0].number_input("Runs at a time", 1, 64, 1, help="Local worker processes (CPU cores are shared)")
+    runs_per_gpu = c[1].number_input("Runs per GPU", 1, 32, 1,
+                                     help="With GPUs: runs sharing each card (small models: 8-12 on an H100); "
+                                          "replaces 'Runs at a time'. Ignored on a machine without GPUs.")
     summary = plan_summary(spec, root)
     if summary and st.button("Start", type="primary", disabled=summary["todo"] == 0):
         try:
-            started = grids.launch(spec, root, workers=int(workers))
+            started = grids.launch(spec, root, workers=int(workers), runs_per_gpu=int(runs_per_gpu))
             st.success(f"Started grid {started['name']} ({started['runs']} runs) as process {started['pid']}; "
                        f"log: {started['log']}")
         except HealcoreError as err:

@@ -118,6 +118,7 @@ def test_launch_page_starts_a_real_run(tmp_path, monkeypatch, tiny_bert):
     next(n for n in at.number_input if n.label.startswith("Max train")).set_value(100).run()
     next(n for n in at.number_input if n.label.startswith("Max test")).set_value(50).run()
     next(t for t in at.text_input if t.label == "Grid name").set_value("from-ui").run()
+    next(n for n in at.number_input if n.label == "Runs per GPU").set_value(3).run()
     assert not at.exception and not at.error
     next(b for b in at.button if b.label == "Start").click().run()
     assert any("Started grid from-ui" in s.value for s in at.success), ([e.value for e in at.error], at.exception)
@@ -128,6 +129,7 @@ def test_launch_page_starts_a_real_run(tmp_path, monkeypatch, tiny_bert):
             break
         time.sleep(0.5)
     assert done, (store / ".grids" / "from-ui.log").read_text()
+    assert json.loads((store / ".grids" / "from-ui.json").read_text())["runs_per_gpu"] == 3  # the widget reached the grid
 
 
 def test_paths_outside_the_allowed_folders_are_refused(tmp_path, monkeypatch, tiny_bert):
