@@ -15,8 +15,14 @@ def projection(run_dir: str, which: str, method: str, mtime: float) -> dict | No
 
 
 def default_settings(options: list[str]) -> list[str]:
-    wanted = [o for o in options if o.startswith(("clean", "top 25%", "bottom 25%", "all"))]
-    return wanted if len(wanted) >= 3 else options[:4]
+    """The paper's Figure 1 panels: clean, the smallest top and bottom corruption, all layers (re-initialised
+    when there is a choice: its label has no method suffix, so it is the shortest)."""
+    picks = []
+    for prefix in ("clean", "top ", "bottom ", "all"):
+        matches = [o for o in options if o.startswith(prefix)]
+        if matches:
+            picks.append(min(matches, key=lambda o: (len(o), options.index(o))) if prefix == "all" else matches[0])
+    return picks if len(picks) >= 3 else options[:4]
 
 
 def main() -> None:
@@ -26,20 +32,28 @@ def main() -> None:
     if done.empty:
         common.empty_store_notice(root)
         return
+    store = RunStore(root)
+    # stores copied between machines may keep features for some runs only: prefer those
+    done = done.assign(has_features=[(store.path(r) / "features" / "best.npz").is_file() for r in done["run_id"]])
     c = st.columns(4)
     model = c[0].selectbox("Model", sorted(done["model"].unique()))
-    dataset = c[1].selectbox("Dataset", sorted(done[done["model"] == model]["dataset"].unique()))
+    datasets = sorted(done[done["model"] == model]["dataset"].unique())
+    with_features = set(done[(done["model"] == model) & done["has_features"]]["dataset"])
+    first = next((i for i, d in enumerate(datasets) if d in with_features), 0)
+    dataset = c[1].selectbox("Dataset", datasets, index=first)
     method = c[2].selectbox("Projection", ["tsne", "umap"], format_func={"tsne": "t-SNE", "umap": "UMAP"}.get)
     which = c[3].selectbox("Features", ["best", "before"],
                            format_func={"best": "after fine-tuning (best epoch)", "before": "before fine-tuning"}.get)
-    sub = done[(done["model"] == model) & (done["dataset"] == dataset)].copy()
+    sub = common.one_variant(done[(done["model"] == model) & (done["dataset"] == dataset)].copy(), "emb",
+                             methods=False)
     sub["setting"] = [common.setting_label(r.side, r.level) + ("" if r.method == "reinit" or r.side == "clean"
                                                               else f" {r.method}") for r in sub.itertuples()]
-    sub = sub.sort_values(["level", "side", "seed", "lr"]).drop_duplicates("setting")  # one run per setting
+    # one run per setting: the lowest seed among runs that kept features
+    sub = sub.assign(missing=~sub["has_features"]).sort_values(["level", "side", "missing", "seed", "lr"])
+    sub = sub.drop_duplicates("setting")
     options = sub["setting"].tolist()
     chosen = st.multiselect("Settings (one run each: lowest seed)", options, default=default_settings(options))
     panels = []
-    store = RunStore(root)
     for setting in chosen:
         r = sub[sub["setting"] == setting].iloc[0]
         run_dir = store.path(r["run_id"])
@@ -58,7 +72,7 @@ def main() -> None:
         st.info("Pick at least one setting with stored features.")
         return
     frame = pd.concat(panels, ignore_index=True)
-    chart = charts.embedding_panels(frame, [p["panel"].iloc[0] for p in panels])
+    chart = charts.embedding_panels(frame, [p["panel"].iloc[0] for p in panels], columns=2)  # fits the page width
     st.altair_chart(chart, width="content")
     st.caption("Silhouette: of the true labels in feature space (-1..1). kNN: 5-nearest-neighbour accuracy, 5-fold.")
 

@@ -63,6 +63,21 @@ def test_embeddings_page_caches_projections_on_disk(tiny_store, monkeypatch):
     assert {p: p.stat().st_mtime_ns for p in mtimes} == mtimes
 
 
+def test_embeddings_page_uses_runs_that_kept_features(tiny_store, tmp_path, monkeypatch):
+    """A store copied back without most features (seed 0 here) still shows panels, from the next seed."""
+    import shutil
+
+    store = tmp_path / "runs"
+    shutil.copytree(tiny_store, store)
+    for config in store.glob("*/config.json"):
+        if json.loads(config.read_text())["seed"] == 0:
+            shutil.rmtree(config.parent / "features")
+    monkeypatch.setenv("HEALCORE_RUNS", str(store))
+    at = page("embeddings").run()
+    assert not at.exception and not at.warning, [w.value for w in at.warning]
+    assert any("silhouette" in str(c.value).lower() for c in at.caption)  # the chart was drawn
+
+
 def test_empty_store_shows_a_next_step(tmp_path, monkeypatch):
     monkeypatch.setenv("HEALCORE_RUNS", str(tmp_path / "none"))
     for name in PAGES[1:]:
