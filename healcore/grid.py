@@ -227,24 +227,16 @@ def estimate_seconds(configs: list[RunConfig], store: RunStore) -> tuple[float |
     tokens_cache: dict[tuple, float] = {}
     total, unknown, used = 0.0, set(), {}
     for cfg in configs:
-        match = None
-        for label, runs_ in tiers:
-            for keys in ((cfg.model, cfg.mode), (cfg.model,)):
-                same = runs_[(runs_["model"] == keys[0]) & ((runs_["mode"] == keys[1]) if len(keys) > 1 else True)]
-                if len(same):
-                    match = (label if len(keys) > 1 else f"{label}, of another fine-tuning mode", same)
-                    break
-            if match:
-                break
-        if match is None:
+        priced = _wall_seconds_per_token(cfg.model, cfg.mode, tiers)
+        if priced is None:
             unknown.add(cfg.model)
             continue
-        label, same = match
+        seconds_per_token, label = priced
         used[label] = used.get(label, 0) + 1
         key = (cfg.dataset, cfg.split, cfg.max_train, cfg.max_length, cfg.val_fraction)
         if key not in tokens_cache:
             tokens_cache[key] = _tokens_per_epoch(cfg, done)
-        total += tokens_cache[key] * cfg.epochs / float(same["tokens_per_s"].median()) * _overhead(same)
+        total += tokens_cache[key] * cfg.epochs * seconds_per_token
     if unknown and total == 0:
         return None, f"no finished run of {', '.join(sorted(unknown))} in the store to measure throughput from"
     note = f"from measured throughput of {len(done)} finished run(s); priced " + "; ".join(
@@ -252,6 +244,34 @@ def estimate_seconds(configs: list[RunConfig], store: RunStore) -> tuple[float |
     if unknown:
         note += f"; not counted (no finished run of): {', '.join(sorted(unknown))}"
     return total, note
+
+
+def _wall_seconds_per_token(model: str, mode: str, tiers) -> tuple[float, str] | None:
+    """Whole-run wall seconds per training token for (model, mode), and where the figure came from.
+
+    Same mode on the closest hardware tier wins. When this machine only has runs of another mode, their figure
+    is scaled by the mode ratio measured on hardware that has both (a linear probe on this CPU plus full and
+    probe runs from a GPU give a full-fine-tuning price for this CPU); else the closest runs of the model."""
+    def rate(runs_, mode_=None):
+        sel = runs_[(runs_["model"] == model) & ((runs_["mode"] == mode_) if mode_ else True)]
+        return _overhead(sel) / float(sel["tokens_per_s"].median()) if len(sel) else None
+
+    for i, (label, runs_) in enumerate(tiers):
+        exact = rate(runs_, mode)
+        if exact is not None:
+            return exact, label
+        if i == 0 and rate(runs_) is not None:  # this machine: only other modes of the model
+            for other in sorted(set(runs_[runs_["model"] == model]["mode"])):
+                for label2, runs2 in tiers[1:]:
+                    mine, theirs = rate(runs2, mode), rate(runs2, other)
+                    if mine is not None and theirs is not None:
+                        return rate(runs_, other) * mine / theirs, (f"{label}, {other} runs scaled by the "
+                                                                    f"{mode}/{other} ratio measured {label2[10:].split(' (')[0]}")
+    for label, runs_ in tiers:
+        any_mode = rate(runs_)
+        if any_mode is not None:
+            return any_mode, f"{label}, of another fine-tuning mode"
+    return None
 
 
 def _overhead(done) -> float:

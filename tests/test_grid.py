@@ -181,3 +181,32 @@ def test_estimate_prices_runs_from_this_hardware_first(tiny_store, tmp_path):
     there, note_there = estimate_seconds(configs, RunStore(elsewhere))
     assert "other kinds of hardware" in note_there
     assert there < here / 20
+
+
+def test_estimate_scales_another_mode_by_a_ratio_measured_elsewhere(tiny_store, tmp_path):
+    """Only linear-probe runs on this machine, full and probe runs on a GPU: full fine-tuning here is priced
+    from the local probe runs times the full/probe cost ratio the GPU measured (3x here)."""
+    import shutil
+
+    from healcore.grid import estimate_seconds
+
+    store = tmp_path / "runs"
+    shutil.copytree(tiny_store, store)
+    folders = sorted(p.parent for p in store.glob("*/summary.json"))
+    for i, folder in enumerate(folders):
+        config, summary = json.loads((folder / "config.json").read_text()), json.loads((folder / "summary.json").read_text())
+        if i % 3 == 0:  # this machine: linear probes only
+            config["mode"] = "linear_probe"
+        else:  # a GPU: full runs at 1,000 tok/s, probes at 3,000 tok/s
+            config["mode"] = "full" if i % 3 == 1 else "linear_probe"
+            summary.update(hardware="NVIDIA Test GPU", device="cuda")
+            summary["timing"]["tokens_per_s"] = 1000.0 if config["mode"] == "full" else 3000.0
+        (folder / "config.json").write_text(json.dumps(config))
+        (folder / "summary.json").write_text(json.dumps(summary))
+    model = json.loads((folders[0] / "config.json").read_text())["model"]
+    base = expand("demo").configs[0].replace(model=model, max_train=120, max_length=48, epochs=2)
+    probe_cost, _ = estimate_seconds([base.replace(mode="linear_probe")], RunStore(store))
+    full_cost, note = estimate_seconds([base.replace(mode="full")], RunStore(store))
+    assert "scaled by the full/linear_probe ratio measured on other kinds of hardware" in note
+    # the wall/train overhead of the GPU runs differs by mode too, so the ratio is near 3, not exactly 3
+    assert 1.5 < full_cost / probe_cost < 6
