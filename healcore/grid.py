@@ -260,13 +260,15 @@ def _wall_seconds_per_token(model: str, mode: str, tiers) -> tuple[float, str] |
         exact = rate(runs_, mode)
         if exact is not None:
             return exact, label
-        if i == 0 and rate(runs_) is not None:  # this machine: only other modes of the model
+        if i == 0 and rate(runs_) is not None and label.startswith("from runs on this hardware"):
+            # this machine has only other modes of the model: scale by a ratio measured on one other machine
+            elsewhere = tiers[-1][1].drop(index=runs_.index)
             for other in sorted(set(runs_[runs_["model"] == model]["mode"])):
-                for label2, runs2 in tiers[1:]:
-                    mine, theirs = rate(runs2, mode), rate(runs2, other)
+                for hardware, group in elsewhere.groupby(elsewhere["hardware"].fillna("unrecorded").astype(str)):
+                    mine, theirs = rate(group, mode), rate(group, other)
                     if mine is not None and theirs is not None:
                         return rate(runs_, other) * mine / theirs, (f"{label}, {other} runs scaled by the "
-                                                                    f"{mode}/{other} ratio measured {label2[10:].split(' (')[0]}")
+                                                                    f"{mode}/{other} ratio measured on {hardware}")
     for label, runs_ in tiers:
         any_mode = rate(runs_)
         if any_mode is not None:
