@@ -225,9 +225,12 @@ def estimate_seconds(configs: list[RunConfig], store: RunStore) -> tuple[float |
         return None, "no finished runs in the store yet to measure throughput from"
     tiers = _runs_like_this_machine(done)
     tokens_cache: dict[tuple, float] = {}
+    prices: dict[tuple, tuple[float, str] | None] = {}  # the same for every run of a (model, mode)
     total, unknown, used = 0.0, set(), {}
     for cfg in configs:
-        priced = _wall_seconds_per_token(cfg.model, cfg.mode, tiers)
+        if (cfg.model, cfg.mode) not in prices:
+            prices[(cfg.model, cfg.mode)] = _wall_seconds_per_token(cfg.model, cfg.mode, done, tiers)
+        priced = prices[(cfg.model, cfg.mode)]
         if priced is None:
             unknown.add(cfg.model)
             continue
@@ -246,7 +249,7 @@ def estimate_seconds(configs: list[RunConfig], store: RunStore) -> tuple[float |
     return total, note
 
 
-def _wall_seconds_per_token(model: str, mode: str, tiers) -> tuple[float, str] | None:
+def _wall_seconds_per_token(model: str, mode: str, done, tiers) -> tuple[float, str] | None:
     """Whole-run wall seconds per training token for (model, mode), and where the figure came from.
 
     Same mode on the closest hardware tier wins. When this machine only has runs of another mode, their figure
@@ -256,20 +259,20 @@ def _wall_seconds_per_token(model: str, mode: str, tiers) -> tuple[float, str] |
         sel = runs_[(runs_["model"] == model) & ((runs_["mode"] == mode_) if mode_ else True)]
         return _overhead(sel) / float(sel["tokens_per_s"].median()) if len(sel) else None
 
-    for i, (label, runs_) in enumerate(tiers):
+    for label, runs_, this_hardware in tiers:
         exact = rate(runs_, mode)
         if exact is not None:
             return exact, label
-        if i == 0 and rate(runs_) is not None and label.startswith("from runs on this hardware"):
+        if this_hardware and rate(runs_) is not None:
             # this machine has only other modes of the model: scale by a ratio measured on one other machine
-            elsewhere = tiers[-1][1].drop(index=runs_.index)
+            elsewhere = done.drop(index=runs_.index)
             for other in sorted(set(runs_[runs_["model"] == model]["mode"])):
                 for hardware, group in elsewhere.groupby(elsewhere["hardware"].fillna("unrecorded").astype(str)):
                     mine, theirs = rate(group, mode), rate(group, other)
                     if mine is not None and theirs is not None:
                         return rate(runs_, other) * mine / theirs, (f"{label}, {other} runs scaled by the "
                                                                     f"{mode}/{other} ratio measured on {hardware}")
-    for label, runs_ in tiers:
+    for label, runs_, _ in tiers:
         any_mode = rate(runs_)
         if any_mode is not None:
             return any_mode, f"{label}, of another fine-tuning mode"
@@ -285,21 +288,21 @@ def _overhead(done) -> float:
     return overhead
 
 
-def _runs_like_this_machine(done) -> list[tuple[str, object]]:
-    """Finished runs in order of how well their speed predicts this machine's: same hardware, same kind, any."""
-    from .models import pick_device
-    from .run import hardware_name
+def _runs_like_this_machine(done) -> list[tuple[str, object, bool]]:
+    """Finished runs in order of how well their speed predicts this machine's: same hardware, same kind, any.
+    Each tier: (label for the note, its runs, whether they ran on this very hardware)."""
+    from .models import hardware_name, pick_device
 
     here = hardware_name(pick_device("auto"))
     kind = "cpu" if here.startswith("CPU") else "cuda"
     hardware = done["hardware"].fillna("").astype(str) if "hardware" in done else None
     tiers = []
     if hardware is not None:
-        tiers.append((f"from runs on this hardware ({here})", done[hardware == here]))
+        tiers.append((f"from runs on this hardware ({here})", done[hardware == here], True))
     tiers.append((f"from runs on other {kind.upper()} hardware (expect a different speed here)",
-                  done[done["device"].astype(str).str.startswith(kind)]))
-    tiers.append(("from runs on other kinds of hardware (expect a very different speed here)", done))
-    return [(label, runs_) for label, runs_ in tiers if len(runs_)]
+                  done[done["device"].astype(str).str.startswith(kind)], False))
+    tiers.append(("from runs on other kinds of hardware (expect a very different speed here)", done, False))
+    return [tier for tier in tiers if len(tier[1])]
 
 
 def _tokens_per_epoch(cfg: RunConfig, done) -> float:

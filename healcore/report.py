@@ -143,14 +143,14 @@ def write_report(store_root: str | Path, out_dir: str | Path, title: str = "Repr
 
     store = RunStore(store_root)
 
-    def feature_run(run_ids) -> str | None:
-        """The lowest-seed run of a cell whose best-epoch features are on disk (stores may hold them for some)."""
-        have = [(((store.summary(r) or {}).get("config") or {}).get("seed", 0), r) for r in run_ids
-                if (store.path(r) / "features" / "best.npz").is_file()]
-        return min(have)[1] if have else None
-
+    # per cell, the lowest-seed run whose best-epoch features are on disk (stores may hold them for some)
+    kept = done[done["has_features"]].sort_values(["seed", "run_id"])
+    lowest_seed = {r: i for i, r in enumerate(kept["run_id"])}
+    feature_run = [min((r for r in ids if r in lowest_seed), key=lowest_seed.get, default=None)
+                   for ids in reinit["run_ids"]] if len(reinit) else []
     # the dataset with the most settings that have features (ties: alphabetical): the fullest picture
-    with_features = reinit[[feature_run(ids) is not None for ids in reinit["run_ids"]]] if len(reinit) else reinit
+    with_features = reinit.assign(feature_run=feature_run)[[r is not None for r in feature_run]] if len(reinit) \
+        else reinit
     counts = with_features.groupby("dataset")["side"].nunique().sort_index()
     for dataset in ([counts.idxmax()] if len(counts) else []):
         picks = []
@@ -159,7 +159,7 @@ def write_report(store_root: str | Path, out_dir: str | Path, title: str = "Repr
             if len(sub):
                 picks.append(sub[sub["level"] == pick(sub["level"])].iloc[0])
         for cell in picks:
-            run_id = feature_run(cell["run_ids"])
+            run_id = cell["feature_run"]
             proj = project(store.path(run_id), "best", "tsne")
             if proj is None:
                 continue

@@ -80,10 +80,11 @@ def load_runs(root: str | Path) -> pd.DataFrame:
             row[k] = timing.get(k)
         row["device"] = summary.get("device")
         row["hardware"] = summary.get("hardware")  # e.g. "NVIDIA H100 80GB HBM3"; absent in runs before it was kept
+        row["has_features"] = (d / "features" / "best.npz").is_file()  # stores copied between machines may lack them
         rows.append(row)
     df = pd.DataFrame(rows)
     if df.empty:
-        return pd.DataFrame(columns=["run_id", "state", "model", "dataset", "side", "n_layers", "level"])
+        return pd.DataFrame(columns=["run_id", "state", "model", "dataset", "side", "n_layers", "level", "has_features"])
     for col in ("side", "n_layers", "level", "num_layers"):
         if col not in df:
             df[col] = np.nan

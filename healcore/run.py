@@ -118,7 +118,7 @@ def _run(cfg: RunConfig, splits: Splits, handle: RunHandle, stop: _StopFlag, sho
     from . import corruption
     from .batching import encode
     from .evaluate import majority_f1, metrics, probe
-    from .models import build_classifier, load_encoder, load_tokenizer, pick_device
+    from .models import build_classifier, hardware_name, load_encoder, load_tokenizer, pick_device
     from .train import (eval_max_tokens, load_state, lr_factor, make_optimizer, pooled_features, predict,
                         save_state, train_epoch, use_bf16)
 
@@ -267,25 +267,6 @@ def _run(cfg: RunConfig, splits: Splits, handle: RunHandle, stop: _StopFlag, sho
     handle.write_summary(summary)
     handle.drop_checkpoints()  # a completed run keeps metrics, summary and features only
     return summary
-
-
-def hardware_name(device: str) -> str:
-    """What the run ran on, in words ("NVIDIA H100 80GB HBM3", "CPU: AMD EPYC ... (2 threads)"), for reports."""
-    import torch
-
-    if device.startswith("cuda"):
-        return torch.cuda.get_device_name(torch.device(device))
-    model = ""
-    try:
-        for line in open("/proc/cpuinfo", encoding="utf-8", errors="replace"):
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        import platform
-
-        model = platform.processor()
-    return f"CPU: {model or 'unknown'} ({torch.get_num_threads()} threads)"
 
 
 def _half(x: np.ndarray) -> np.ndarray:

@@ -96,8 +96,8 @@ def pooled_features(model, enc: Encoded, device: str, pad_id: int, max_tokens: i
 
 
 def train_epoch(model, enc: Encoded, optimizer, scheduler, *, epoch: int, seed: int, batch_size: int,
-                device: str, pad_id: int, freeze_body: bool = False, precision: str = "auto", stop: Callable[[], bool] = lambda: False,
-                on_step: Callable[[int, int, float], None] | None = None) -> dict:
+                device: str, pad_id: int, freeze_body: bool = False, precision: str = "auto",
+                stop: Callable[[], bool] = lambda: False, on_step: Callable[[int, int, float], None] | None = None) -> dict:
     """One pass over enc. Returns mean loss, steps, useful (non-pad) tokens and padded tokens."""
     model.train()
     if freeze_body:  # a linear probe reads features of the frozen body: no dropout inside it

@@ -33,12 +33,10 @@ def main() -> None:
         common.empty_store_notice(root)
         return
     store = RunStore(root)
-    # stores copied between machines may keep features for some runs only: prefer those
-    done = done.assign(has_features=[(store.path(r) / "features" / "best.npz").is_file() for r in done["run_id"]])
     c = st.columns(4)
     model = c[0].selectbox("Model", sorted(done["model"].unique()))
     datasets = sorted(done[done["model"] == model]["dataset"].unique())
-    with_features = set(done[(done["model"] == model) & done["has_features"]]["dataset"])
+    with_features = set(done[(done["model"] == model) & done["has_features"]]["dataset"])  # prefer runs that kept them
     first = next((i for i, d in enumerate(datasets) if d in with_features), 0)
     dataset = c[1].selectbox("Dataset", datasets, index=first)
     method = c[2].selectbox("Projection", ["tsne", "umap"], format_func={"tsne": "t-SNE", "umap": "UMAP"}.get)
