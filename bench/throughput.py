@@ -89,7 +89,6 @@ def _length_grouping(training_args_cls, on: bool) -> dict:
 
 
 def run_trainer(model_factory, tok, df, steps, batch, lr, device, tuned: bool, warmup: int):
-    import torch
     from transformers import DataCollatorWithPadding, Trainer, TrainerCallback, TrainingArguments, default_data_collator
 
     pair = df["text_pair"].tolist() if "text_pair" in df else None

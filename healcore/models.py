@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import importlib.util
 import inspect
-import os
 from functools import lru_cache
 from pathlib import Path
 

@@ -27,11 +27,8 @@ def default_settings(options: list[str]) -> list[str]:
 
 def main() -> None:
     st.title("Embeddings")
-    root, runs = common.load()
-    done = runs[runs["state"] == "completed"] if len(runs) else runs
-    if done.empty:
-        common.empty_store_notice(root)
-        return
+    root, runs = common.load_nonempty(completed=True)
+    done = runs[runs["state"] == "completed"]
     store = RunStore(root)
     c = st.columns(4)
     model = c[0].selectbox("Model", sorted(done["model"].unique()))

@@ -5,7 +5,6 @@ checks that the heatmap and an embedding panel render.
 """
 import json
 import os
-import shutil
 import socket
 import subprocess
 import sys

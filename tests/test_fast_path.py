@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 
 from conftest import TEST_DEVICE, tiny_config
-from healcore.batching import collate, encode, train_batches
+from healcore.batching import encode, train_batches
 from healcore.data import load_splits
 from healcore.models import build_classifier, load_encoder, load_tokenizer
 from healcore.train import lr_factor, make_optimizer, train_epoch

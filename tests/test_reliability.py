@@ -1,7 +1,6 @@
 """Faults survived: kills, a dying dashboard, full disks, OOM; no half-written files; bad input tables."""
 import errno
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -11,7 +10,7 @@ import pytest
 
 from conftest import ROOT, tiny_config
 from healcore.run import execute
-from healcore.store import RunStore, read_jsonl
+from healcore.store import RunStore
 
 
 def _wait(predicate, timeout=240, every=0.2):
@@ -79,7 +78,6 @@ def test_grid_survives_the_death_of_the_process_that_launched_it(tiny_bert, tmp_
     parent.wait()
     s = RunStore(store)
     assert _wait(lambda: len(s.run_ids()) == 2 and all(s.status(r)["state"] == "completed" for r in s.run_ids()))
-    record = json.loads((store / ".grids" / "survivor.json").read_text())
     assert _wait(lambda: json.loads((store / ".grids" / "survivor.json").read_text())["state"] == "finished")
 
 
