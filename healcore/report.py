@@ -84,8 +84,8 @@ def write_report(store_root: str | Path, out_dir: str | Path, title: str = "Repr
                   f"![degradation curves](figures/{figures_prefix}-curves.png)", "",
                   "Weighted F1 against the share of layers re-initialised, bottom (red) and top (blue); bands are "
                   "± one std over seeds; the dashed line is the clean model.", ""]
-        healing = reinit[["dataset", "side", "level", "probe_f1", "f1", "healing", "recovery"]].sort_values(
-            ["dataset", "level", "side"]).assign(level=lambda d: (100 * d["level"]).round().astype(int))
+        healing = reinit[["model", "dataset", "side", "level", "probe_f1", "f1", "healing", "recovery"]].sort_values(
+            ["model", "dataset", "level", "side"]).assign(level=lambda d: (100 * d["level"]).round().astype(int))
         lines += ["### Damage and healing", "",
                   "Probe F1 is a logistic regression on the frozen corrupted model's features before fine-tuning; "
                   "healing = F1 after fine-tuning − probe F1; recovery = (F1 − F1_all) / (F1_clean − F1_all).", "",
@@ -101,7 +101,7 @@ def write_report(store_root: str | Path, out_dir: str | Path, title: str = "Repr
                       "p-values are two-sided and uncorrected.", "", _md(tests), ""]
     # ---- flags
     flagged = runs[runs["flagged"]]
-    off = [(r.dataset, f"{charts.setting_label(r.side, r.level)} ({r.method}, {r.pooling} pooling, {r.mode})", f)
+    off = [(f"{r.model} {r.dataset}", f"{charts.setting_label(r.side, r.level)} ({r.method}, {r.pooling} pooling, {r.mode})", f)
            for r in table.itertuples() for f in r.flags if f.startswith("off trend")]
     lines += ["## Convergence failures flagged by healcore", ""]
     if flagged.empty and not off:
@@ -109,7 +109,7 @@ def write_report(store_root: str | Path, out_dir: str | Path, title: str = "Repr
                   "its neighbours' trend by more than its seed spread.", ""]
     else:
         for r in flagged.itertuples():
-            lines.append(f"- `{r.run_id}` ({r.dataset}, {charts.setting_label(r.side, r.level)}, {r.pooling} pooling, "
+            lines.append(f"- `{r.run_id}` ({r.model}, {r.dataset}, {charts.setting_label(r.side, r.level)}, {r.pooling} pooling, "
                          f"{r.mode}, lr {r.lr:g}, seed {r.seed}): {'; '.join(r.flags)}")
         for d, s, f in off:
             lines.append(f"- cell {d} {s}: {f}")
@@ -117,11 +117,14 @@ def write_report(store_root: str | Path, out_dir: str | Path, title: str = "Repr
     # ---- variants
     var = table[(table["method"].isin(["reinit", "-"])) & ~((table["pooling"] == "cls") & (table["mode"] == "full"))]
     if len(var):
-        base = table[table["method"].isin(["reinit", "-"]) & table["dataset"].isin(var["dataset"].unique())]
+        # the same (model, dataset) pairs as the variants: another model's cells must not average in
+        pairs = set(zip(var["model"], var["dataset"]))
+        base = table[table["method"].isin(["reinit", "-"])
+                     & pd.Series([p in pairs for p in zip(table["model"], table["dataset"])], index=table.index)]
         piv = base.assign(setting=[charts.setting_label(r.side, r.level) for r in base.itertuples()],
                           variant=base["pooling"] + " / " + base["mode"])
         piv = piv[piv["setting"].isin(set(charts.setting_label(r.side, r.level) for r in var.itertuples()))]
-        wide = piv.pivot_table(index=["dataset", "setting"], columns="variant", values="f1").reset_index()
+        wide = piv.pivot_table(index=["model", "dataset", "setting"], columns="variant", values="f1").reset_index()
         lines += ["## Variants: mean pooling and linear probe", "",
                   "Test weighted F1 (best epoch on validation; seeds as available per variant: "
                   + ", ".join(f"{v}: {int(n)}" for v, n in piv.groupby("variant")["n_seeds"].min().items()) + ").", "",
@@ -129,9 +132,10 @@ def write_report(store_root: str | Path, out_dir: str | Path, title: str = "Repr
     # ---- dose response
     dose = table[table["method"] == "noise"]
     if len(dose):
-        clean_ref = main[main["side"] == "clean"][["dataset", "f1"]].rename(columns={"f1": "clean F1"})
+        clean_ref = main[main["side"] == "clean"][["model", "dataset", "f1"]].rename(columns={"f1": "clean F1"})
         d = dose.assign(strength=dose["strength"].astype(float)).sort_values("strength")
-        d = d[["dataset", "n_layers", "strength", "probe_f1", "f1", "n_seeds"]].merge(clean_ref, on="dataset", how="left")
+        d = d[["model", "dataset", "n_layers", "strength", "probe_f1", "f1", "n_seeds"]].merge(
+            clean_ref, on=["model", "dataset"], how="left")
         _save(charts.line_over(d.assign(series="noise in all layers"), "strength", "f1", "series",
                                "noise sigma (x each tensor's std)", "weighted F1"), fig_dir / f"{figures_prefix}-noise.png")
         lines += ["## Beyond the paper: Gaussian noise, dose-response", "",
@@ -148,14 +152,15 @@ def write_report(store_root: str | Path, out_dir: str | Path, title: str = "Repr
     lowest_seed = {r: i for i, r in enumerate(kept["run_id"])}
     feature_run = [min((r for r in ids if r in lowest_seed), key=lowest_seed.get, default=None)
                    for ids in reinit["run_ids"]] if len(reinit) else []
-    # the dataset with the most settings that have features (ties: alphabetical): the fullest picture
+    # the (model, dataset) with the most settings that have features (ties: alphabetical): the fullest picture
     with_features = reinit.assign(feature_run=feature_run)[[r is not None for r in feature_run]] if len(reinit) \
         else reinit
-    counts = with_features.groupby("dataset")["side"].nunique().sort_index()
-    for dataset in ([counts.idxmax()] if len(counts) else []):
+    counts = with_features.groupby(["model", "dataset"]).size().sort_index()
+    for model, dataset in ([counts.idxmax()] if len(counts) else []):
         picks = []
         for side, pick in (("clean", min), ("top", min), ("bottom", min), ("all", max)):
-            sub = with_features[(with_features["dataset"] == dataset) & (with_features["side"] == side)]
+            sub = with_features[(with_features["model"] == model) & (with_features["dataset"] == dataset)
+                                & (with_features["side"] == side)]
             if len(sub):
                 picks.append(sub[sub["level"] == pick(sub["level"])].iloc[0])
         for cell in picks:
@@ -164,7 +169,7 @@ def write_report(store_root: str | Path, out_dir: str | Path, title: str = "Repr
             if proj is None:
                 continue
             classes = (store.summary(run_id) or {}).get("classes") or []
-            name = (f"{dataset} · {charts.setting_label(cell['side'], cell['level'])} · silhouette "
+            name = (f"{model} {dataset} · {charts.setting_label(cell['side'], cell['level'])} · silhouette "
                     f"{proj['silhouette']:.2f} · kNN {proj['knn_accuracy']:.0f}%")
             order.append(name)
             panel_frames.append(pd.DataFrame({"x": proj["xy"][:, 0], "y": proj["xy"][:, 1], "panel": name,

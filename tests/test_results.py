@@ -148,3 +148,54 @@ def test_report_uses_the_runs_that_kept_features_and_names_the_hardware(tiny_sto
     text = (tmp_path / "out" / "REPRODUCTION.md").read_text()
     assert "## t-SNE of [CLS] features" in text and (tmp_path / "out" / "figures" / "reproduction-tsne.png").is_file()
     assert "- Hardware (from the runs): CPU: " in text
+
+
+def test_report_keeps_two_models_apart(tiny_store, tmp_path):
+    """A store with a second model (as the study's minilm-l3 beside minilm-l6): each table keeps its rows
+    per model, the variants compare a model's variants with that model's own cells only, and the t-SNE
+    figure shows one model (the one with more settings that kept features)."""
+    import re
+    import shutil
+
+    from healcore import cli
+
+    store = tmp_path / "runs"
+    shutil.copytree(tiny_store, store)
+    original = json.loads(next(store.glob("*/config.json")).read_text())["model"]
+
+    def twin(src, suffix, edit_config, score=None, features=True):
+        dst = src.parent / f"{src.name}{suffix}"
+        shutil.copytree(src, dst)
+        if not features:
+            shutil.rmtree(dst / "features", ignore_errors=True)
+        config = json.loads((dst / "config.json").read_text())
+        edit_config(config)
+        (dst / "config.json").write_text(json.dumps(config))
+        summary = json.loads((dst / "summary.json").read_text())
+        summary["config"] = config
+        if score is not None:
+            summary["best"]["test"]["f1_weighted"] = score
+        (dst / "summary.json").write_text(json.dumps(summary))
+
+    runs = sorted(p for p in store.iterdir() if (p / "config.json").is_file())
+    for i, run in enumerate(runs):  # a weaker second model scoring 1.0 everywhere; fewer runs kept features
+        twin(run, "b", lambda c: c.update(model="twin"), score=1.0, features=i % 2 == 0)
+    for run in runs:  # the first model's mean-pooling variant
+        twin(run, "m", lambda c: c.update(pooling="mean"))
+    assert cli.main(["--store", str(store), "report", "--out", str(tmp_path / "out")]) == 0
+    text = (tmp_path / "out" / "REPRODUCTION.md").read_text()
+    healing = text.split("### Damage and healing")[1].split("##")[0]
+    assert "| model | dataset |" in healing and "| twin | sst2 |" in healing and f"| {original} | sst2 |" in healing
+    variants = text.split("## Variants")[1].split("\n## ")[0]
+    rows = [line for line in variants.splitlines() if line.startswith(f"| {original} ")]
+    assert rows and "twin" not in variants
+    from healcore.charts import setting_label
+
+    table = cells(load_runs(store))
+    own = table[(table["model"] == original) & (table["pooling"] == "cls")]
+    expected = {setting_label(r.side, r.level): f"{r.f1:.2f}" for r in own.itertuples()}
+    # columns: model, dataset, setting, cls / full, mean / full; an average with the twin's cells would differ
+    assert {r.split("|")[3].strip(): r.split("|")[4].strip() for r in rows} == expected
+    tsne = text.split("## t-SNE")[1]
+    assert "twin" not in tsne and (tmp_path / "out" / "figures" / "reproduction-tsne.png").is_file()
+    assert re.search(r"Models: .*twin", text)
