@@ -16,7 +16,7 @@ from .errors import HealcoreError, RunBusyError
 DEFAULT_STORE = os.environ.get("HEALCORE_RUNS", "runs")
 
 _HELP = {  # --help text per RunConfig field, taken from the field comments' meaning
-    "model": "hub id, local folder, or minilm-l6 (offline all-MiniLM-L6-v2) [minilm-l6]",
+    "model": "hub id, local folder, minilm-l6 (offline all-MiniLM-L6-v2) or minilm-l3 (its layers 1, 3, 5) [minilm-l6]",
     "dataset": "registry name (sst2, imdb, ag_news, emotion, dbpedia_14, twitter_financial_news_topic, mrpc, rte) "
                "or a folder with train/test files [sst2]",
     "corrupt": "layers to corrupt, numbered 1..L from the bottom: none, bottom:k, top:k, bottom:50%%, top:25%%, "

@@ -35,7 +35,7 @@ NON_IDENTITY_FIELDS = ("device", "precision", "checkpoint_every")
 @dataclass(frozen=True)
 class RunConfig:
     # --- what heals ---
-    model: str = "minilm-l6"  # hub id, local folder, or short name (minilm-l6 = offline all-MiniLM-L6-v2)
+    model: str = "minilm-l6"  # hub id, local folder, or short name (minilm-l6 = offline all-MiniLM-L6-v2; minilm-l3 = its layers 1, 3, 5)
     dataset: str = "sst2"  # registry name (sst2, ag_news, ...) or a folder with train/test files
     # --- corruption (see corruption.py) ---
     corrupt: str = "none"  # which encoder layers: none | bottom:k | top:k | bottom:50% | 1,2,6 (1 = bottom)

@@ -77,6 +77,13 @@ def write_report(store_root: str | Path, out_dir: str | Path, title: str = "Repr
                   "Best epoch on validation:", "", results.export_table1(reinit, "markdown", "f1"),
                   "The paper's protocol, best epoch on test (mean over seeds):", "",
                   results.export_table1(reinit.assign(f1_std=np.nan), "markdown", "best_on_test"), ""]
+        flat = results.plateau(reinit, results.load_epochs(store_root, [i for ids in reinit["run_ids"] for i in ids]))
+        if len(flat):
+            lines += ["### Did the clean models plateau?", "",
+                      "Validation weighted F1 of each clean cell per epoch (mean over seeds, at the cell's learning "
+                      f"rate); a last third of the epochs adding {results.PLATEAU_POINTS:g} point or more over the best "
+                      "before it counts as still rising.", "",
+                      _md(flat.assign(lr=flat["lr"].map(lambda v: f"{v:g}"))), ""]
         frame = charts.curve_frame(reinit)
         clean = reinit[reinit["side"] == "clean"][["model", "dataset", "f1"]]
         _save(charts.degradation_curves(frame, clean), fig_dir / f"{figures_prefix}-curves.png")
@@ -93,6 +100,11 @@ def write_report(store_root: str | Path, out_dir: str | Path, title: str = "Repr
         # ---- claims
         verdicts = results.claims(reinit)
         lines += ["## The paper's claims, judged on these runs", "", _md(verdicts), ""]
+        rising = flat[flat["verdict"] == "still rising"] if len(flat) else flat
+        if len(rising):
+            lines += ["Caveat: the clean model was still rising at the last epoch on " + ", ".join(
+                f"{r.dataset} ({r.model})" for r in rising.itertuples()) + "; there the claims compare against an "
+                "under-trained reference, and more epochs could change their verdicts.", ""]
         tests = results.bottom_vs_top_tests(runs[(runs["pooling"] == "cls") & (runs["mode"] == "full")], reinit)
         if len(tests):
             tests = tests.assign(level=(100 * tests["level"]).round().astype(int))

@@ -208,6 +208,28 @@ def _endpoints(table: pd.DataFrame, g: pd.DataFrame):
     return (next(clean.itertuples(), None), next(full.itertuples(), None))
 
 
+# ------------------------------------------------------------------------------------------ plateau
+PLATEAU_POINTS = 1.0  # a clean model whose last third of epochs still adds this much validation F1 was cut short
+
+
+def plateau(table: pd.DataFrame, epochs: pd.DataFrame) -> pd.DataFrame:
+    """Did training run long enough? Per clean cell: the validation F1 curve (mean over its seeds, at the cell's
+    learning rate) and how much the last third of the epochs added over the best before it."""
+    rows = []
+    for r in table[table["side"] == "clean"].itertuples():
+        curve = epochs[epochs["run_id"].isin(r.run_ids)].groupby("epoch")["validation_f1_weighted"].mean().dropna()
+        if len(curve) < 3:
+            continue
+        cut = curve.index.max() - len(curve) // 3  # epochs after `cut` are the last third
+        gain = float(curve[curve.index > cut].max() - curve[curve.index <= cut].max())
+        rows.append({"model": r.model, "dataset": r.dataset, "lr": r.lr, "seeds": r.n_seeds,
+                     "validation F1 by epoch": " ".join(f"{v:.1f}" for v in curve),
+                     "best epoch": int(curve.idxmax()), "last-third gain": gain,
+                     "verdict": "plateaued" if gain < PLATEAU_POINTS else "still rising"})
+    return pd.DataFrame(rows, columns=["model", "dataset", "lr", "seeds", "validation F1 by epoch", "best epoch",
+                                       "last-third gain", "verdict"])
+
+
 # ------------------------------------------------------------------------------------------ claims
 def claims(table: pd.DataFrame) -> pd.DataFrame:
     """The paper's three claims judged per model and dataset, from the cells on hand."""

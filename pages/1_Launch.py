@@ -16,7 +16,7 @@ def grid_builder() -> dict:
     """Widgets -> a plain grid-spec dict (the same format as presets/*.yaml)."""
     c1, c2 = st.columns(2)
     with c1:
-        models = st.multiselect("Models", ["minilm-l6", "bert-base-uncased", "bert-large-uncased",
+        models = st.multiselect("Models", ["minilm-l6", "minilm-l3", "bert-base-uncased", "bert-large-uncased",
                                            "distilbert-base-uncased", "roberta-base"], default=["minilm-l6"],
                                 accept_new_options=True, help="Short name, hub id, or a local folder")
         datasets = st.multiselect("Datasets", list(REGISTRY), default=["sst2"], accept_new_options=True,

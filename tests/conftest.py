@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -19,6 +20,8 @@ def pytest_configure(config):
     os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     os.environ["HEALCORE_DATA"] = str(SHARED_DATA)  # session fixtures run before monkeypatch exists
+    # derived models (minilm-l3) go to a fresh folder, not the user's cache
+    os.environ.setdefault("HEALCORE_MODEL_CACHE", tempfile.mkdtemp(prefix="healcore-models-"))
 
 
 @pytest.fixture(autouse=True)

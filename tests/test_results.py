@@ -199,3 +199,20 @@ def test_report_keeps_two_models_apart(tiny_store, tmp_path):
     tsne = text.split("## t-SNE")[1]
     assert "twin" not in tsne and (tmp_path / "out" / "figures" / "reproduction-tsne.png").is_file()
     assert re.search(r"Models: .*twin", text)
+
+
+def test_plateau_tells_a_finished_curve_from_a_rising_one():
+    from healcore.results import plateau
+
+    table = pd.DataFrame([{"model": "m", "dataset": d, "side": "clean", "lr": 5e-5, "n_seeds": 2,
+                           "run_ids": [f"{d}-0", f"{d}-1"]} for d in ("flat", "rising")]
+                         + [{"model": "m", "dataset": "flat", "side": "top", "lr": 5e-5, "n_seeds": 1,
+                             "run_ids": ["other"]}])
+    curves = {"flat": [70, 80, 85, 85.5, 85.2, 85.4], "rising": [40, 50, 60, 70, 75, 80]}
+    epochs = pd.DataFrame([{"run_id": f"{d}-{s}", "epoch": e + 1, "validation_f1_weighted": v + s}
+                           for d, vals in curves.items() for s in (0, 1) for e, v in enumerate(vals)])
+    out = plateau(table, epochs).set_index("dataset")
+    assert list(out.index) == ["flat", "rising"]  # one row per clean cell, the top cell ignored
+    assert out.loc["flat", "verdict"] == "plateaued" and out.loc["rising", "verdict"] == "still rising"
+    assert out.loc["rising", "last-third gain"] == 80 - 70  # epochs 5-6 against the best of 1-4 and out.loc["rising", "best epoch"] == 6
+    assert out.loc["flat", "validation F1 by epoch"].startswith("70.5 80.5 85.5 86.0")  # mean over the 2 seeds
