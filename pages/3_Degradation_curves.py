@@ -1,5 +1,6 @@
 """Degradation curves: F1 against corruption level, bottom and top as two lines, seed spread as bands,
-the clean model as a reference line, and the paper's three claims judged on the data on screen."""
+the clean model as a reference line, the paper's three claims judged on the data on screen, and whether the
+clean models trained long enough to plateau (the reference the claims lean on)."""
 import streamlit as st
 
 from dashboard import common
@@ -25,6 +26,16 @@ def main() -> None:
     verdicts = results.claims(table)
     verdicts["verdict"] = verdicts["verdict"].map(ICON)
     st.dataframe(verdicts, hide_index=True, width="stretch")
+    clean_ids = tuple(i for ids in table[table["side"] == "clean"]["run_ids"] for i in ids)
+    flat = results.plateau(table, common.epochs_table(root, common.store_version(root), clean_ids))
+    if len(flat):
+        st.subheader("Did the clean models plateau?")
+        st.dataframe(flat, hide_index=True, width="stretch")
+        rising = flat[flat["verdict"] == "still rising"]
+        if len(rising):
+            st.warning("The clean model was still rising at the last epoch on " + ", ".join(
+                f"{r.dataset} ({r.model})" for r in rising.itertuples()) + ": the claims there compare against an "
+                "under-trained reference; more epochs could change them.")
     sig = results.bottom_vs_top_tests(runs, table)
     if len(sig):
         st.subheader("Bottom vs top: paired t-tests")

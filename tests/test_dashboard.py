@@ -52,6 +52,27 @@ def test_curves_page_shows_the_three_claims(tiny_store, monkeypatch):
                                     "bottom corruption hurts more than top"}
 
 
+def test_curves_page_warns_when_the_clean_model_was_still_rising(tiny_store, tmp_path, monkeypatch):
+    """Clean runs given a third epoch far above the first two read as still rising, and the page says so."""
+    import json
+    import shutil
+
+    store = tmp_path / "runs"
+    shutil.copytree(tiny_store, store)
+    for config in store.glob("*/config.json"):
+        if json.loads(config.read_text())["corrupt"] == "none":
+            metrics = config.parent / "metrics.jsonl"
+            last = json.loads(metrics.read_text().splitlines()[-1])
+            last.update(epoch=3, validation={**last["validation"], "f1_weighted": 99.0})
+            metrics.write_text(metrics.read_text() + json.dumps(last) + "\n")
+    monkeypatch.setenv("HEALCORE_RUNS", str(store))
+    at = page("curves").run()
+    assert not at.exception
+    flat = next(d.value for d in at.dataframe if "verdict" in d.value and "last-third gain" in d.value)
+    assert list(flat["verdict"]) == ["still rising"] and list(flat["best epoch"]) == [3]
+    assert any("still rising" in w.value for w in at.warning)
+
+
 def test_embeddings_page_caches_projections_on_disk(tiny_store, monkeypatch):
     monkeypatch.setenv("HEALCORE_RUNS", str(tiny_store))
     at = page("embeddings").run()
