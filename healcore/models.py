@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import importlib.util
 import inspect
+import json
+import os
 from functools import lru_cache
 from pathlib import Path
 
@@ -31,8 +33,6 @@ _TOKENIZER_FILES = ("vocab.txt", "tokenizer.json", "tokenizer_config.json", "spe
 
 def model_cache_dir() -> Path:
     """Where derived models are written once (HEALCORE_MODEL_CACHE, else ~/.cache/healcore/models)."""
-    import os
-
     return Path(os.environ.get("HEALCORE_MODEL_CACHE") or Path.home() / ".cache" / "healcore" / "models")
 
 
@@ -42,7 +42,6 @@ def derive_layer_subset(base_dir: str | Path, keep: tuple[int, ...], out_dir: st
     Written to a temporary sibling and renamed into place, so concurrent runs (several per GPU) never read a
     half-written folder; the loser of a race discards its copy.
     """
-    import os
     import shutil
     import tempfile
 
@@ -53,18 +52,10 @@ def derive_layer_subset(base_dir: str | Path, keep: tuple[int, ...], out_dir: st
     if (out / "config.json").is_file():
         return out
     model = AutoModel.from_pretrained(str(base_dir), dtype="float32", trust_remote_code=False)
-    layers = layer_list(model)
+    holder, name, layers = _layer_list_slot(model)
     if not keep or any(not 0 <= i < len(layers) for i in keep):
         raise ModelError(f"cannot keep layers {list(keep)} of a {len(layers)}-layer model")
-    kept = nn.ModuleList([layers[i] for i in keep])
-    for path in LAYER_PATHS:  # replace the list where layer_list found it
-        *parents, last = path.split(".")
-        node = model
-        for part in parents:
-            node = getattr(node, part, None)
-        if node is not None and getattr(node, last, None) is layers:
-            setattr(node, last, kept)
-            break
+    setattr(holder, name, nn.ModuleList([layers[i] for i in keep]))
     for attr in ("num_hidden_layers", "n_layers", "num_layers"):
         if isinstance(getattr(model.config, attr, None), int):
             setattr(model.config, attr, len(keep))
@@ -76,7 +67,7 @@ def derive_layer_subset(base_dir: str | Path, keep: tuple[int, ...], out_dir: st
             if (Path(base_dir) / name).is_file():
                 shutil.copy2(Path(base_dir) / name, tmp / name)
         (tmp / "derived_from.json").write_text(
-            '{"base": "%s", "kept_layers": %s}\n' % (Path(base_dir).as_posix(), list(keep)), encoding="utf-8")
+            json.dumps({"base": Path(base_dir).as_posix(), "kept_layers": list(keep)}) + "\n", encoding="utf-8")
         try:
             os.rename(tmp, out)
         except OSError:  # another process finished first: its folder is the same model
@@ -136,8 +127,6 @@ def load_model_config(name: str):
     path = resolve_model_path(name)
     local_config = Path(path) / "config.json"
     if local_config.is_file():
-        import json
-
         try:
             raw = json.loads(local_config.read_text(encoding="utf-8"))
         except ValueError:
@@ -191,21 +180,28 @@ def check_architecture(name: str) -> int:
     return len(layer_list(model))
 
 
-def layer_list(encoder):
-    """The encoder's ModuleList of transformer blocks, found generically; a clear error when absent."""
+def _layer_list_slot(encoder):
+    """(the module holding the layer list, its attribute name, the list) at the first of LAYER_PATHS that has one."""
     import torch.nn as nn
 
     for path in LAYER_PATHS:
-        node = encoder
-        for part in path.split("."):
-            node = getattr(node, part, None)
-            if node is None:
+        *parents, name = path.split(".")
+        holder = encoder
+        for part in parents:
+            holder = getattr(holder, part, None)
+            if holder is None:
                 break
+        node = getattr(holder, name, None) if holder is not None else None
         if isinstance(node, nn.ModuleList) and len(node) > 0:
-            return node
+            return holder, name, node
     raise ModelError(f"unsupported architecture {type(encoder).__name__}: looked for a layer list at "
                      f"{', '.join(LAYER_PATHS)}; healcore supports BERT-family encoders "
                      f"(BERT, DistilBERT, RoBERTa, ELECTRA, DeBERTa-v2, MiniLM)")
+
+
+def layer_list(encoder):
+    """The encoder's ModuleList of transformer blocks, found generically; a clear error when absent."""
+    return _layer_list_slot(encoder)[2]
 
 
 def load_tokenizer(name: str):

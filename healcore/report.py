@@ -77,7 +77,7 @@ def write_report(store_root: str | Path, out_dir: str | Path, title: str = "Repr
                   "Best epoch on validation:", "", results.export_table1(reinit, "markdown", "f1"),
                   "The paper's protocol, best epoch on test (mean over seeds):", "",
                   results.export_table1(reinit.assign(f1_std=np.nan), "markdown", "best_on_test"), ""]
-        flat = results.plateau(reinit, results.load_epochs(store_root, [i for ids in reinit["run_ids"] for i in ids]))
+        flat = results.plateau(reinit, results.load_epochs(store_root, results.clean_run_ids(reinit)))
         if len(flat):
             lines += ["### Did the clean models plateau?", "",
                       "Validation weighted F1 of each clean cell per epoch (mean over seeds, at the cell's learning "

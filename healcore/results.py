@@ -212,6 +212,11 @@ def _endpoints(table: pd.DataFrame, g: pd.DataFrame):
 PLATEAU_POINTS = 1.0  # a clean model whose last third of epochs still adds this much validation F1 was cut short
 
 
+def clean_run_ids(table: pd.DataFrame) -> list[str]:
+    """The runs behind the clean cells: the epochs plateau() needs (not every run's)."""
+    return [i for ids in table[table["side"] == "clean"]["run_ids"] for i in ids]
+
+
 def plateau(table: pd.DataFrame, epochs: pd.DataFrame) -> pd.DataFrame:
     """Did training run long enough? Per clean cell: the validation F1 curve (mean over its seeds, at the cell's
     learning rate) and how much the last third of the epochs added over the best before it."""

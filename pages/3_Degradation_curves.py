@@ -26,7 +26,7 @@ def main() -> None:
     verdicts = results.claims(table)
     verdicts["verdict"] = verdicts["verdict"].map(ICON)
     st.dataframe(verdicts, hide_index=True, width="stretch")
-    clean_ids = tuple(i for ids in table[table["side"] == "clean"]["run_ids"] for i in ids)
+    clean_ids = tuple(results.clean_run_ids(table))
     flat = results.plateau(table, common.epochs_table(root, common.store_version(root), clean_ids))
     if len(flat):
         st.subheader("Did the clean models plateau?")
