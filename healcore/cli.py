@@ -80,7 +80,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("run", help="execute one run (reused if finished, resumed if interrupted)",
                        description="Execute one healing run. Example: healcore run --model minilm-l6 "
-                       "--dataset ag_news --corrupt bottom:50%% --lr 2e-5 --epochs 3")
+                       "--dataset ag_news --corrupt bottom:50% --lr 2e-5 --epochs 3")
     _add_config_args(p)
     p.add_argument("--config", help="JSON file with config keys (flags override it)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
