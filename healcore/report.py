@@ -30,6 +30,21 @@ def _save(chart, path: Path) -> None:
     chart.save(str(path), scale_factor=1.5)
 
 
+def _fewer_lrs(table: pd.DataFrame) -> list[str]:
+    """A set-up line naming the cells that tried fewer learning rates than other cells of their line (same
+    model, data, method and schedule; a partly run grid): there "best kept" chose among fewer candidates."""
+    if not len(table) or "lrs_tried" not in table:
+        return []
+    line_keys = results._group_keys(table) + ["method"]
+    most = table.groupby(line_keys, dropna=False)["lrs_tried"].transform("max")
+    few = [f"{r.model} {r.dataset} {charts.setting_label(r.side, r.level)} ({r.method}, {r.pooling} pooling, "
+           f"{r.mode}): {r.lrs_tried} of {m}" for r, m in zip(table.itertuples(), most) if r.lrs_tried < m]
+    if not few:
+        return []
+    return [f"- Fewer learning rates than the rest of their line in {len(few)} of {len(table)} cells: "
+            + "; ".join(few) + "."]
+
+
 def write_report(store_root: str | Path, out_dir: str | Path, title: str = "Reproduction study",
                  figures_prefix: str = "reproduction", command: str = "", note: str = "") -> Path:
     out = Path(out_dir)
@@ -70,7 +85,8 @@ def write_report(store_root: str | Path, out_dir: str | Path, title: str = "Repr
                                    "fp32" if bf16 == {False} else "bf16 autocast in some runs, fp32 in others") + ".",
               "- Each cell keeps the learning rate with the best mean validation score over seeds and reports mean ± "
               "std over seeds of the test weighted F1 at the best-validation epoch. The paper's protocol (best epoch "
-              "chosen on test) is reported beside it.", ""]
+              "chosen on test) is reported beside it."]
+    lines += _fewer_lrs(table) + [""]
     # ---- table 1
     if len(reinit):
         lines += ["## Table 1 layout: [CLS] pooling, full fine-tuning, re-initialisation", "",

@@ -71,6 +71,22 @@ def test_claims_are_judged_not_assumed():
     assert verdicts["more corruption, worse"] == "mixed"
 
 
+def test_claims_and_table1_keep_two_schedules_apart():
+    """A store may hold the same model and dataset at 6 and at 16 epochs: each schedule is judged on its own
+    cells (one clean reference each), and Table 1 gives each its own rows instead of one overwriting the other."""
+    short = _synthetic({("clean", 0): 78, ("top", .25): 80, ("bottom", .25): 70}).assign(epochs=6)
+    long = _synthetic({("clean", 0): 88, ("top", .25): 85, ("bottom", .25): 80}).assign(epochs=16)
+    both = pd.concat([short, long], ignore_index=True)
+    verdicts = claims(both)
+    recover = verdicts[verdicts["claim"] == "corrupted models never fully recover"].set_index("model")["verdict"]
+    assert recover.to_dict() == {"m [epochs 6]": "mixed", "m [epochs 16]": "holds"}
+    md = export_table1(both, "markdown")
+    assert "| m [epochs 16] | 25 | 80.00 ± 0.50 | **85.00 ± 0.50** |" in md
+    assert "| m [epochs 6] | 25 | 70.00 ± 0.50 | **80.00 ± 0.50** |" in md
+    # one schedule alone: no label, as before
+    assert set(claims(long)["model"]) == {"m"}
+
+
 def test_trend_outlier_is_flagged():
     from healcore.results import _trend_flags
 
@@ -127,6 +143,9 @@ def test_report_is_generated_from_the_store(tiny_store, tmp_path):
     assert cli.main(["--store", str(tiny_store), "report", "--out", str(tmp_path), "--command", "healcore report"]) == 0
     text = (tmp_path / "REPRODUCTION.md").read_text()
     assert "19 completed runs" in text and "## The paper's claims" in text and "| model | level % |" in text
+    # only the clean cell ran a second learning rate: the set-up names the 5 cells that chose among fewer
+    fewer = next(line for line in text.splitlines() if line.startswith("- Fewer learning rates"))
+    assert "in 5 of 6 cells" in fewer and "bottom 25%" in fewer and "clean" not in fewer, fewer
     for fig in ("reproduction-curves.png", "reproduction-tsne.png"):
         data = (tmp_path / "figures" / fig).read_bytes()
         assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 5000
