@@ -45,6 +45,18 @@ def _progress_line(done: int, failed: int, busy: int, running: int, remaining: i
             f"{int(time.time() - started)}s elapsed{eta}")
 
 
+def thread_share(workers: int, environ: dict | None = None) -> dict[str, str]:
+    """Thread settings for each of `workers` concurrent runs: the machine's cores split between them.
+
+    torch gives every process as many intra-op threads as there are cores, so N runs at once would ask for
+    N x cores threads and spend the difference switching between them (bench/workers_threads.py measures it).
+    A value the user set (OMP_NUM_THREADS in the environment) wins; one worker keeps torch's default."""
+    environ = os.environ if environ is None else environ
+    if workers <= 1 or environ.get("OMP_NUM_THREADS", "").strip():
+        return {}
+    return {"OMP_NUM_THREADS": str(max(1, (os.cpu_count() or 1) // workers))}
+
+
 def run_local(configs: list[RunConfig], store: RunStore, workers: int = 1, runs_per_gpu: int = 1,
               poll_s: float = 0.5, quiet: bool = False) -> dict:
     """Execute configs in up to `workers` child processes (GPU slots: runs_per_gpu per visible GPU)."""
@@ -71,7 +83,7 @@ def run_local(configs: list[RunConfig], store: RunStore, workers: int = 1, runs_
                 cfg = queue.popleft()
                 path = config_dir / f"{cfg.run_id}.json"
                 path.write_text(json.dumps(cfg.to_dict()))
-                env = dict(os.environ)
+                env = {**os.environ, **thread_share(workers)}
                 slot = None
                 if slots:
                     used = [s for (_, s, _) in running.values()]

@@ -67,15 +67,31 @@ def _cli(*args, store, **kw):
 def test_grid_runs_then_does_nothing_the_second_time(tmp_path, tiny_bert):
     spec = _grid_file(tmp_path, tiny_bert)
     store = tmp_path / "runs"
-    first = _cli("grid", str(spec), "--workers", "2", store=store)
+    env = {k: v for k, v in os.environ.items() if k != "OMP_NUM_THREADS"}
+    first = _cli("grid", str(spec), "--workers", "2", store=store, env=env)
     assert first.returncode == 0, first.stdout + first.stderr
     assert "3 completed, 0 failed" in first.stdout
+    # two runs at a time share the cores: each run's recorded hardware names its share of threads
+    share = max(1, (os.cpu_count() or 1) // 2)
+    for run_id in RunStore(store).run_ids():
+        hardware = RunStore(store).summary(run_id)["hardware"]
+        assert hardware.endswith(f"({share} threads)"), hardware
     second = _cli("grid", str(spec), store=store)
     assert "3 finished" in second.stdout and "nothing to do" in second.stdout
     dry = _cli("grid", str(spec), "--dry-run", "--set", "epochs=3", store=store)
     assert "3 to run" in dry.stdout and "from measured throughput" in dry.stdout
     status = _cli("status", "--json", store=store)
     assert json.loads(status.stdout)["states"] == {"completed": 3}
+
+
+def test_thread_share_splits_the_cores_unless_the_user_chose():
+    from healcore.executors import thread_share
+
+    cores = os.cpu_count() or 1
+    assert thread_share(1, {}) == {}  # one run: torch's default (all cores)
+    assert thread_share(2, {}) == {"OMP_NUM_THREADS": str(max(1, cores // 2))}
+    assert thread_share(4 * cores, {}) == {"OMP_NUM_THREADS": "1"}  # never zero
+    assert thread_share(2, {"OMP_NUM_THREADS": "3"}) == {}  # the user's setting is kept
 
 
 def test_killed_grid_restarts_and_finishes_the_rest(tmp_path, tiny_bert):
