@@ -397,7 +397,8 @@ def export_table1(table: pd.DataFrame, style: str = "markdown", value: str = "f1
     if style == "markdown":
         lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
         lines += ["| " + " | ".join(row) + " |" for row in body]
-        return "\n".join(lines) + "\n\nBold: the higher of bottom/top at that level. †: flagged (see Outliers).\n"
+        return "\n".join(lines) + ("\n\nBold: the higher of bottom/top at that level. †: flagged (collapse, divergence, "
+                                   "flat loss or off trend; the runs and reasons are listed with the flags).\n")
     if style == "latex":
         datasets = list(dict.fromkeys(d for d, _ in cols))
         spec = "ll" + "".join("cc" for _ in datasets)
