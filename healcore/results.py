@@ -165,15 +165,17 @@ def _group_keys(table: pd.DataFrame) -> list[str]:
     return [k for k in CELL_KEYS if k not in corruption and k in table.columns]
 
 
-def variant_labels(table: pd.DataFrame) -> pd.Series:
-    """Per cell, what sets its line apart from the table's other lines of the same model and dataset: the
-    non-corruption keys that take several values in the table (pooling and mode bare, others as "key value").
-    Empty when nothing varies; tables and claims use it so that, say, a 6-epoch and a 16-epoch clean cell are
-    never compared as one line."""
+def line_names(table: pd.DataFrame) -> pd.Series:
+    """Per cell, its model's name plus, in brackets, what sets its line apart from the table's other lines of
+    the same model and dataset: the non-corruption keys that take several values in the table (pooling and mode
+    bare, others as "key value"). Just the model when nothing varies; tables and claims use it so that, say, a
+    6-epoch and a 16-epoch clean cell are never compared as one line."""
     keys = [k for k in _group_keys(table) if k not in ("model", "dataset")]
     varying = [k for k in keys if table[k].astype(str).nunique() > 1]
-    return pd.Series([", ".join(str(getattr(r, k)) if k in ("pooling", "mode") else f"{k} {getattr(r, k)}"
-                                for k in varying) for r in table.itertuples()], index=table.index, dtype=object)
+    labels = [", ".join(str(getattr(r, k)) if k in ("pooling", "mode") else f"{k} {getattr(r, k)}" for k in varying)
+              for r in table.itertuples()]
+    return pd.Series([f"{m} [{lab}]" if lab else m for m, lab in zip(table["model"], labels)], index=table.index,
+                     dtype=object)
 
 
 def _recovery(table: pd.DataFrame) -> pd.Series:
@@ -253,9 +255,8 @@ def claims(table: pd.DataFrame) -> pd.DataFrame:
     if table.empty:
         return pd.DataFrame(columns=["model", "dataset", "claim", "verdict", "evidence"])
     reinit = table[table["method"].isin(["reinit", "-"])]
-    reinit = reinit.assign(variant_label=variant_labels(reinit))
-    for (model, dataset, variant), g in reinit.groupby(["model", "dataset", "variant_label"]):
-        model = f"{model} [{variant}]" if variant else model  # lines that differ beyond corruption stay apart
+    # lines that differ beyond corruption (epochs, pooling...) are judged apart, each under its own name
+    for (model, dataset), g in reinit.assign(line=line_names(reinit)).groupby(["line", "dataset"]):
         clean = g[g["side"] == "clean"]
         corrupted = g[g["side"].isin(["bottom", "top", "all"])]
         tol = lambda r: max(float(r.f1_std or 0), 0.5)  # noqa: E731
@@ -347,10 +348,10 @@ def table1(table: pd.DataFrame, value: str = "f1") -> pd.DataFrame:
     """
     sub = table[table["method"].isin(["reinit", "-"])]
     # where cells differ beyond corruption (pooling, mode, epochs...), each row names what, so none collide
-    sub = sub.assign(variant_label=variant_labels(sub))
+    sub = sub.assign(line=line_names(sub))
     out: dict[tuple, dict] = {}
     for r in sub.itertuples():
-        model = f"{r.model} [{r.variant_label}]" if r.variant_label else r.model
+        model = r.line
         sides = ["bottom", "top"] if r.side in ("clean", "all") else [r.side]
         for side in sides:
             if side not in ("bottom", "top"):
