@@ -10,10 +10,28 @@ import importlib.util
 import inspect
 import json
 import os
+import threading
 from functools import lru_cache
 from pathlib import Path
 
 from .errors import ModelError
+
+# transformers 5 resolves its public names lazily, and that first resolution is not thread-safe: two threads
+# asking at once (the dashboard's script thread and a polling fragment, or two browser sessions) can get
+# "cannot import name 'AutoModel' from 'transformers'". Every name healcore needs goes through this lock.
+_HF_LOCK = threading.Lock()
+
+
+def hf(name: str):
+    """transformers.<name> (dots reach submodules: "utils.logging"), resolved under one process-wide lock."""
+    with _HF_LOCK:
+        import transformers
+
+        value = transformers
+        for part in name.split("."):
+            value = getattr(value, part)
+        return value
+
 
 # Short names -> a function giving a local folder.
 def _minilm_l6_dir() -> str:
@@ -46,8 +64,8 @@ def derive_layer_subset(base_dir: str | Path, keep: tuple[int, ...], out_dir: st
     import tempfile
 
     import torch.nn as nn
-    from transformers import AutoModel
 
+    AutoModel = hf("AutoModel")
     out = Path(out_dir)
     if (out / "config.json").is_file():
         return out
@@ -122,8 +140,7 @@ def _friendly_load_error(name: str, err: Exception) -> ModelError:
 @lru_cache(maxsize=64)
 def load_model_config(name: str):
     """The transformers config alone (no weights): cheap, used to check layer specs before a run starts."""
-    from transformers import AutoConfig
-
+    AutoConfig = hf("AutoConfig")
     path = resolve_model_path(name)
     local_config = Path(path) / "config.json"
     if local_config.is_file():
@@ -169,8 +186,8 @@ def check_architecture(name: str) -> int:
     Returns L. Called before a run folder exists, so an unsupported model leaves nothing behind.
     """
     import torch
-    from transformers import AutoModel
 
+    AutoModel = hf("AutoModel")
     cfg = load_model_config(name)
     try:
         with torch.device("meta"):
@@ -205,8 +222,7 @@ def layer_list(encoder):
 
 
 def load_tokenizer(name: str):
-    from transformers import AutoTokenizer
-
+    AutoTokenizer = hf("AutoTokenizer")
     path = resolve_model_path(name)
     try:
         return AutoTokenizer.from_pretrained(path, trust_remote_code=False)
@@ -216,10 +232,8 @@ def load_tokenizer(name: str):
 
 def load_encoder(name: str):
     """The base encoder (AutoModel) with pretrained weights, SDPA attention where the architecture has it."""
-    from transformers import AutoModel
-    from transformers.utils import logging as hf_logging
-
-    hf_logging.disable_progress_bar()
+    AutoModel = hf("AutoModel")
+    hf("utils.logging").disable_progress_bar()
     load_model_config(name)  # fails early, with the friendly message, for bad names
     path = resolve_model_path(name)
     try:

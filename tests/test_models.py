@@ -1,5 +1,6 @@
 """Model names: the derived smaller model (a layer subset of a pretrained one) and its offline short name."""
 import json
+import sys
 import threading
 from pathlib import Path
 
@@ -71,3 +72,42 @@ def test_minilm_l3_is_minilm_l6_every_other_layer(tmp_path, monkeypatch):
         want, got = _layer_tensors(l6, old), _layer_tensors(l3, new)
         assert all(torch.equal(want[k], got[k]) for k in want)
     assert models.resolve_model_path("minilm-l3") == str(path)  # derived once, then reused
+
+
+def test_transformers_names_resolve_one_thread_at_a_time(monkeypatch):
+    """transformers 5's lazy first lookup of a name is not thread-safe (the dashboard's script thread and a
+    polling fragment have hit "cannot import name 'AutoModel'"); models.hf serialises it. The stand-in module
+    below fails the way the real race does whenever two lookups overlap."""
+    import time
+    import types
+
+    class RacyLazyModule(types.ModuleType):
+        inside = 0
+
+        def __getattr__(self, name):
+            RacyLazyModule.inside += 1
+            try:
+                overlapped = RacyLazyModule.inside > 1
+                time.sleep(0.01)  # a first import takes a while; other threads arrive meanwhile
+                if overlapped:
+                    raise ImportError(f"cannot import name {name!r} from 'transformers'")
+                return name
+            finally:
+                RacyLazyModule.inside -= 1
+
+    monkeypatch.setitem(sys.modules, "transformers", RacyLazyModule("transformers"))
+    start, errors = threading.Barrier(8), []
+
+    def look_up(name):
+        start.wait()
+        try:
+            assert models.hf(name) == name
+        except ImportError as err:
+            errors.append(str(err))
+
+    threads = [threading.Thread(target=look_up, args=(n,)) for n in ["AutoModel", "AutoTokenizer"] * 4]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
