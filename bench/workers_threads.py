@@ -1,11 +1,12 @@
 """Several runs at once on one machine: every run with all the cores' threads vs the cores split between them.
 
 Run: HEALCORE_DATA=../shared/data python bench/workers_threads.py [--workers 2] [--runs 4]
-On a GPU machine: ... bench/workers_threads.py --runs-per-gpu 16 --runs 32 --max-train 2000 (runs share the card)
+On one GPU: HEALCORE_DATA=../shared/data python bench/workers_threads.py --runs-per-gpu 16 --runs 32 --max-train 2000
 
 Executes the same small grid (minilm-l6 on SST-2, real data and weights, 1 epoch) twice into fresh stores with
-`healcore grid --workers N` (or `--runs-per-gpu N` on one GPU): (a) each run given OMP_NUM_THREADS=<cores> (torch's default: what a grid did
-before runs shared the cores), (b) the grid's own thread share (cores // N per run; executors.thread_share).
+`healcore grid --workers N` (or `--runs-per-gpu N` on one GPU): (a) each run given OMP_NUM_THREADS=<cores>
+(torch's default: what a grid did before runs shared the cores), (b) the grid's own thread share (cores // N per
+run; executors.thread_share).
 Prints the wall time of each grid and the ratio (a)/(b); above 1 means the share is faster.
 """
 import argparse

@@ -92,7 +92,8 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Expand a grid spec (YAML) or preset name into runs and execute them.")
     g.add_argument("spec", help="preset name (see presets/) or a YAML grid file")
     g.add_argument("--dry-run", action="store_true", help="print the plan and cost estimate; run nothing")
-    g.add_argument("--workers", type=int, default=1, help="runs at a time on this machine, each with cores//N threads unless OMP_NUM_THREADS is set [1]")
+    g.add_argument("--workers", type=int, default=1,
+                   help="runs at a time on this machine, each with cores//N threads unless OMP_NUM_THREADS is set [1]")
     g.add_argument("--runs-per-gpu", type=int, default=1, help="runs sharing one GPU (local executor) [1]")
     g.add_argument("--executor", choices=("local", "ray"), default="local", help="local processes or Ray [local]")
     g.add_argument("--address", default=None, help="Ray cluster address (auto, ray://host:10001); none = local Ray")

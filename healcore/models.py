@@ -17,8 +17,9 @@ from pathlib import Path
 from .errors import ModelError
 
 # transformers 5 resolves its public names lazily, and that first resolution is not thread-safe: two threads
-# asking at once (the dashboard's script thread and a polling fragment, or two browser sessions) can get
-# "cannot import name 'AutoModel' from 'transformers'". Every name healcore needs goes through this lock.
+# asking at once (the dashboard runs page scripts in threads that can overlap: reruns, several browser
+# sessions) can get "cannot import name 'AutoModel' from 'transformers'", as the Launch page once did.
+# Every name healcore needs goes through this lock.
 _HF_LOCK = threading.Lock()
 
 

@@ -75,9 +75,9 @@ def test_minilm_l3_is_minilm_l6_every_other_layer(tmp_path, monkeypatch):
 
 
 def test_transformers_names_resolve_one_thread_at_a_time(monkeypatch):
-    """transformers 5's lazy first lookup of a name is not thread-safe (the dashboard's script thread and a
-    polling fragment have hit "cannot import name 'AutoModel'"); models.hf serialises it. The stand-in module
-    below fails the way the real race does whenever two lookups overlap."""
+    """transformers 5's lazy first lookup of a name is not thread-safe (the dashboard's Launch page, whose
+    script threads can overlap, once showed "cannot import name 'AutoModel'"); models.hf serialises it. The
+    stand-in module below fails the way the real race does whenever two lookups overlap."""
     import time
     import types
 
