@@ -31,7 +31,7 @@ class Encoded:
         return np.diff(self.offsets)
 
 
-def _cache_key(tokenizer, df, max_length: int) -> str:
+def cache_key(tokenizer, df, max_length: int) -> str:
     h = hashlib.sha1()
     h.update(f"{type(tokenizer).__name__}|{tokenizer.name_or_path}|{len(tokenizer)}|{max_length}|v1".encode())
     for col in ("text", "text_pair"):
@@ -46,7 +46,7 @@ def encode(tokenizer, df, max_length: int, cache_dir: Path | None = None) -> Enc
     labels = df["label"].to_numpy().astype(np.int64)
     path = None
     if cache_dir is not None:
-        path = Path(cache_dir) / f"{_cache_key(tokenizer, df, max_length)}.npz"
+        path = Path(cache_dir) / f"{cache_key(tokenizer, df, max_length)}.npz"
         if path.is_file():
             try:
                 with np.load(path, allow_pickle=False) as z:

@@ -10,46 +10,11 @@ import json
 import os
 import sys
 
-from .config import RunConfig
-from .errors import HealcoreError, RunBusyError
+from .config import RunConfig, field_help
+from .errors import ConfigError, HealcoreError, RunBusyError
+from .store import RunStore
 
 DEFAULT_STORE = os.environ.get("HEALCORE_RUNS", "runs")
-
-_HELP = {  # --help text per RunConfig field, taken from the field comments' meaning
-    "model": "hub id, local folder, minilm-l6 (offline all-MiniLM-L6-v2) or minilm-l3 (its layers 1, 3, 5) [minilm-l6]",
-    "dataset": "registry name (sst2, imdb, ag_news, emotion, dbpedia_14, twitter_financial_news_topic, mrpc, rte) "
-               "or a folder with train/test files [sst2]",
-    "corrupt": "layers to corrupt, numbered 1..L from the bottom: none, bottom:k, top:k, bottom:50%%, top:25%%, "
-               "or a list 1,2,6 [none]",
-    "method": "reinit (the paper's) | noise | zero | bitflip | shuffle [reinit]",
-    "init": "weights for reinit: kaiming_uniform | torch_default | normal [kaiming_uniform]",
-    "strength": "noise: sigma as a multiple of each tensor's std [1.0]; zero: fraction [0.5]; bitflip: bit-error rate [1e-4]",
-    "scope": "parts of each chosen layer: all | attention | ffn | layernorm [all]",
-    "corrupt_embeddings": "also corrupt the embedding block (off in the paper)",
-    "corrupt_pooler": "also corrupt the pooler (off in the paper)",
-    "mode": "full fine-tuning | linear_probe (frozen body) | lora [full]",
-    "pooling": "cls (pooler over [CLS], else [CLS]) | mean (tokens other than [CLS]) [cls]",
-    "lr": "peak learning rate [2e-5]",
-    "epochs": "training epochs, each evaluated [3]",
-    "batch_size": "examples per step [32]",
-    "max_length": "max tokens per example [128]",
-    "warmup_ratio": "fraction of steps of linear warm-up [0]",
-    "weight_decay": "AdamW decoupled weight decay; 0 = Adam [0]",
-    "lora_r": "LoRA rank for --mode lora [8]",
-    "precision": "auto (bf16 autocast on CPUs with AVX512-BF16/AMX; fp32 on CUDA, measured faster) | fp32 | bf16 [auto]",
-    "seed": "seed of corruption, head, dropout and batch order [0]",
-    "split": "standard (dataset's splits) | paper (Table 2 sizes) [standard]",
-    "max_train": "cap on training rows, stratified; 0 = all [0]",
-    "max_test": "cap on test rows, stratified; 0 = all [0]",
-    "val_fraction": "share of train carved out as validation [0.1]",
-    "select_on": "split that picks the best epoch: validation | test (the paper's protocol) [validation]",
-    "metric": "selection metric: f1_weighted | f1_macro | accuracy [f1_weighted]",
-    "feature_samples": "test rows whose features are stored for t-SNE/UMAP [2000]",
-    "probe_samples": "train rows for the pre-fine-tuning damage probe [2000]",
-    "device": "auto | cpu | cuda [auto]",
-    "checkpoint_every": "resumable checkpoint every N epochs; 0 = none, an interrupted run restarts [1]",
-}
-
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> None:  # one line, exit 2, as for every other user mistake
@@ -57,12 +22,16 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _add_config_args(p: argparse.ArgumentParser) -> None:
+    """One flag per RunConfig field; its help is the field's comment in config.py, with the default."""
+    helps, defaults = field_help(), RunConfig().to_dict()
     for f in dataclasses.fields(RunConfig):
         flag = "--" + f.name.replace("_", "-")
+        text = helps[f.name].replace("%", "%%")  # argparse %-formats help strings
         if str(f.type) == "bool":
-            p.add_argument(flag, dest=f.name, action="store_true", default=None, help=_HELP[f.name])
+            p.add_argument(flag, dest=f.name, action="store_true", default=None, help=text)
         else:
-            p.add_argument(flag, dest=f.name, default=None, metavar=f.name.upper(), help=_HELP[f.name])
+            p.add_argument(flag, dest=f.name, default=None, metavar=f.name.upper(),
+                           help=f"{text} [{defaults[f.name]}]")
 
 
 def _config_from_args(args: argparse.Namespace) -> RunConfig:
@@ -85,8 +54,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", help="JSON file with config keys (flags override it)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
-    p = sub.add_parser("exec")  # internal, unlisted: run a config file (what grid workers call)
+    p = sub.add_parser("exec")  # internal, unlisted: run a config file in this process
     p.add_argument("config_file")
+    sub.add_parser("worker")  # internal, unlisted: a persistent grid worker (worker.py), jobs on stdin
 
     g = sub.add_parser("grid", help="run a grid spec or preset (finished runs are skipped)",
                        description="Expand a grid spec (YAML) or preset name into runs and execute them.")
@@ -98,6 +68,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--executor", choices=("local", "ray"), default="local", help="local processes or Ray [local]")
     g.add_argument("--address", default=None, help="Ray cluster address (auto, ray://host:10001); none = local Ray")
     g.add_argument("--retry-failed", action="store_true", help="run failed runs again")
+    g.add_argument("--process-per-run", action="store_true",
+                   help="start a fresh process for every run instead of reusing worker processes")
     g.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a base config key for every run, e.g. --set epochs=1")
 
@@ -145,8 +117,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _dispatch(args: argparse.Namespace) -> int:
-    from .store import RunStore
-
     if args.command == "run":
         from .run import execute
 
@@ -171,18 +141,26 @@ def _dispatch(args: argparse.Namespace) -> int:
         cfg = RunConfig.from_dict(_read_json_file(args.config_file))
         execute(cfg, RunStore(args.store))
         return 0
+    if args.command == "worker":
+        from .worker import main as worker_main
+
+        return worker_main()
     if args.command == "grid":
-        from .grid import grid_command
-
-        return grid_command(args)
+        return _grid(args)
     if args.command == "status":
-        from .grid import status_command
+        from .launch import status_lines, store_status
 
-        return status_command(args)
+        status = store_status(RunStore(args.store))
+        if args.json:
+            print(json.dumps(status))
+        else:
+            print("\n".join(status_lines(status)))
+        return 0
     if args.command == "cancel":
-        from .grid import cancel_command
+        from .launch import cancel
 
-        return cancel_command(args)
+        print(cancel(RunStore(args.store), grid=args.grid, run_ids=args.run_ids).line())
+        return 0
     if args.command == "report":
         from .report import write_report
 
@@ -205,9 +183,41 @@ def _dispatch(args: argparse.Namespace) -> int:
     raise AssertionError(args.command)
 
 
-def _read_json_file(path: str) -> dict:
-    from .errors import ConfigError
+def _grid(args: argparse.Namespace) -> int:
+    from .launch import run_grid
+    from .plan import make_plan
 
+    store = RunStore(args.store)
+    plan = make_plan(args.spec, store, _parse_sets(args.set), args.retry_failed, args.workers, deep=True)
+    print("\n".join(plan.lines()))
+    if args.dry_run:
+        return 0
+    if not plan.todo:
+        print("nothing to do")
+        return 0
+    result = run_grid(plan, store, executor=args.executor, address=args.address, runs_per_gpu=args.runs_per_gpu,
+                      reuse_processes=not args.process_per_run)
+    print(f"grid {plan.grid.name}: {result['completed']} completed, {result['failed']} failed, "
+          f"{result['busy']} skipped (running elsewhere), {result['interrupted']} interrupted")
+    for run_id, error in result.get("errors", {}).items():
+        print(f"  failed {run_id}: {error}")
+    return 1 if result["interrupted"] else 0
+
+
+def _parse_sets(pairs: list[str]) -> dict:
+    """--set KEY=VALUE pairs (values parsed as YAML: 1e-5, true, [1, 2]) into base-config overrides."""
+    import yaml
+
+    out = {}
+    for pair in pairs:
+        if "=" not in pair:
+            raise ConfigError(f"--set {pair!r} must look like KEY=VALUE, e.g. --set epochs=1")
+        key, value = pair.split("=", 1)
+        out[key.strip()] = yaml.safe_load(value)
+    return out
+
+
+def _read_json_file(path: str) -> dict:
     try:
         with open(path, encoding="utf-8") as f:
             data = json.load(f)

@@ -1,19 +1,24 @@
 """RunConfig: every setting of one healing run, validated, in a canonical form that names the run.
 
 Same config -> same run id -> same run folder: a finished run is reused, an interrupted one resumes.
-The execution fields (device, precision, checkpoint_every) do not enter the id: where and how a run executes is
-not what it is.
+The execution fields (device, precision, checkpoint_every, analysis_samples) do not enter the id: where and how a
+run executes, and what it keeps beside its metrics, is not what it is.
 """
 from __future__ import annotations
 
 import dataclasses
 import hashlib
+import inspect
+import io
 import json
 import math
 import re
+import tokenize
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 
+from .corruption import canonical_layers, parse_layers
 from .errors import ConfigError
 
 METHODS = ("reinit", "noise", "zero", "bitflip", "shuffle")
@@ -26,10 +31,9 @@ SELECT_ON = ("validation", "test")
 METRICS = ("f1_weighted", "f1_macro", "accuracy")
 DEVICES = ("auto", "cpu", "cuda")
 PRECISIONS = ("auto", "fp32", "bf16")
-# Defaults of `strength` per method when it is left as None.
-DEFAULT_STRENGTH = {"noise": 1.0, "zero": 0.5, "bitflip": 1e-4}
-# How and where a run executes (not what it is) stays out of the run id; the summary records both.
-NON_IDENTITY_FIELDS = ("device", "precision", "checkpoint_every")
+LR_SCHEDULES = ("constant", "linear", "cosine")
+# How and where a run executes, and what it keeps beside its metrics, is not what the run is: out of the run id.
+NON_IDENTITY_FIELDS = ("device", "precision", "checkpoint_every", "analysis_samples")
 
 
 @dataclass(frozen=True)
@@ -41,7 +45,7 @@ class RunConfig:
     corrupt: str = "none"  # which encoder layers: none | bottom:k | top:k | bottom:50% | 1,2,6 (1 = bottom)
     method: str = "reinit"  # reinit (the paper's) | noise | zero | bitflip | shuffle
     init: str = "kaiming_uniform"  # reinit weights: kaiming_uniform | torch_default | normal
-    strength: float | None = None  # noise: sigma/std, zero: fraction, bitflip: bit-error rate; None = default
+    strength: float | None = None  # noise: sigma/std, zero: fraction, bitflip: bit-error rate; None = the default (1.0, 0.5, 1e-4)
     scope: str = "all"  # parts of each chosen layer: all | attention | ffn | layernorm
     corrupt_embeddings: bool = False  # also corrupt the embedding block (off in the paper)
     corrupt_pooler: bool = False  # also corrupt the pooler, where the model has one (off in the paper)
@@ -52,7 +56,10 @@ class RunConfig:
     epochs: int = 3  # passes over the training split (paper: 10)
     batch_size: int = 32  # examples per optimizer step
     max_length: int = 128  # tokens kept per example (pairs share it)
-    warmup_ratio: float = 0.0  # fraction of steps with linear warm-up; then linear decay to 0
+    # The paper trains with "Adam" at fixed rates and names no schedule, so the default is a constant rate;
+    # linear (decay to 0, run_glue's) reproduces Trainer recipes and every run stored before this field existed.
+    lr_schedule: str = "constant"  # constant (the paper's fixed rate) | linear (decay to 0) | cosine (to 0)
+    warmup_ratio: float = 0.0  # fraction of steps with linear warm-up to lr, before the schedule
     weight_decay: float = 0.0  # decoupled weight decay; 0 makes AdamW exactly Adam (the paper's)
     lora_r: int = 8  # LoRA rank, mode=lora only
     precision: str = "auto"  # auto: bf16 autocast where measured faster (AVX512-BF16/AMX CPUs; not CUDA) | fp32 | bf16
@@ -67,11 +74,19 @@ class RunConfig:
     # --- artefacts ---
     feature_samples: int = 2000  # test rows (stratified) whose pooled features are stored for t-SNE/UMAP
     probe_samples: int = 2000  # train rows for the pre-fine-tuning logistic-regression damage probe
-    # --- execution (not part of the run id) ---
+    # --- execution and artefacts kept (not part of the run id) ---
     device: str = "auto"  # auto (cuda if present) | cpu | cuda
     checkpoint_every: int = 1  # resumable checkpoint every N epochs; 0 = none (a run of seconds restarts instead)
+    analysis_samples: int = 512  # test rows whose per-layer representations are kept for CKA (0 = none)
 
     # ------------------------------------------------------------------ construction
+    @classmethod
+    def from_stored(cls, values: dict[str, Any]) -> "RunConfig":
+        """A config.json from a run folder: keys added since it was written take the value those runs used."""
+        if not isinstance(values, dict):
+            raise ConfigError(f"a run config must be a mapping, got {type(values).__name__}")
+        return cls.from_dict({**LEGACY_VALUES, **values})
+
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> "RunConfig":
         """Build and validate from a plain dict (CLI, grid spec, dashboard). Unknown keys are rejected."""
@@ -96,8 +111,6 @@ class RunConfig:
 
     # ------------------------------------------------------------------ validation
     def validate(self) -> None:
-        from .corruption import parse_layers  # torch-free parser
-
         def choice(name: str, options: tuple[str, ...]) -> None:
             value = getattr(self, name)
             if value not in options:
@@ -105,7 +118,8 @@ class RunConfig:
 
         for name, options in (("method", METHODS), ("init", INITS), ("scope", SCOPES), ("mode", MODES),
                               ("pooling", POOLINGS), ("split", SPLITS), ("select_on", SELECT_ON),
-                              ("metric", METRICS), ("device", DEVICES), ("precision", PRECISIONS)):
+                              ("metric", METRICS), ("device", DEVICES), ("precision", PRECISIONS),
+                              ("lr_schedule", LR_SCHEDULES)):
             choice(name, options)
         if not self.model.strip():
             raise ConfigError("model is empty; give a hub id, a local folder or minilm-l6")
@@ -131,6 +145,7 @@ class RunConfig:
         _range("val_fraction", self.val_fraction, 0.0, 0.5)
         _range("feature_samples", self.feature_samples, 0, 10**6)
         _range("probe_samples", self.probe_samples, 0, 10**6)
+        _range("analysis_samples", self.analysis_samples, 0, 10**5)
         if self.select_on == "validation" and self.val_fraction <= 0:
             raise ConfigError("select_on=validation needs val_fraction > 0; raise it or use select_on=test")
 
@@ -139,8 +154,9 @@ class RunConfig:
         d = self.to_dict()
         for k in NON_IDENTITY_FIELDS:
             d.pop(k)
-        from .corruption import canonical_layers
-
+        for k, legacy in LEGACY_VALUES.items():  # runs stored before the field existed keep their ids
+            if d[k] == legacy:
+                d.pop(k)
         d["corrupt"] = canonical_layers(self.corrupt)
         if self.is_clean:  # nothing corrupted: the corruption knobs cannot matter
             for k in ("method", "init", "strength", "scope"):
@@ -149,8 +165,6 @@ class RunConfig:
 
     @property
     def is_clean(self) -> bool:
-        from .corruption import canonical_layers
-
         return canonical_layers(self.corrupt) == "none" and not self.corrupt_embeddings and not self.corrupt_pooler
 
     def canonical_json(self) -> str:
@@ -159,13 +173,33 @@ class RunConfig:
     @property
     def run_id(self) -> str:
         digest = hashlib.sha1(self.canonical_json().encode()).hexdigest()[:10]
-        from .corruption import canonical_layers
-
         corrupt = canonical_layers(self.corrupt).replace("%", "pct").replace(":", "")
         tag = "clean" if self.is_clean else f"{corrupt}-{self.method}"
         parts = [_slug(self.model.rstrip("/").split("/")[-1]), _slug(self.dataset.rstrip("/").split("/")[-1]),
                  _slug(tag)]
         return "_".join(p[:32] for p in parts) + "_" + digest
+
+
+# Keys added after runs were first stored, with the value every earlier run used: such a run reads as having
+# it, and a config with that value leaves the key out of its identity, so the earlier run ids still hold.
+LEGACY_VALUES = {"lr_schedule": "linear"}
+
+
+@lru_cache(maxsize=1)
+def field_help() -> dict[str, str]:
+    """Each RunConfig field's end-of-line comment: the one description of a setting, which the CLI's --help
+    shows (so the two cannot disagree)."""
+    source = inspect.getsource(RunConfig)
+    comments: dict[str, str] = {}
+    line_field: dict[int, str] = {}
+    for number, line in enumerate(source.splitlines(), 1):
+        m = re.match(r"\s{4}(\w+): [^=]+=", line)
+        if m:
+            line_field[number] = m.group(1)
+    for tok in tokenize.generate_tokens(io.StringIO(source).readline):
+        if tok.type == tokenize.COMMENT and tok.start[0] in line_field:
+            comments[line_field[tok.start[0]]] = tok.string.lstrip("#").strip()
+    return comments
 
 
 RUN_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,199}$")

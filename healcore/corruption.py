@@ -16,12 +16,14 @@ from __future__ import annotations
 
 import math
 import re
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any
 
 from .errors import CorruptionSpecError
 
 PAPER_PERCENTS = (25, 50, 75, 100)
+# Defaults of `strength` per method when a config leaves it as None.
+DEFAULT_STRENGTH = {"noise": 1.0, "zero": 0.5, "bitflip": 1e-4}
 _SIDE_RE = re.compile(r"^(bottom|top):(-?\d+)(%?)$")
 _LIST_RE = re.compile(r"^-?\d+(,-?\d+)*$")
 
@@ -112,13 +114,6 @@ class CorruptionSpec:
         return cls(layers=cfg.corrupt, method=cfg.method, init=cfg.init, strength=cfg.strength, scope=cfg.scope,
                    embeddings=cfg.corrupt_embeddings, pooler=cfg.corrupt_pooler, seed=cfg.seed)
 
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @property
-    def is_clean(self) -> bool:
-        return parse_layers(self.layers).kind == "none" and not self.embeddings and not self.pooler
-
 
 # ---------------------------------------------------------------------------------------------- apply
 def part_of(name: str, module) -> str:
@@ -204,7 +199,6 @@ def apply(encoder, spec: CorruptionSpec) -> dict[str, Any]:
     import numpy as np
     import torch
 
-    from .config import DEFAULT_STRENGTH
     from .models import layer_list
 
     num_layers = len(layer_list(encoder))

@@ -39,3 +39,9 @@ class TrainingDiverged(HealcoreError, ArithmeticError):
 
 class Interrupted(HealcoreError):
     """The run was asked to stop (SIGTERM/SIGINT); it can be resumed."""
+
+
+def first_line(err: BaseException) -> str:
+    """An exception as one line: its message's first line, or its type's name when it has no message."""
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__

@@ -37,4 +37,4 @@ def probe(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray, test_y: 
     clf = LogisticRegression(max_iter=1000, random_state=seed)
     clf.fit(scaler.transform(train_x), train_y)
     result = metrics(test_y, clf.predict(scaler.transform(test_x)), num_classes)
-    return {k: result[k] for k in ("accuracy", "f1_weighted", "f1_macro", "n")}
+    return {k: result[k] for k in ("accuracy", "f1_weighted", "f1_macro", "f1_per_class", "n")}

@@ -1,14 +1,17 @@
-"""Where a grid's runs execute: local worker processes, or tasks on a Ray cluster.
+"""Where a grid's runs execute: persistent local worker processes, or tasks on a Ray cluster.
 
-Both call the same recipe (run.execute). Locally each run is its own process (`healcore exec`), so a crash,
-an out-of-memory kill or a cancel touches one run only, and GPU memory is returned when it ends. Two grid
+Both call the same recipe (run.execute). Locally, one `healcore worker` process per slot (a CPU worker, or a
+share of a GPU) executes run after run and keeps what it loaded, so a short run does not pay for imports and
+model loading again; a crash or an out-of-memory kill costs one run and the worker is replaced. Two grid
 commands over one store never run a config twice at once: the run folder's lock decides, and the loser
 reports the run as busy.
 """
 from __future__ import annotations
 
+import itertools
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -18,21 +21,22 @@ from pathlib import Path
 
 from .config import RunConfig
 from .errors import StoreError
-from .store import RunStore, read_json
-
-EXIT_BUSY = 3  # `healcore exec` exit code when another process holds the run
+from .store import RunStore
 
 
 def _gpu_count() -> int:
+    """Visible NVIDIA GPUs, without importing torch (the grid process itself never trains)."""
     visible = os.environ.get("CUDA_VISIBLE_DEVICES")
     if visible is not None:
-        return len([v for v in visible.split(",") if v.strip() != ""])
-    try:
-        import torch
-
-        return torch.cuda.device_count()
-    except Exception:
+        return len([v for v in visible.split(",") if v.strip() not in ("", "-1")])
+    smi = shutil.which("nvidia-smi")
+    if not smi:
         return 0
+    try:
+        out = subprocess.run([smi, "-L"], capture_output=True, text=True, timeout=10).stdout
+    except (OSError, subprocess.SubprocessError):
+        return 0
+    return sum(1 for line in out.splitlines() if line.startswith("GPU "))
 
 
 def _progress_line(done: int, failed: int, busy: int, running: int, remaining: int, started: float,
@@ -57,81 +61,205 @@ def thread_share(workers: int, environ: dict | None = None) -> dict[str, str]:
     return {"OMP_NUM_THREADS": str(max(1, (os.cpu_count() or 1) // workers))}
 
 
+def gpu_slots(runs_per_gpu: int) -> list[str]:
+    """One entry per run that may execute at once on the visible GPUs (each GPU repeated runs_per_gpu times)."""
+    return [str(g) for g in range(_gpu_count()) for _ in range(max(1, runs_per_gpu))]
+
+
+# A worker whose memory grew by more than this since its first run is replaced after the run it is on: a leak
+# in a library (or a GPU context that keeps growing) then costs one restart, not the grid.
+WORKER_GROWTH_LIMIT = 3 << 30
+
+
+class Worker:
+    """One `healcore worker` process, pinned to a GPU slot (or none), executing the runs it is sent."""
+
+    def __init__(self, store: RunStore, slot: str | None, threads: dict[str, str], log: Path, max_runs: int | None):
+        env = {**os.environ, **threads}
+        if slot is not None:
+            env["CUDA_VISIBLE_DEVICES"] = slot
+        log.parent.mkdir(parents=True, exist_ok=True)
+        with open(log, "ab") as log_file:
+            self.proc = subprocess.Popen([sys.executable, "-m", "healcore", "--store", str(store.root), "worker"],
+                                         stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log_file, env=env,
+                                         text=True, bufsize=1)
+        self.store, self.slot, self.log, self.max_runs = store, slot, log, max_runs
+        self.job: RunConfig | None = None
+        self.job_started = 0.0
+        self.runs = 0
+        self.first_rss: int | None = None
+
+    def send(self, cfg: RunConfig) -> None:
+        self.job, self.job_started = cfg, time.time()
+        self.proc.stdin.write(json.dumps({"config": cfg.to_dict(), "store": str(self.store.root)}) + "\n")
+        self.proc.stdin.flush()
+
+    def receive(self) -> dict:
+        """The result line of the job in hand (call when its stdout is readable); a dead worker's job failed."""
+        line = self.proc.stdout.readline()
+        cfg, self.job = self.job, None
+        if line.strip():
+            self.runs += 1
+            return json.loads(line)
+        self.proc.wait()
+        return {"run_id": cfg.run_id, "state": "failed", "seconds": time.time() - self.job_started,
+                "error": f"the worker process died (exit code {self.proc.returncode}) during the run; {_tail(self.log)}"}
+
+    def should_retire(self) -> bool:
+        if self.max_runs is not None and self.runs >= self.max_runs:
+            return True
+        rss = _rss_bytes(self.proc.pid)
+        if self.first_rss is None:
+            self.first_rss = rss
+        return rss is not None and self.first_rss is not None and rss - self.first_rss > WORKER_GROWTH_LIMIT
+
+    def retire(self) -> None:
+        try:
+            self.proc.stdin.close()
+        except OSError:
+            pass
+        try:
+            self.proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+    def interrupt(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+
+
+def _rss_bytes(pid: int) -> int | None:
+    try:
+        with open(f"/proc/{pid}/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        return None
+
+
 def run_local(configs: list[RunConfig], store: RunStore, workers: int = 1, runs_per_gpu: int = 1,
-              poll_s: float = 0.5, quiet: bool = False) -> dict:
-    """Execute configs in up to `workers` child processes (GPU slots: runs_per_gpu per visible GPU)."""
-    gpus = _gpu_count()
-    slots = [str(g) for g in range(gpus) for _ in range(max(1, runs_per_gpu))] if gpus else []
-    if slots:
-        workers = len(slots)
+              poll_s: float = 0.5, quiet: bool = False, reuse_processes: bool = True) -> dict:
+    """Execute configs on up to `workers` worker processes (with GPUs: runs_per_gpu per visible GPU).
+
+    A worker executes run after run, keeping what it loaded (reuse_processes=False gives every run a fresh
+    process, as healcore did before workers existed). Crashed workers are replaced; their run is failed."""
+    slots: list[str | None] = gpu_slots(runs_per_gpu) or [None] * max(1, workers)
+    threads = thread_share(len(slots))
+    log_dir = store.grids_dir / "workers"
     queue = deque(configs)
-    config_dir = store.root / ".grids" / "configs"
-    config_dir.mkdir(parents=True, exist_ok=True)
-    running: dict[subprocess.Popen, tuple[RunConfig, str | None, float]] = {}
+    pool: list[Worker] = []
     result = {"completed": 0, "failed": 0, "busy": 0, "interrupted": 0, "errors": {}}
     durations: list[float] = []
-    stop = {"requested": False}
+    progress = _ProgressPrinter(quiet, len(slots))
+    numbers = itertools.count(1)
 
-    def on_signal(signum, frame):
-        stop["requested"] = True
+    def spawn(slot: str | None) -> Worker:
+        return Worker(store, slot, threads, log_dir / f"worker-{os.getpid()}-{next(numbers)}.log",
+                      None if reuse_processes else 1)
 
-    old = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
-    started, last_print, last_counts = time.time(), 0.0, None
-    try:
-        while (queue and not stop["requested"]) or running:
-            while queue and len(running) < workers and not stop["requested"]:
-                cfg = queue.popleft()
-                path = config_dir / f"{cfg.run_id}.json"
-                path.write_text(json.dumps(cfg.to_dict()))
-                env = {**os.environ, **thread_share(workers)}
-                slot = None
-                if slots:
-                    used = [s for (_, s, _) in running.values()]
-                    slot = next(s for s in sorted(set(slots)) if used.count(s) < slots.count(s))
-                    env["CUDA_VISIBLE_DEVICES"] = slot
-                log = open(store.root / ".grids" / f"{cfg.run_id}.out", "ab")
-                proc = subprocess.Popen([sys.executable, "-m", "healcore", "--store", str(store.root), "exec",
-                                         str(path)], stdout=log, stderr=subprocess.STDOUT, env=env)
-                log.close()
-                running[proc] = (cfg, slot, time.time())
-            if stop["requested"]:
-                for proc in running:
-                    if proc.poll() is None:
-                        proc.send_signal(signal.SIGTERM)
-            for proc in [p for p in running if p.poll() is not None]:
-                cfg, _, t0 = running.pop(proc)
-                code = proc.returncode
-                if code == 0:
-                    result["completed"] += 1
-                    durations.append(time.time() - t0)
-                elif code == EXIT_BUSY:
-                    result["busy"] += 1
-                else:
-                    st = read_json(store.root / cfg.run_id / "status.json", {}) or {}
-                    if st.get("state") == "interrupted" or stop["requested"]:
-                        result["interrupted"] += 1
-                    else:
-                        result["failed"] += 1
-                        result["errors"][cfg.run_id] = st.get("error") or _tail(store.root / ".grids" / f"{cfg.run_id}.out")
-            counts = (result["completed"], result["failed"], result["busy"], len(running), len(queue))
-            if not quiet and (counts != last_counts or time.time() - last_print > 60):  # on change, else once a minute
-                last_print, last_counts = time.time(), counts
-                line = _progress_line(*counts, started, durations, workers)
-                print(line, flush=True)
-            time.sleep(poll_s)
-    finally:
-        for s, h in old.items():
-            signal.signal(s, h)
-    result["interrupted"] += len(queue) if stop["requested"] else 0
+    with _StopOnSignals() as stop:
+        try:
+            while (queue and not stop.requested) or any(w.job for w in pool):
+                if not stop.requested:
+                    _fill(pool, queue, slots, spawn)
+                if stop.requested:
+                    for w in pool:
+                        if w.job is not None:
+                            w.interrupt()
+                for w in _ready(pool, poll_s):
+                    out = w.receive()
+                    _count(result, out, stop.requested, durations)
+                    if w.proc.poll() is not None or w.should_retire():
+                        w.retire()
+                        pool.remove(w)
+                progress.show(result, sum(1 for w in pool if w.job), len(queue), durations)
+        finally:
+            for w in pool:
+                w.retire()
+    result["interrupted"] += len(queue) if stop.requested else 0
     return result
+
+
+def _fill(pool: list[Worker], queue: deque, slots: list, spawn) -> None:
+    """Hand the next queued run to every idle worker, starting workers for free slots."""
+    for w in pool:
+        if w.job is None and queue:
+            w.send(queue.popleft())
+    used = [w.slot for w in pool]
+    for slot in slots:
+        if queue and used.count(slot) < slots.count(slot):
+            used.append(slot)
+            pool.append(spawn(slot))
+            pool[-1].send(queue.popleft())
+
+
+def _ready(pool: list[Worker], timeout: float) -> list[Worker]:
+    """Busy workers with a result (or an end) to read, waiting up to `timeout` seconds for one."""
+    import selectors
+
+    busy = [w for w in pool if w.job is not None]
+    if not busy:
+        return []
+    with selectors.DefaultSelector() as sel:
+        for w in busy:
+            sel.register(w.proc.stdout, selectors.EVENT_READ, w)
+        return [key.data for key, _ in sel.select(timeout)]
+
+
+def _count(result: dict, out: dict, stopping: bool, durations: list[float]) -> None:
+    state = out["state"]
+    if state == "completed":
+        result["completed"] += 1
+        durations.append(out.get("seconds", 0.0))
+    elif state == "busy":
+        result["busy"] += 1
+    elif state == "interrupted" or stopping:
+        result["interrupted"] += 1
+    else:
+        result["failed"] += 1
+        result["errors"][out["run_id"]] = out.get("error", "")
+
+
+class _ProgressPrinter:
+    """The grid's progress line: printed when a count changes, else once a minute."""
+
+    def __init__(self, quiet: bool, workers: int):
+        self.quiet, self.workers = quiet, workers
+        self.started, self.last_print, self.last_counts = time.time(), 0.0, None
+
+    def show(self, result: dict, running: int, remaining: int, durations: list[float]) -> None:
+        counts = (result["completed"], result["failed"], result["busy"], running, remaining)
+        if not self.quiet and (counts != self.last_counts or time.time() - self.last_print > 60):
+            self.last_print, self.last_counts = time.time(), counts
+            print(_progress_line(*counts, self.started, durations, self.workers), flush=True)
+
+
+class _StopOnSignals:
+    """SIGTERM/SIGINT to the grid process: stop handing out runs and interrupt the ones in flight."""
+
+    def __init__(self):
+        self.requested = False
+        self._old: dict = {}
+
+    def __enter__(self) -> "_StopOnSignals":
+        for s in (signal.SIGTERM, signal.SIGINT):
+            self._old[s] = signal.signal(s, self._on_signal)
+        return self
+
+    def _on_signal(self, signum, frame) -> None:
+        self.requested = True
+
+    def __exit__(self, *exc) -> None:
+        for s, h in self._old.items():
+            signal.signal(s, h)
 
 
 def _tail(path: Path) -> str:
     try:
         lines = [l for l in path.read_text(errors="replace").splitlines() if l.strip()]
-        return lines[-1][:300] if lines else "exited without a message"
+        return lines[-1][:300] if lines else "it printed nothing"
     except OSError:
-        return "exited without a message"
+        return "it printed nothing"
 
 
 # ------------------------------------------------------------------------------------------ Ray

@@ -165,20 +165,126 @@ KNOWN_LAYERS = {"bert-base-uncased": 12, "bert-base-cased": 12, "bert-large-unca
                 **{name: len(keep) for name, (_, keep) in DERIVED.items()}}
 
 
+# (hidden size, feed-forward size) of the paper's hub models, so cost priors work offline.
+KNOWN_WIDTHS = {"bert-base-uncased": (768, 3072), "bert-base-cased": (768, 3072), "bert-large-uncased": (1024, 4096),
+                "bert-large-cased": (1024, 4096), "distilbert-base-uncased": (768, 3072),
+                "distilbert-base-cased": (768, 3072), "roberta-base": (768, 3072), "roberta-large": (1024, 4096)}
+_LAYER_KEYS = ("num_hidden_layers", "n_layers", "num_layers")
+
+
 def num_layers(name: str) -> int:
+    """L of a model, without torch: the paper's models by name, else the "num_hidden_layers" (or n_layers)
+    of its config.json (a local folder, or a hub id already in the local Hugging Face cache)."""
     if name in KNOWN_LAYERS:  # no hub round trip (and no offline retries) for the paper's models
         return KNOWN_LAYERS[name]
-    try:
-        cfg = load_model_config(name)
-    except ModelError:
-        if name in KNOWN_LAYERS:
-            return KNOWN_LAYERS[name]
-        raise
-    for attr in ("num_hidden_layers", "n_layers", "num_layers"):
-        value = getattr(cfg, attr, None)
+    raw = _config_json(name)
+    for key in _LAYER_KEYS:
+        value = raw.get(key)
         if isinstance(value, int) and value > 0:
             return value
-    raise ModelError(f"model {name!r} ({type(cfg).__name__}) does not state its number of layers")
+    raise ModelError(f"model {name!r} ({raw.get('model_type', 'unknown type')}) does not state its number of layers")
+
+
+def _config_json(name: str) -> dict:
+    """A model's config.json as a dict (torch-free), with the same one-line errors as loading it."""
+    path = Path(resolve_model_path(name)) / "config.json"
+    if not path.is_file():
+        try:  # a hub id: its config.json alone, from the local cache or (online) the hub
+            from huggingface_hub import hf_hub_download
+
+            path = Path(hf_hub_download(name, "config.json"))
+        except Exception as err:  # noqa: BLE001 - offline, unknown repo, malformed id: one line, as for loading
+            raise _friendly_load_error(name, err) from None
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        raise ModelError(f"model folder {name} has a config.json that is not valid JSON; re-save the model") from None
+    if not isinstance(raw, dict):
+        raise ModelError(f"model folder {name} has a config.json that is not a JSON object; re-save the model")
+    if "auto_map" in raw:
+        raise _friendly_load_error(name, ValueError("trust_remote_code"))
+    return raw
+
+
+# model_type values (config.json) of encoders whose layer list healcore finds, and of models it cannot use
+# (decoders, encoder-decoders): a torch-free check for the dashboard. Other types are checked when the grid
+# starts, by building the model on the meta device (check_architecture).
+ENCODER_TYPES = {"bert", "distilbert", "roberta", "xlm-roberta", "camembert", "electra", "deberta", "deberta-v2",
+                 "mpnet", "ernie", "megatron-bert"}
+NOT_ENCODERS = {"gpt2", "gpt_neo", "gptj", "gpt_neox", "llama", "mistral", "mixtral", "opt", "bloom", "falcon",
+                "phi", "phi3", "qwen2", "gemma", "gemma2", "t5", "bart", "mbart", "pegasus", "whisper"}
+
+
+def check_model_offline(name: str) -> None:
+    """Torch-free checks of a model: its config.json reads, it needs no remote code, and it is not a known
+    non-encoder architecture."""
+    raw = _config_json(name)
+    model_type = raw.get("model_type")
+    if model_type in NOT_ENCODERS:
+        raise ModelError(f"unsupported architecture {model_type!r} for {name}: healcore corrupts the layers of "
+                         f"BERT-family encoders (BERT, DistilBERT, RoBERTa, ELECTRA, DeBERTa-v2, MiniLM)")
+
+
+def non_embedding_params(name: str) -> int:
+    """Parameters of the transformer blocks (what a token's FLOPs scale with), from config.json alone."""
+    if name in KNOWN_WIDTHS:
+        hidden, inner = KNOWN_WIDTHS[name]
+        return KNOWN_LAYERS[name] * (4 * hidden * hidden + 2 * hidden * inner)
+    raw = _config_json(name)
+    hidden = raw.get("hidden_size") or raw.get("dim")
+    inner = raw.get("intermediate_size") or raw.get("hidden_dim") or (4 * hidden if hidden else None)
+    layers = num_layers(name)
+    if not all(isinstance(v, int) and v > 0 for v in (hidden, inner, layers)):
+        raise ModelError(f"model {name!r}: its config.json does not give its width and depth")
+    return layers * (4 * hidden * hidden + 2 * hidden * inner)
+
+
+def check_weights(name: str) -> None:
+    """A local model folder must hold safetensors weights whose header reads: a cheap test before any run folder
+    is written (a truncated or pickled-only checkpoint would otherwise fail the run after it started)."""
+    folder = Path(resolve_model_path(name))
+    if not folder.is_dir():
+        return  # a hub id: checked when the run loads it
+    index = folder / "model.safetensors.index.json"
+    if index.is_file():
+        try:
+            shards = sorted(set(json.loads(index.read_text(encoding="utf-8"))["weight_map"].values()))
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+            raise ModelError(f"model folder {name}: model.safetensors.index.json is damaged; re-save the model") from None
+        files = [folder / shard for shard in shards]
+    else:
+        files = [folder / "model.safetensors"]
+    for path in files:
+        if not path.is_file():
+            pickled = [p.name for p in folder.glob("*.bin")]
+            if pickled:
+                raise ModelError(f"model folder {name} has only pickled weights ({', '.join(pickled)}), which healcore "
+                                 f"does not load; re-save it with save_pretrained (safetensors)")
+            raise ModelError(f"model folder {name} has no {path.name}; re-save the model with save_pretrained")
+        problem = _safetensors_header_problem(path)
+        if problem:
+            raise ModelError(f"model folder {name}: {path.name} is damaged ({problem}); copy or re-save it")
+
+
+def _safetensors_header_problem(path: Path) -> str | None:
+    """Why a .safetensors file cannot be loaded, from its header and size alone (None when it looks whole)."""
+    try:
+        size = path.stat().st_size
+        with open(path, "rb") as f:
+            head = f.read(8)
+            if len(head) < 8:
+                return "shorter than its header"
+            n = int.from_bytes(head, "little")
+            if n <= 0 or 8 + n > size:
+                return "its header runs past the end of the file"
+            header = json.loads(f.read(n).decode("utf-8"))
+    except (OSError, ValueError, UnicodeDecodeError) as err:
+        return f"unreadable header: {str(err).splitlines()[0][:80]}"
+    ends = [v["data_offsets"][1] for k, v in header.items() if k != "__metadata__" and isinstance(v, dict)
+            and isinstance(v.get("data_offsets"), list) and len(v["data_offsets"]) == 2]
+    if ends and 8 + n + max(ends) > size:
+        return f"truncated: {size} bytes, the header describes {8 + n + max(ends)}"
+    return None
 
 
 def check_architecture(name: str) -> int:
@@ -279,11 +385,16 @@ def build_classifier(encoder, num_labels: int, pooling: str, seed: int):
                 self.head.weight.copy_(torch.randn(self.head.weight.shape, generator=g) * 0.02)
                 self.head.bias.zero_()
 
-        def pooled(self, input_ids, attention_mask, token_type_ids=None):
+        def encode(self, input_ids, attention_mask, token_type_ids=None, hidden_states: bool = False):
             kwargs = {"input_ids": input_ids, "attention_mask": attention_mask}
             if token_type_ids is not None and self.use_types:
                 kwargs["token_type_ids"] = token_type_ids
+            if hidden_states:
+                kwargs["output_hidden_states"] = True
             out = self.encoder(**kwargs)
+            return self.pool(out, attention_mask), (out.hidden_states if hidden_states else None)
+
+        def pool(self, out, attention_mask):
             hidden = out.last_hidden_state
             if self.pooling == "mean":
                 # The paper's appendix: mean of every token but [CLS], padding excluded.
@@ -295,11 +406,52 @@ def build_classifier(encoder, num_labels: int, pooling: str, seed: int):
             # BERT-style models: the pooler over [CLS], as BertForSequenceClassification reads it.
             return pooler_output if pooler_output is not None else hidden[:, 0]
 
-        def forward(self, input_ids, attention_mask, token_type_ids=None):
-            pooled = self.pooled(input_ids, attention_mask, token_type_ids)
-            return self.head(self.dropout(pooled)), pooled
+        def forward(self, input_ids, attention_mask, token_type_ids=None, hidden_states: bool = False):
+            """(logits, pooled features) and, with hidden_states, the encoder's per-layer states as a third item."""
+            pooled, states = self.encode(input_ids, attention_mask, token_type_ids, hidden_states)
+            logits = self.head(self.dropout(pooled))
+            return (logits, pooled, states) if hidden_states else (logits, pooled)
 
     return Classifier()
+
+
+def cpu_name() -> str:
+    """"CPU: <model name>" from /proc/cpuinfo (torch-free)."""
+    model = ""
+    try:
+        for line in open("/proc/cpuinfo", encoding="utf-8", errors="replace"):
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        import platform
+
+        model = platform.processor()
+    return f"CPU: {model or 'unknown'}"
+
+
+@lru_cache(maxsize=1)
+def this_machine() -> tuple[str, str]:
+    """(kind, name) of the device a run started here with device=auto would use, without importing torch:
+    ("cuda", the first visible GPU's name as nvidia-smi reports it, which is torch's name for it) or
+    ("cpu", "CPU: <model name>")."""
+    import shutil
+    import subprocess
+
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if visible is None or visible.strip() not in ("", "-1"):
+        smi = shutil.which("nvidia-smi")
+        if smi:
+            try:
+                out = subprocess.run([smi, "--query-gpu=name", "--format=csv,noheader"], capture_output=True,
+                                     text=True, timeout=10).stdout.split("\n")
+                names = [line.strip() for line in out if line.strip()]
+                if names:
+                    first = int(visible.split(",")[0]) if visible and visible.split(",")[0].isdigit() else 0
+                    return "cuda", names[min(first, len(names) - 1)]
+            except (OSError, subprocess.SubprocessError, ValueError):
+                pass
+    return "cpu", cpu_name()
 
 
 def pick_device(requested: str) -> str:
@@ -318,14 +470,4 @@ def hardware_name(device: str) -> str:
 
     if device.startswith("cuda"):
         return torch.cuda.get_device_name(torch.device(device))
-    model = ""
-    try:
-        for line in open("/proc/cpuinfo", encoding="utf-8", errors="replace"):
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        import platform
-
-        model = platform.processor()
-    return f"CPU: {model or 'unknown'} ({torch.get_num_threads()} threads)"
+    return f"{cpu_name()} ({torch.get_num_threads()} threads)"

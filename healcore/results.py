@@ -1,14 +1,17 @@
-"""The store as tidy tables: runs, epochs, grid cells, convergence flags, the paper's claims, exports.
+"""The store as tidy tables: runs, epochs, grid cells, the paper's claims, plateau checks, exports.
 
 Torch-free: the dashboard imports this and opens in a couple of seconds.
 
 Definitions
 - level: fraction of the encoder's layers corrupted (k/L); side: bottom, top, all (k = L), clean (k = 0).
-- cell: every run sharing model, dataset, corruption setting, pooling, mode and method; its learning rate
-  is the one with the best mean selection score over seeds (validation by default), and the cell reports
-  mean ± std over seeds of the best-epoch test score at that learning rate.
+- cell: every run sharing model, dataset, corruption setting, pooling, mode, method and training settings; its
+  learning rate is the one with the best mean selection score over seeds (validation by default), and the cell
+  reports mean ± std over seeds of the best-epoch test score at that learning rate. A cell exists as soon as one
+  of its runs does (queued, running or failed ones too), so nothing a grid does is a gap.
 - healing: best test F1 minus the pre-fine-tuning probe F1 (logistic regression on frozen features).
 - recovery ratio: (F1_cell - F1_all) / (F1_clean - F1_all), with "all" the 100%-corrupted cell.
+- convergence failures (per run) and surprises (per cell): flags.py.
+- dataset: a registry name, or a folder's name when a folder was given (its full path is `dataset_path`).
 """
 from __future__ import annotations
 
@@ -19,19 +22,25 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .config import NON_IDENTITY_FIELDS, RunConfig
-from .store import RunStore, effective_state, epoch_rows, read_json
+from . import flags
+from .config import LEGACY_VALUES, NON_IDENTITY_FIELDS, RunConfig
+from .corruption import parse_layers
+from .errors import HealcoreError
+from .store import HOST, RunStore, effective_state, epoch_rows, pid_alive, read_json
 
 # A cell is every run that differs only in learning rate and seed (and in how or where it executed).
 _NOT_CELL = {"lr", "seed", "corrupt", "feature_samples", "probe_samples", *NON_IDENTITY_FIELDS}
 CELL_KEYS = ["model", "dataset", "side", "n_layers", "level"] + [
     f.name for f in dataclasses.fields(RunConfig) if f.name not in _NOT_CELL | {"model", "dataset"}]
-METRIC_COLUMNS = {"f1_weighted": "test_f1_weighted", "f1_macro": "test_f1_macro", "accuracy": "test_accuracy",
-                  "healing": "healing", "recovery": "recovery"}
-COLLAPSE_MARGIN = 1.0  # F1 points above the majority-class F1 that still count as "predicts one class"
+CONFIG_KEYS = [f.name for f in dataclasses.fields(RunConfig)]
+CORRUPTION_KEYS = {"side", "n_layers", "level", "method", "strength", "scope", "init", "corrupt_embeddings",
+                   "corrupt_pooler"}
+SPLIT_METRICS = [f"{s}_{k}" for s in ("validation", "test") for k in ("accuracy", "f1_weighted", "f1_macro")]
+_EMPTY_RUNS = ["run_id", "state", "model", "dataset", "dataset_path", "side", "n_layers", "level", "has_features",
+               "failures", "failed", "damaged", "progress"]
 
 
-def _side_of(layers: list[int], L: int) -> tuple[str, int]:
+def side_of(layers: list[int], L: int) -> tuple[str, int]:
     k = len(layers)
     if k == 0:
         return "clean", 0
@@ -44,125 +53,226 @@ def _side_of(layers: list[int], L: int) -> tuple[str, int]:
     return "custom", k
 
 
-def load_runs(root: str | Path) -> pd.DataFrame:
-    """One row per run folder: config, state, corruption level, best metrics, probe, flags."""
+def setting_label(side: str, level: float) -> str:
+    """A corruption setting in words: clean (0%), bottom 25%, all (100%)."""
+    if side == "clean":
+        return "clean (0%)"
+    if side == "all":
+        return "all (100%)"
+    if not isinstance(level, (int, float)) or not math.isfinite(level):
+        return str(side)
+    return f"{side} {int(round(level * 100))}%"
+
+
+def reinit_only(table: pd.DataFrame) -> pd.DataFrame:
+    """The paper's corruption: re-initialised cells and the clean cells they are compared with."""
+    return table[table["method"].isin(["reinit", "-"])]
+
+
+# ------------------------------------------------------------------------------------------ runs
+def load_runs(root: str | Path, include_queued: bool = True) -> pd.DataFrame:
+    """One row per run folder (plus, while a grid runs, one per run it has not started): config, state, where
+    its corruption places it, best metrics, probe, damaged files, convergence failures."""
     store = RunStore(root)
-    rows = []
-    defaults = RunConfig().to_dict()  # runs written before a config key existed read as its default
-    for run_id in store.run_ids():
-        d = store.root / run_id
-        config = {**defaults, **(read_json(d / "config.json") or {})}
-        status = read_json(d / "status.json", {}) or {}
-        summary = read_json(d / "summary.json") or {}
-        row = {"run_id": run_id, **config, "state": effective_state(status), "error": status.get("error"),
-               "started": status.get("started"), "ended": status.get("ended"),
-               "progress_epoch": (status.get("progress") or {}).get("epoch")}
-        corruption = summary.get("corruption") or {}
-        L = corruption.get("num_layers")
-        if L:
-            row["num_layers"] = L
-            row["side"], row["n_layers"] = _side_of(corruption.get("layers", []), L)
-            row["level"] = row["n_layers"] / L
-        best = summary.get("best") or {}
-        for split in ("validation", "test"):
-            for k in ("accuracy", "f1_weighted", "f1_macro"):
-                row[f"{split[:4] if split == 'validation' else split}_{k}"] = (best.get(split) or {}).get(k)
-        row["best_on_test"] = summary.get("best_on_test")
-        row["best_epoch"] = summary.get("best_epoch")
-        row["probe_f1"] = (summary.get("probe") or {}).get("f1_weighted")
-        row["healing"] = summary.get("healing")
-        row["majority_f1"] = summary.get("majority_f1")
-        losses = summary.get("losses") or []
-        row["first_loss"] = losses[0] if losses else None
-        row["final_loss"] = losses[-1] if losses else None
-        timing = summary.get("timing") or {}
-        for k in ("train_s", "eval_s", "tokens_per_s", "tokens_per_epoch"):
-            row[k] = timing.get(k)
-        row["device"] = summary.get("device")
-        row["hardware"] = summary.get("hardware")  # e.g. "NVIDIA H100 80GB HBM3"; absent in runs before it was kept
-        row["has_features"] = (d / "features" / "best.npz").is_file()  # stores copied between machines may lack them
-        rows.append(row)
+    defaults = {**RunConfig().to_dict(), **LEGACY_VALUES}  # keys added later read as what older runs used
+    rows = [_run_row(store, store.read(run_id), defaults) for run_id in store.run_ids()]
+    if include_queued:
+        rows += _queued_rows(store, {r["run_id"] for r in rows}, defaults)
+    if not rows:
+        return pd.DataFrame(columns=_EMPTY_RUNS)
     df = pd.DataFrame(rows)
-    if df.empty:
-        return pd.DataFrame(columns=["run_id", "state", "model", "dataset", "side", "n_layers", "level", "has_features"])
+    df = _place_unfinished(df)
+    df["dataset_path"] = df["dataset"]
+    df["dataset"] = df["dataset"].map(dataset_labels(df["dataset"]))
+    return flags.with_failures(df, CELL_KEYS)
+
+
+def _run_row(store: RunStore, stored, defaults: dict) -> dict:
+    config = {**defaults, **(stored.config or {})}
+    status, summary = stored.status, stored.summary or {}
+    progress = status.get("progress") if isinstance(status.get("progress"), dict) else {}
+    row = {"run_id": stored.run_id, **config, "state": stored.state, "error": status.get("error"),
+           "started": status.get("started"), "ended": status.get("ended"), "attempt": status.get("attempt"),
+           "progress": progress, "damaged": stored.damaged}
+    corruption = summary.get("corruption") or {}
+    L = corruption.get("num_layers") or status.get("num_layers")
+    layers = corruption.get("layers") if corruption.get("num_layers") else status.get("layers")
+    if isinstance(L, int) and L > 0 and isinstance(layers, list):
+        row["num_layers"] = L
+        row["side"], row["n_layers"] = side_of(layers, L)
+        row["level"] = row["n_layers"] / L
+    best = summary.get("best") or {}
+    for split in ("validation", "test"):
+        for k in ("accuracy", "f1_weighted", "f1_macro"):
+            row[f"{split}_{k}"] = (best.get(split) or {}).get(k)
+    row["best_on_test"] = summary.get("best_on_test")
+    row["best_epoch"] = summary.get("best_epoch")
+    row["probe_f1"] = (summary.get("probe") or stored.probe or {}).get("f1_weighted")
+    row["healing"] = summary.get("healing")
+    row["majority_f1"] = summary.get("majority_f1")
+    losses = summary.get("losses") or []
+    row["first_loss"] = losses[0] if losses else None
+    row["final_loss"] = losses[-1] if losses else None
+    timing = summary.get("timing") or {}
+    for k in ("train_s", "eval_s", "tokens_per_s", "tokens_per_epoch"):
+        row[k] = timing.get(k)
+    row["device"] = summary.get("device")
+    row["hardware"] = summary.get("hardware")  # e.g. "NVIDIA H100 80GB HBM3"; absent in runs before it was kept
+    files = store.files(stored.run_id)
+    row["has_features"] = files.features("best").is_file()  # stores copied between machines may lack them
+    row["has_analysis"] = files.analysis.is_file()
+    return row
+
+
+def _queued_rows(store: RunStore, present: set[str], defaults: dict) -> list[dict]:
+    """Runs of a grid still in progress that have no folder yet: they read as queued."""
+    rows = []
+    for record in grid_records(store):
+        if not record.get("alive"):
+            continue
+        for run_id, config in (record.get("configs") or {}).items():
+            if run_id not in present and isinstance(config, dict):
+                present.add(run_id)
+                rows.append({"run_id": run_id, **defaults, **config, "state": "queued", "damaged": [],
+                             "progress": {}, "grid": record.get("name")})
+    return rows
+
+
+def grid_records(store: RunStore) -> list[dict]:
+    """Every grid started on this store, newest first, each with whether its process is alive."""
+    records = []
+    folder = store.grids_dir
+    for p in folder.glob("*.json") if folder.is_dir() else []:
+        rec = read_json(p, {})
+        if not isinstance(rec, dict) or not rec.get("name"):
+            continue
+        pid = rec.get("pid")
+        rec["alive"] = rec.get("state") == "running" and isinstance(pid, int) and (
+            rec.get("host") != HOST or pid_alive(pid))
+        records.append(rec)
+    return sorted(records, key=lambda r: r.get("started", 0) or 0, reverse=True)
+
+
+def _place_unfinished(df: pd.DataFrame) -> pd.DataFrame:
+    """Runs without a corruption report (queued; older failed runs) are placed from their config and the model's
+    layer count (known offline, or from finished runs of the same model)."""
     for col in ("side", "n_layers", "level", "num_layers"):
         if col not in df:
             df[col] = np.nan
-    df["flags"] = [run_flags(r) for _, r in df.iterrows()]
-    df["flagged"] = df["flags"].map(bool)
+    known = df.dropna(subset=["num_layers"]).groupby("model")["num_layers"].first().to_dict()
+    for i in df.index[df["side"].isna()]:
+        model = df.at[i, "model"]
+        L = known.get(model)
+        if L is None:
+            try:
+                from .models import num_layers
+
+                L = known[model] = num_layers(str(model))
+            except (HealcoreError, OSError):
+                continue
+        try:
+            layers = [x + 1 for x in parse_layers(str(df.at[i, "corrupt"])).resolve(int(L))]
+        except HealcoreError:
+            continue
+        df.at[i, "num_layers"] = L
+        df.at[i, "side"], n = side_of(layers, int(L))
+        df.at[i, "n_layers"], df.at[i, "level"] = n, n / int(L)
     return df
 
 
-def run_flags(r) -> list[str]:
-    """Why a run is suspect: collapse to the majority class, a loss that did not fall, a failure."""
-    flags = []
-    if r.get("state") == "failed":
-        err = str(r.get("error") or "")
-        flags.append("diverged (NaN/inf loss)" if "NaN" in err or "nan" in err or "inf" in err else f"failed: {err[:80]}")
-    f1, maj = r.get("test_f1_weighted"), r.get("majority_f1")
-    if _num(f1) and _num(maj) and f1 <= maj + COLLAPSE_MARGIN:
-        flags.append(f"collapsed: F1 {f1:.2f} <= majority-class F1 {maj:.2f} (one class predicted)")
-    first, last = r.get("first_loss"), r.get("final_loss")
-    if _num(first) and _num(last) and (r.get("epochs") or 0) >= 2 and last >= first * 0.98:
-        flags.append(f"loss not decreasing ({first:.3f} -> {last:.3f})")
-    return flags
-
-
-def _num(x) -> bool:
-    return x is not None and isinstance(x, (int, float, np.floating)) and math.isfinite(float(x))
+def dataset_labels(datasets: pd.Series) -> dict[str, str]:
+    """Short, unique labels: registry names as they are, folders by their name (parent/name when two share it)."""
+    values = sorted(set(map(str, datasets)))
+    labels = {}
+    for value in values:
+        path = Path(value.rstrip("/"))
+        labels[value] = path.name if ("/" in value or value.startswith((".", "~"))) and path.name else value
+    taken: dict[str, list[str]] = {}
+    for value, label in labels.items():
+        taken.setdefault(label, []).append(value)
+    for label, owners in taken.items():
+        if len(owners) > 1:
+            for value in owners:
+                parts = Path(value.rstrip("/")).parts
+                labels[value] = "/".join(parts[-2:]) if len(parts) >= 2 else value
+    return labels
 
 
 def load_epochs(root: str | Path, run_ids: list[str] | None = None) -> pd.DataFrame:
-    """One row per run and finished epoch: train loss, validation and test metrics."""
+    """One row per run and finished epoch: train loss, validation and test metrics, times."""
     store = RunStore(root)
     rows = []
     for run_id in run_ids if run_ids is not None else store.run_ids():
-        for e in epoch_rows(store.root / run_id / "metrics.jsonl"):
+        if not store.has_run(run_id):
+            continue
+        for e in store.epochs(run_id):
             row = {"run_id": run_id, "epoch": e["epoch"], "train_loss": e.get("train_loss"),
-                   "train_s": e.get("train_s"), "eval_s": e.get("eval_s")}
+                   "train_s": e.get("train_s"), "eval_s": e.get("eval_s"), "lr": e.get("lr")}
             for split in ("validation", "test"):
                 for k in ("accuracy", "f1_weighted", "f1_macro"):
                     row[f"{split}_{k}"] = (e.get(split) or {}).get(k)
             rows.append(row)
-    return pd.DataFrame(rows, columns=["run_id", "epoch", "train_loss", "train_s", "eval_s"] +
-                        [f"{s}_{k}" for s in ("validation", "test") for k in ("accuracy", "f1_weighted", "f1_macro")])
+    return pd.DataFrame(rows, columns=["run_id", "epoch", "train_loss", "train_s", "eval_s", "lr"] + SPLIT_METRICS)
 
 
+# ------------------------------------------------------------------------------------------ cells
 def cells(runs: pd.DataFrame) -> pd.DataFrame:
-    """Grid cells with the best learning rate kept; mean ± std over seeds; healing, recovery, flags."""
-    done = runs[(runs["state"] == "completed")].copy() if len(runs) else runs
-    if done.empty or "test_f1_weighted" not in done:
-        return pd.DataFrame(columns=CELL_KEYS + ["lr", "n_seeds", "f1", "f1_std"])
-    keys = [k for k in CELL_KEYS if k in done.columns]
-    done = done.assign(**{k: done[k].astype(object).where(done[k].notna(), "-") for k in keys})
-    done["select_score"] = [r["vali_" + r["metric"]] if r["select_on"] == "validation" and _num(r.get("vali_" + r["metric"]))
-                            else r["test_" + r["metric"]] for _, r in done.iterrows()]
-    out = []
-    for key, group in done.groupby(keys, dropna=False, sort=True):
-        by_lr = group.groupby("lr")["select_score"].mean()
-        best_lr = by_lr.idxmax()
-        g = group[group["lr"] == best_lr]
-        rec = dict(zip(keys, key))
-        rec.update(lr=best_lr, lrs_tried=len(by_lr), n_seeds=len(g), seeds=sorted(g["seed"].tolist()),
-                   f1=g["test_f1_weighted"].mean(), f1_std=g["test_f1_weighted"].std(ddof=1) if len(g) > 1 else 0.0,
-                   f1_macro=g["test_f1_macro"].mean(), accuracy=g["test_accuracy"].mean(),
-                   best_on_test=g["best_on_test"].mean(), probe_f1=g["probe_f1"].mean(),
-                   healing=g["healing"].mean(), majority_f1=g["majority_f1"].mean(),
-                   flags=sorted({f for fl in g["flags"] for f in fl}), run_ids=g["run_id"].tolist(),
-                   per_seed=dict(zip(g["seed"].tolist(), g["test_f1_weighted"].tolist())))
-        out.append(rec)
+    """Grid cells: the best learning rate kept, mean ± std over seeds; healing, recovery; per cell the count and
+    reasons of its runs' convergence failures (any lr or seed), its runs in flight, and its surprises."""
+    placed = runs[runs["side"].notna()] if len(runs) and "side" in runs else runs.iloc[0:0]
+    if placed.empty:
+        return pd.DataFrame(columns=CELL_KEYS + ["lr", "n_seeds", "f1", "f1_std", "n_failures", "surprises",
+                                                 "run_ids", "all_run_ids", "n_running", "n_queued"])
+    keys = [k for k in CELL_KEYS if k in placed.columns]
+    placed = placed.assign(**{k: placed[k].astype(object).where(placed[k].notna(), "-") for k in keys})
+    placed = placed.assign(select_score=_selection_scores(placed))
+    out = [_cell(dict(zip(keys, key)), group) for key, group in placed.groupby(keys, dropna=False, sort=True)]
     table = pd.DataFrame(out)
     table["recovery"] = _recovery(table)
-    _trend_flags(table)
-    table["flagged"] = table["flags"].map(bool)
+    table["surprises"] = flags.cell_surprises(table, line_keys(table))
     return table
 
 
-def _group_keys(table: pd.DataFrame) -> list[str]:
+def _selection_scores(runs: pd.DataFrame) -> list[float]:
+    scores = []
+    for r in runs.to_dict("records"):
+        val = r.get(f"validation_{r['metric']}")
+        scores.append(val if r["select_on"] == "validation" and flags._num(val) else r.get(f"test_{r['metric']}"))
+    return scores
+
+
+def _cell(rec: dict, group: pd.DataFrame) -> dict:
+    done = group[(group["state"] == "completed") & group["select_score"].notna()]
+    by_lr = done.groupby("lr")["select_score"].mean()
+    best_lr = by_lr.idxmax() if len(by_lr) else (group["lr"].iloc[0] if len(group) else np.nan)
+    g = done[done["lr"] == best_lr]
+    failing = group[group["failed"]]
+    in_flight = group[group["state"] == "running"]
+    progress = [(p or {}).get("epoch", 0) / max(1, (p or {}).get("epochs") or e)
+                for p, e in zip(in_flight["progress"], in_flight["epochs"])]
+    rec.update(
+        lr=best_lr, lrs_tried=len(by_lr), n_seeds=len(g), seeds=sorted(g["seed"].tolist()),
+        f1=g["test_f1_weighted"].mean() if len(g) else np.nan,
+        f1_std=g["test_f1_weighted"].std(ddof=1) if len(g) > 1 else (0.0 if len(g) else np.nan),
+        f1_macro=g["test_f1_macro"].mean() if len(g) else np.nan,
+        accuracy=g["test_accuracy"].mean() if len(g) else np.nan,
+        best_on_test=g["best_on_test"].mean() if len(g) else np.nan,
+        probe_f1=g["probe_f1"].mean() if len(g) else np.nan,
+        healing=g["healing"].mean() if len(g) else np.nan,
+        majority_f1=g["majority_f1"].mean() if len(g) else np.nan,
+        run_ids=g["run_id"].tolist(), all_run_ids=group["run_id"].tolist(),
+        per_seed=dict(zip(g["seed"].tolist(), g["test_f1_weighted"].tolist())),
+        n_runs=len(group), n_completed=int((group["state"] == "completed").sum()),
+        n_failures=len(failing), failure_run_ids=failing["run_id"].tolist(),
+        failures=sorted({f for fl in failing["failures"] for f in fl}),
+        n_running=len(in_flight), n_queued=int((group["state"] == "queued").sum()),
+        progress=float(np.mean(progress)) if progress else np.nan)
+    return rec
+
+
+def line_keys(table: pd.DataFrame) -> list[str]:
     """What a degradation line shares: everything in a cell's key but the corruption setting itself."""
-    corruption = {"side", "n_layers", "level", "method", "strength", "scope", "init", "corrupt_embeddings",
-                  "corrupt_pooler"}
-    return [k for k in CELL_KEYS if k not in corruption and k in table.columns]
+    return [k for k in CELL_KEYS if k not in CORRUPTION_KEYS and k in table.columns]
 
 
 def line_names(table: pd.DataFrame) -> pd.Series:
@@ -170,7 +280,7 @@ def line_names(table: pd.DataFrame) -> pd.Series:
     the same model and dataset: the non-corruption keys that take several values in the table (pooling and mode
     bare, others as "key value"). Just the model when nothing varies; tables and claims use it so that, say, a
     6-epoch and a 16-epoch clean cell are never compared as one line."""
-    keys = [k for k in _group_keys(table) if k not in ("model", "dataset")]
+    keys = [k for k in line_keys(table) if k not in ("model", "dataset")]
     varying = [k for k in keys if table[k].astype(str).nunique() > 1]
     labels = [", ".join(str(getattr(r, k)) if k in ("pooling", "mode") else f"{k} {getattr(r, k)}" for k in varying)
               for r in table.itertuples()]
@@ -180,45 +290,17 @@ def line_names(table: pd.DataFrame) -> pd.Series:
 
 def _recovery(table: pd.DataFrame) -> pd.Series:
     rec = pd.Series(np.nan, index=table.index)
-    for _, g in table.groupby(_group_keys(table), dropna=False):
-        clean = g[g["side"] == "clean"]["f1"]
-        full = g[(g["side"] == "all") & (g["method"].isin(["reinit", "-"]))]["f1"]
+    for _, g in table.groupby(line_keys(table), dropna=False):
+        clean = g[g["side"] == "clean"]["f1"].dropna()
+        full = reinit_only(g[g["side"] == "all"])["f1"].dropna()
         if len(clean) and len(full) and clean.iloc[0] != full.iloc[0]:
             rec[g.index] = (g["f1"] - full.iloc[0]) / (clean.iloc[0] - full.iloc[0])
     return rec
 
 
-def _trend_flags(table: pd.DataFrame) -> None:
-    """A cell far off the line between its neighbouring levels, beyond its seed spread, is flagged."""
-    sided = table[table["side"].isin(["bottom", "top"])]
-    for _, g in sided.groupby(_group_keys(table) + ["side", "method"], dropna=False):
-        clean, full = _endpoints(table, g)
-        seq = [r for r in [clean, *g.sort_values("level").itertuples(), full] if r is not None]
-        dev = [0.0] * len(seq)
-        for i in range(1, len(seq) - 1):
-            prev, cur, nxt = seq[i - 1], seq[i], seq[i + 1]
-            expected = prev.f1 + (nxt.f1 - prev.f1) * (cur.level - prev.level) / max(1e-9, nxt.level - prev.level)
-            if (cur.f1 - prev.f1) * (cur.f1 - nxt.f1) > 0:  # a spike or a dip, not a steep slope
-                dev[i] = abs(cur.f1 - expected)
-        for i in range(1, len(seq) - 1):
-            cur = seq[i]
-            spread = max(2 * float(cur.f1_std or 0), 5.0)
-            # the neighbours of a single bad point look off too; flag only the worst of each run
-            if cur.side in ("bottom", "top") and dev[i] > spread and dev[i] >= max(dev[i - 1], dev[i + 1]):
-                table.at[cur.Index, "flags"] = sorted(set(table.at[cur.Index, "flags"]) | {
-                    f"off trend: {cur.f1:.2f}, {dev[i]:.2f} from the line between neighbouring levels "
-                    f"(spread {spread:.2f})"})
-
-
-def _endpoints(table: pd.DataFrame, g: pd.DataFrame):
-    keys = _group_keys(table)
-    first = g.iloc[0]
-    mask = np.ones(len(table), dtype=bool)
-    for k in keys:
-        mask &= (table[k] == first[k]).to_numpy()
-    clean = table[mask & (table["side"] == "clean").to_numpy()]
-    full = table[mask & (table["side"] == "all").to_numpy() & (table["method"] == first["method"]).to_numpy()]
-    return (next(clean.itertuples(), None), next(full.itertuples(), None))
+def scored(table: pd.DataFrame) -> pd.DataFrame:
+    """Cells with a score (at least one completed run at their learning rate)."""
+    return table[table["f1"].notna()] if len(table) else table
 
 
 # ------------------------------------------------------------------------------------------ plateau
@@ -252,9 +334,10 @@ def plateau(table: pd.DataFrame, epochs: pd.DataFrame) -> pd.DataFrame:
 def claims(table: pd.DataFrame) -> pd.DataFrame:
     """The paper's three claims judged per model and dataset, from the cells on hand."""
     out = []
+    table = scored(table)
     if table.empty:
         return pd.DataFrame(columns=["model", "dataset", "claim", "verdict", "evidence"])
-    reinit = table[table["method"].isin(["reinit", "-"])]
+    reinit = reinit_only(table)
     # lines that differ beyond corruption (epochs, pooling...) are judged apart, each under its own name
     for (model, dataset), g in reinit.assign(line=line_names(reinit)).groupby(["line", "dataset"]):
         clean = g[g["side"] == "clean"]
@@ -317,7 +400,8 @@ def bottom_vs_top_tests(runs: pd.DataFrame, table: pd.DataFrame) -> pd.DataFrame
     """Paired t-tests of bottom vs top at each level: paired over seeds (per dataset, where >= 3 seeds)
     and paired over datasets (cell means)."""
     rows = []
-    sided = table[table["side"].isin(["bottom", "top"])]
+    sided = scored(table)
+    sided = sided[sided["side"].isin(["bottom", "top"])]
     for (model, level), g in sided.groupby(["model", "level"]):
         for dataset, dg in g.groupby("dataset"):
             b, t = dg[dg["side"] == "bottom"], dg[dg["side"] == "top"]
@@ -340,24 +424,26 @@ def bottom_vs_top_tests(runs: pd.DataFrame, table: pd.DataFrame) -> pd.DataFrame
 
 
 # ------------------------------------------------------------------------------------------ exports
+def both_panels(side: str) -> list[str]:
+    """The panels (bottom, top) a cell is drawn in: clean and all-layers cells are the references of both."""
+    return ["bottom", "top"] if side in ("clean", "all") else [side] if side in ("bottom", "top") else []
+
+
 def table1(table: pd.DataFrame, value: str = "f1") -> pd.DataFrame:
     """The paper's Table 1 layout: rows model x corruption level; columns dataset x bottom/top.
 
-    Each cell is a dict {mean, std, flagged, higher} so renderers can mark the higher of bottom/top and
-    failures; 0% (clean) and 100% (all) fill both sides.
+    Each cell is a dict {mean, std, failures, surprise, higher} so renderers can mark the higher of bottom/top,
+    convergence failures and surprises; 0% (clean) and 100% (all) fill both sides.
     """
-    sub = table[table["method"].isin(["reinit", "-"])]
+    sub = reinit_only(table)
     # where cells differ beyond corruption (pooling, mode, epochs...), each row names what, so none collide
     sub = sub.assign(line=line_names(sub))
     out: dict[tuple, dict] = {}
     for r in sub.itertuples():
-        model = r.line
-        sides = ["bottom", "top"] if r.side in ("clean", "all") else [r.side]
-        for side in sides:
-            if side not in ("bottom", "top"):
-                continue
-            out[(model, int(round(r.level * 100)), r.dataset, side)] = {
-                "mean": getattr(r, value), "std": r.f1_std if value == "f1" else np.nan, "flagged": bool(r.flagged)}
+        for side in both_panels(r.side):
+            out[(r.line, int(round(r.level * 100)), r.dataset, side)] = {
+                "mean": getattr(r, value), "std": r.f1_std if value == "f1" else np.nan,
+                "failures": int(r.n_failures), "surprise": bool(r.surprises)}
     if not out:
         return pd.DataFrame()
     index = sorted({(m, l) for (m, l, _, _) in out})
@@ -366,27 +452,39 @@ def table1(table: pd.DataFrame, value: str = "f1") -> pd.DataFrame:
                          columns=pd.MultiIndex.from_tuples(columns, names=["dataset", "side"]), dtype=object)
     for (m, l, d, s), cell in out.items():
         other = out.get((m, l, d, "top" if s == "bottom" else "bottom"))
-        cell["higher"] = other is not None and 0 < l < 100 and _num(cell["mean"]) and _num(other["mean"]) and \
-            cell["mean"] > other["mean"]
+        cell["higher"] = other is not None and 0 < l < 100 and flags._num(cell["mean"]) and \
+            flags._num(other["mean"]) and cell["mean"] > other["mean"]
         frame.at[(m, l), (d, s)] = cell
     return frame
 
 
 def _fmt(cell, style: str) -> str:
-    if not isinstance(cell, dict) or not _num(cell.get("mean")):
+    if not isinstance(cell, dict):
         return ""
-    text = f"{cell['mean']:.2f}"
-    if _num(cell.get("std")) and cell["std"] > 0:
-        text += f" ± {cell['std']:.2f}" if style != "latex" else f" $\\pm$ {cell['std']:.2f}"
-    if cell.get("higher"):
-        text = {"markdown": f"**{text}**", "latex": f"\\textbf{{{text}}}", "csv": f"{text} *"}[style]
-    if cell.get("flagged"):
-        text += {"markdown": " †", "latex": "$^\\dagger$", "csv": " (flagged)"}[style]
-    return text
+    text = ""
+    if flags._num(cell.get("mean")):
+        text = f"{cell['mean']:.2f}"
+        if flags._num(cell.get("std")) and cell["std"] > 0:
+            text += f" ± {cell['std']:.2f}" if style != "latex" else f" $\\pm$ {cell['std']:.2f}"
+        if cell.get("higher"):
+            text = {"markdown": f"**{text}**", "latex": f"\\textbf{{{text}}}", "csv": f"{text} *"}[style]
+    if cell.get("failures"):
+        n = cell["failures"]
+        text += {"markdown": f" †{n}", "latex": f"$^{{\\dagger {n}}}$", "csv": f" ({n} failed)"}[style]
+    if cell.get("surprise"):
+        text += {"markdown": " ‡", "latex": "$^\\ddagger$", "csv": " (surprise)"}[style]
+    return text.strip()
 
 
-def export_table1(table: pd.DataFrame, style: str = "markdown", value: str = "f1") -> str:
-    """Table 1 as CSV, Markdown or LaTeX; bold = higher of bottom/top at that level, † = flagged cell."""
+TABLE1_NOTE = ("Bold: the higher of bottom/top at that level. †N: N runs of the cell (any learning rate or seed) "
+               "had a convergence failure (failed, collapsed, flat loss, damaged or a seed far from its siblings). "
+               "‡: a surprise, a finding rather than a failure (off its neighbours' trend, or above a cell with "
+               "less corruption).")
+
+
+def export_table1(table: pd.DataFrame, style: str = "markdown", value: str = "f1", caption: str = "") -> str:
+    """Table 1 as CSV, Markdown or LaTeX; bold = higher of bottom/top at that level, † = convergence failures,
+    ‡ = surprise. `caption` (e.g. the learning-rate schedule) goes under a Markdown table and into LaTeX's."""
     frame = table1(table, value)
     if frame.empty:
         return ""
@@ -398,19 +496,30 @@ def export_table1(table: pd.DataFrame, style: str = "markdown", value: str = "f1
     if style == "markdown":
         lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
         lines += ["| " + " | ".join(row) + " |" for row in body]
-        return "\n".join(lines) + ("\n\nBold: the higher of bottom/top at that level. †: flagged (collapse, divergence, "
-                                   "flat loss or off trend; the runs and reasons are listed with the flags).\n")
+        return "\n".join(lines) + "\n\n" + (caption + " " if caption else "") + TABLE1_NOTE + "\n"
     if style == "latex":
         datasets = list(dict.fromkeys(d for d, _ in cols))
         spec = "ll" + "".join("cc" for _ in datasets)
-        lines = [f"\\begin{{tabular}}{{{spec}}}", "\\toprule",
+        lines = ["\\begin{table}", f"\\caption{{{_tex(caption or 'Weighted F1 after fine-tuning')}}}",
+                 f"\\begin{{tabular}}{{{spec}}}", "\\toprule",
                  " & & " + " & ".join(f"\\multicolumn{{2}}{{c}}{{{_tex(d)}}}" for d in datasets) + " \\\\",
                  "Model & Level & " + " & ".join("Bottom & Top" for _ in datasets) + " \\\\", "\\midrule"]
         for row in body:
             lines.append(" & ".join([_tex(row[0]), row[1] + "\\%"] + row[2:]) + " \\\\")
-        lines += ["\\bottomrule", "\\end{tabular}"]
+        lines += ["\\bottomrule", "\\end{tabular}", "\\end{table}"]
         return "\n".join(lines) + "\n"
     raise ValueError(f"style {style!r}: use csv, markdown or latex")
+
+
+def recipe_caption(runs: pd.DataFrame) -> str:
+    """How the runs of a table were trained, in one sentence (optimizer, schedule, epochs)."""
+    if runs.empty:
+        return ""
+    schedules = ", ".join(sorted(set(map(str, runs["lr_schedule"]))))
+    epochs = ", ".join(str(e) for e in sorted(set(int(e) for e in runs["epochs"])))
+    wd = sorted(set(float(w) for w in runs["weight_decay"]))
+    optimizer = "Adam" if wd == [0.0] else "AdamW (weight decay " + ", ".join(f"{w:g}" for w in wd) + ")"
+    return f"{optimizer}, learning-rate schedule: {schedules}; {epochs} epochs."
 
 
 def _tex(text: str) -> str:

@@ -1,8 +1,11 @@
 """execute(config, store): the one recipe behind the CLI, the grid workers and Ray tasks.
 
-  pre-flight (no folder is written before it passes): config, model config, layer selection, data
-  -> lock the run folder -> corrupt -> damage probe + 'before' features -> fine-tune, evaluating every
-  epoch (metrics line, best-epoch features, checkpoint) -> summary -> drop the checkpoint.
+  preflight (no folder is written before it passes): config, model and its weights, layer selection, data
+  -> lock the run folder -> set_up: load, record the pretrained layers, corrupt, build the classifier
+  -> damage_probe: a probe on the frozen corrupted body + 'before' features
+  -> fine_tune: every epoch a metrics line; at a new best epoch its features and layer representations;
+     a checkpoint every `checkpoint_every` epochs
+  -> summarise: summary.json (with weight movement and per-class F1) -> drop the checkpoint.
 
 A completed run is returned as is; an interrupted or failed one resumes from its last checkpoint.
 """
@@ -14,122 +17,172 @@ import sys
 import threading
 import time
 import traceback
+from dataclasses import dataclass
 from typing import Any, Callable
 
 import numpy as np
 
 from .config import RunConfig
 from .corruption import CorruptionSpec, parse_layers
-from .data import Splits, load_splits, stratified_take
-from .errors import CorruptionSpecError, HealcoreError, Interrupted, TrainingDiverged
+from .data import Splits, stratified_take
+from .errors import CorruptionSpecError, HealcoreError, Interrupted, TrainingDiverged, first_line
+from .resources import Loader
 from .store import RunHandle, RunStore, now
 
 FEATURE_SEED = 0  # the same test rows are stored for every run of a dataset, so panels compare alike
+ANALYSIS_SEED = 1  # and the same rows (another draw) carry the per-layer representations
 
 
-def preflight(cfg: RunConfig) -> Splits:
+def preflight(cfg: RunConfig, loader: Loader | None = None) -> Splits:
     """Everything that can be wrong with the inputs, checked before anything is written."""
-    from .models import check_architecture
+    from .models import check_architecture, check_weights
 
     cfg.validate()
     L = check_architecture(cfg.model)
+    check_weights(cfg.model)
     indices = parse_layers(cfg.corrupt).resolve(L)
     if cfg.method == "shuffle" and 0 < len(indices) < 2:
         raise CorruptionSpecError("method=shuffle needs at least 2 chosen layers to permute; choose more layers")
-    return load_splits(cfg)
+    return (loader or Loader()).splits(cfg)
 
 
-class _StopFlag:
-    """Set by SIGTERM/SIGINT; the training loop checks it between steps and stops cleanly."""
+class StopFlag:
+    """Set by SIGTERM/SIGINT (in the main thread) or by a stop file in the run folder (any host); the training
+    loop checks it between steps and stops cleanly."""
 
-    def __init__(self) -> None:
-        self.requested = False
+    def __init__(self, handle: RunHandle) -> None:
+        self.handle = handle
+        self.signalled = False
         self._old: dict[int, Any] = {}
 
     def __call__(self) -> bool:
-        return self.requested
+        return self.signalled or self.handle.stop_requested.is_set()
 
-    def install(self) -> None:
-        if threading.current_thread() is not threading.main_thread():
-            return
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            self._old[sig] = signal.signal(sig, self._handle)
+    def __enter__(self) -> "StopFlag":
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                self._old[sig] = signal.signal(sig, self._handle)
+        return self
 
     def _handle(self, signum, frame) -> None:
-        self.requested = True
+        self.signalled = True
 
-    def restore(self) -> None:
+    def __exit__(self, *exc) -> None:
         for sig, old in self._old.items():
             signal.signal(sig, old)
 
 
 def execute(cfg: RunConfig, store: RunStore, *, show_progress: bool = False,
-            on_epoch: Callable[[dict], None] | None = None) -> dict:
+            on_epoch: Callable[[dict], None] | None = None, loader: Loader | None = None) -> dict:
     """Run (or reuse, or resume) one healing run; returns its summary."""
-    splits = preflight(cfg)
+    loader = loader or Loader()
+    splits = preflight(cfg, loader)
     handle = store.open_run(cfg)
     with handle:
         status = handle.read_status()
         if status.get("state") == "completed" and handle.read_summary() is not None:
             return handle.read_summary()
-        stop = _StopFlag()
-        stop.install()
-        attempt = int(status.get("attempt", 0)) + 1
-        handle.set_status("running", started=status.get("started", now()), attempt=attempt)
-        handle.log(f"attempt {attempt} started (pid {os.getpid()}); data from {splits.source}; "
-                   f"sizes {splits.sizes()}" + "".join(f"; {n}" for n in splits.notes))
-        handle.start_heartbeat()
-        try:
-            summary = _run(cfg, splits, handle, stop, show_progress, on_epoch)
-        except Interrupted:
-            handle.set_status("interrupted", ended=now())
-            handle.log("interrupted; resumable from the last finished epoch")
-            raise
-        except BaseException as err:  # noqa: BLE001 - every failure is recorded before it propagates
-            message = str(err).splitlines()[0] if str(err) else type(err).__name__
-            if isinstance(err, KeyboardInterrupt):
-                handle.set_status("interrupted", ended=now())
-                raise
-            if type(err).__name__ == "OutOfMemoryError":  # torch.OutOfMemoryError, without importing torch here
-                message = ("CUDA out of memory; lower batch_size or max_length, or run fewer runs per GPU "
-                           f"(--runs-per-gpu) ({message[:120]})")
-            elif isinstance(err, OSError) and getattr(err, "errno", None) == 28:
-                message = f"disk full while writing the run ({message}); free space and rerun to resume"
-            elif not isinstance(err, HealcoreError):
-                message = f"{type(err).__name__}: {message}"
+        with StopFlag(handle) as stop:
+            attempt = int(status.get("attempt", 0) or 0) + 1
+            handle.set_status("running", started=status.get("started", now()), attempt=attempt, node=_ray_node())
+            handle.log(f"attempt {attempt} started (pid {os.getpid()}); data from {splits.source}; "
+                       f"sizes {splits.sizes()}" + "".join(f"; {n}" for n in splits.notes))
+            handle.start_heartbeat()
             try:
-                handle.set_status("failed", ended=now(), error=message[:500], traceback=traceback.format_exc())
-                handle.log(f"failed: {message}")
-            except OSError:
-                pass  # full disk: the status cannot be written; the exception still reaches the caller
-            raise
-        finally:
-            stop.restore()
+                setup = set_up(cfg, splits, handle, loader)
+                probe = damage_probe(cfg, setup, handle)
+                best = fine_tune(cfg, setup, handle, stop, show_progress, on_epoch)
+                summary = summarise(cfg, setup, handle, probe, best)
+            except BaseException as err:  # noqa: BLE001 - every failure is recorded before it propagates
+                record_failure(handle, err)
+                raise
         handle.set_status("completed", ended=now())
         handle.log("completed")
         return summary
 
 
-def _run(cfg: RunConfig, splits: Splits, handle: RunHandle, stop: _StopFlag, show_progress: bool,
-         on_epoch: Callable[[dict], None] | None) -> dict:
+def record_failure(handle: RunHandle, err: BaseException) -> None:
+    """The run's end state for an exception: interrupted (a stop request) or failed with a one-line reason."""
+    if isinstance(err, (Interrupted, KeyboardInterrupt)):
+        handle.set_status("interrupted", ended=now())
+        handle.log("interrupted; resumable from the last finished epoch")
+        return
+    message = first_line(err)
+    if type(err).__name__ == "OutOfMemoryError":  # torch.OutOfMemoryError, without importing torch here
+        message = ("CUDA out of memory; lower batch_size or max_length, or run fewer runs per GPU "
+                   f"(--runs-per-gpu) ({message[:120]})")
+    elif isinstance(err, OSError) and getattr(err, "errno", None) == 28:
+        message = f"disk full while writing the run ({message}); free space and rerun to resume"
+    elif not isinstance(err, HealcoreError):
+        message = f"{type(err).__name__}: {message}"
+    try:
+        handle.set_status("failed", ended=now(), error=message[:500], traceback=traceback.format_exc())
+        handle.log(f"failed: {message}")
+    except OSError:
+        pass  # full disk: the status cannot be written; the exception still reaches the caller
+
+
+def _ray_node() -> str | None:
+    """The Ray node executing this run, when it is a Ray task (one host can carry several nodes)."""
+    if "ray" not in sys.modules:
+        return None
+    try:
+        import ray
+
+        return ray.get_runtime_context().get_node_id() if ray.is_initialized() else None
+    except Exception:  # noqa: BLE001 - only a label for status.json
+        return None
+
+
+# ------------------------------------------------------------------------------------------ set-up
+@dataclass
+class Setup:
+    """A run's model and data, ready to train."""
+
+    model: Any
+    device: str
+    pad_id: int
+    classes: list[str]
+    train: Any  # batching.Encoded
+    validation: Any  # Encoded or None
+    test: Any
+    feature_rows: np.ndarray  # test rows whose pooled features are stored
+    analysis_rows: np.ndarray  # test rows whose per-layer representations are stored
+    max_tokens: int  # evaluation batch budget
+    corruption: dict  # corruption.apply's report
+    data: dict  # where the rows came from, split sizes, what was dropped or capped
+    initial: dict | None  # trainable weights at the start of fine-tuning (weight movement)
+    pretrained_layers: np.ndarray | None  # (L+1, analysis rows, H) of the model before corruption
+    seconds: float
+
+
+def set_up(cfg: RunConfig, splits: Splits, handle: RunHandle, loader: Loader) -> Setup:
     import torch
-    import transformers
 
     from . import corruption
-    from .batching import encode
-    from .evaluate import majority_f1, metrics, probe
-    from .models import build_classifier, hardware_name, load_encoder, load_tokenizer, pick_device
-    from .train import (eval_max_tokens, load_state, lr_factor, make_optimizer, pooled_features, predict,
-                        save_state, train_epoch, use_bf16)
+    from .internals import encoder_layers, snapshot
+    from .models import build_classifier, pick_device
+    from .train import eval_max_tokens
 
     t0 = time.perf_counter()
     device = pick_device(cfg.device)
     torch.manual_seed(cfg.seed)
-    tokenizer = load_tokenizer(cfg.model)
-    encoder = load_encoder(cfg.model)
-    report = corruption.apply(encoder, CorruptionSpec.from_config(cfg))
-    K = len(splits.classes)
-    model = build_classifier(encoder, K, cfg.pooling, cfg.seed)
+    tokenizer = loader.tokenizer(cfg.model)
+    encoder = loader.encoder(cfg.model)
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    cache = handle.store.tokens_cache
+    train = loader.encode(tokenizer, splits.train, cfg.max_length, cache)
+    validation = loader.encode(tokenizer, splits.validation, cfg.max_length, cache) if len(splits.validation) else None
+    test = loader.encode(tokenizer, splits.test, cfg.max_length, cache)
+    max_tokens = eval_max_tokens(cfg.batch_size, cfg.max_length)
+    feature_rows = stratified_take(test.labels, cfg.feature_samples, np.random.default_rng(FEATURE_SEED))
+    analysis_rows = np.sort(stratified_take(test.labels, cfg.analysis_samples, np.random.default_rng(ANALYSIS_SEED)))
+    pretrained = None
+    if len(analysis_rows) and cfg.mode != "lora":
+        pretrained = encoder_layers(encoder.to(device), _subset(test, analysis_rows), device, pad_id, max_tokens)
+    report = corruption.apply(encoder.to("cpu"), CorruptionSpec.from_config(cfg))
+    handle.update_status(layers=report["layers"], num_layers=report["num_layers"])  # readers place the run by it
+    model = build_classifier(encoder, len(splits.classes), cfg.pooling, cfg.seed)
     if cfg.mode == "lora":
         from peft import LoraConfig, get_peft_model
 
@@ -138,41 +191,56 @@ def _run(cfg: RunConfig, splits: Splits, handle: RunHandle, stop: _StopFlag, sho
     elif cfg.mode == "linear_probe":
         for p in model.encoder.parameters():
             p.requires_grad_(False)
+    initial = snapshot(model) if cfg.mode != "lora" else None  # LoRA adapters start at 0: no relative movement
     model.to(device)
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    cache = handle.store.root / ".cache" / "tokens"
-    enc_train = encode(tokenizer, splits.train, cfg.max_length, cache)
-    enc_val = encode(tokenizer, splits.validation, cfg.max_length, cache) if len(splits.validation) else None
-    enc_test = encode(tokenizer, splits.test, cfg.max_length, cache)
-    max_tokens = eval_max_tokens(cfg.batch_size, cfg.max_length)
-    sample = stratified_take(enc_test.labels, cfg.feature_samples, np.random.default_rng(FEATURE_SEED))
-    setup_s = time.perf_counter() - t0
+    data = {"source": splits.source, "sizes": splits.sizes(), "notes": splits.notes}
+    return Setup(model, device, pad_id, list(splits.classes), train, validation, test, feature_rows, analysis_rows,
+                 max_tokens, report, data, initial, pretrained, time.perf_counter() - t0)
 
-    # ---- the damage before any fine-tuning: a probe on the frozen (corrupted) body
-    probe_result = handle.read_json("probe.json")
-    if probe_result is None:
-        t = time.perf_counter()
-        idx = stratified_take(enc_train.labels, cfg.probe_samples, np.random.default_rng(FEATURE_SEED))
-        sub = _subset(enc_train, idx)
-        x_train = pooled_features(model, sub, device, pad_id, max_tokens, cfg.precision)
-        x_test = pooled_features(model, enc_test, device, pad_id, max_tokens, cfg.precision)
-        if not (np.isfinite(x_train).all() and np.isfinite(x_test).all()):
-            raise TrainingDiverged("the corrupted model outputs NaN/inf before any fine-tuning; "
-                                   "lower the corruption strength (bitflip/noise) or choose fewer layers")
-        probe_result = probe(x_train, sub.labels, x_test, enc_test.labels, K) if len(idx) else {}
-        probe_result["seconds"] = time.perf_counter() - t
-        if len(sample):
-            handle.save_features("before", X=_half(x_test[sample]), labels=enc_test.labels[sample],
-                                 index=sample)
-        handle.write_json("probe.json", probe_result)
-        handle.log(f"damage probe (logistic regression on frozen features): F1 {probe_result.get('f1_weighted', float('nan')):.2f}")
 
-    # ---- fine-tuning
-    optimizer = make_optimizer(model, cfg.lr, cfg.weight_decay, device)
-    steps_per_epoch = -(-len(enc_train) // cfg.batch_size)
+# ------------------------------------------------------------------------------------------ damage probe
+def damage_probe(cfg: RunConfig, setup: Setup, handle: RunHandle) -> dict:
+    """How much task signal the corrupted, frozen body still carries: logistic regression on its features."""
+    from .evaluate import probe
+    from .train import pooled_features
+
+    done = handle.read_probe()
+    if done is not None:
+        return done
+    t = time.perf_counter()
+    idx = stratified_take(setup.train.labels, cfg.probe_samples, np.random.default_rng(FEATURE_SEED))
+    sub = _subset(setup.train, idx)
+    x_train = pooled_features(setup.model, sub, setup.device, setup.pad_id, setup.max_tokens, cfg.precision)
+    x_test = pooled_features(setup.model, setup.test, setup.device, setup.pad_id, setup.max_tokens, cfg.precision)
+    if not (np.isfinite(x_train).all() and np.isfinite(x_test).all()):
+        raise TrainingDiverged("the corrupted model outputs NaN/inf before any fine-tuning; "
+                               "lower the corruption strength (bitflip/noise) or choose fewer layers")
+    result = probe(x_train, sub.labels, x_test, setup.test.labels, len(setup.classes)) if len(idx) else {}
+    result["seconds"] = time.perf_counter() - t
+    rows = setup.feature_rows
+    if len(rows):
+        handle.save_features("before", X=_half(x_test[rows]), labels=setup.test.labels[rows], index=rows)
+    handle.write_probe(result)
+    handle.log(f"damage probe (logistic regression on frozen features): F1 {result.get('f1_weighted', float('nan')):.2f}")
+    return result
+
+
+# ------------------------------------------------------------------------------------------ fine-tuning
+def fine_tune(cfg: RunConfig, setup: Setup, handle: RunHandle, stop: Callable[[], bool], show_progress: bool,
+              on_epoch: Callable[[dict], None] | None) -> dict:
+    """The epoch loop, resumed from the last checkpoint; returns the best epoch {epoch, score}."""
+    import torch
+
+    from .train import load_state, lr_factor, make_optimizer, save_state
+
+    model = setup.model
+    optimizer = make_optimizer(model, cfg.lr, cfg.weight_decay, setup.device)
+    steps_per_epoch = -(-len(setup.train) // cfg.batch_size)
     total = steps_per_epoch * cfg.epochs
     warmup = int(cfg.warmup_ratio * total)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, total, warmup))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, total, warmup, cfg.lr_schedule))
+    # dropout and batch order draw from here on: the same stream however the model was loaded (cached or not)
+    torch.manual_seed(cfg.seed)
     start_epoch, best = 1, {"epoch": None, "score": -float("inf")}
     resumed = handle.latest_checkpoint()
     if resumed is not None:
@@ -180,76 +248,131 @@ def _run(cfg: RunConfig, splits: Splits, handle: RunHandle, stop: _StopFlag, sho
         meta = load_state(folder, model, optimizer, scheduler)
         start_epoch, best = epoch_done + 1, meta["best"]
         handle.log(f"resumed from the checkpoint of epoch {epoch_done}")
-
-    bar = None
-    if show_progress:
-        from tqdm import tqdm
-
-        bar = tqdm(total=total, initial=(start_epoch - 1) * steps_per_epoch, desc=cfg.run_id[:40], unit="step",
-                   file=sys.stderr, dynamic_ncols=True)
-    last_report = [0.0]
-
-    def on_step(step: int, steps: int, loss: float, epoch: int = 0) -> None:
-        if bar is not None:
-            bar.n = (epoch - 1) * steps_per_epoch + step
-            bar.set_postfix(epoch=epoch, loss=f"{loss:.4f}")
-            bar.refresh()
-        if time.time() - last_report[0] > 2.0:
-            last_report[0] = time.time()
-            handle.progress(epoch=epoch, epochs=cfg.epochs, step=step, steps=steps, loss=loss)
-
+    progress = _ProgressReporter(cfg, handle, steps_per_epoch, total, start_epoch, show_progress)
     for epoch in range(start_epoch, cfg.epochs + 1):
-        stats = train_epoch(model, enc_train, optimizer, scheduler, epoch=epoch, seed=cfg.seed,
-                            batch_size=cfg.batch_size, device=device, pad_id=pad_id,
-                            freeze_body=cfg.mode == "linear_probe", precision=cfg.precision, stop=stop,
-                            on_step=lambda s, n, l, e=epoch: on_step(s, n, l, e))
-        t = time.perf_counter()
-        row: dict[str, Any] = {"epoch": epoch, **stats, "lr": scheduler.get_last_lr()[0]}
-        if enc_val is not None:
-            val_pred, _ = predict(model, enc_val, device, pad_id, max_tokens, precision=cfg.precision)
-            row["validation"] = metrics(enc_val.labels, val_pred, K)
-        test_pred, test_pooled = predict(model, enc_test, device, pad_id, max_tokens, keep_pooled=sample,
-                                           precision=cfg.precision)
-        row["test"] = metrics(enc_test.labels, test_pred, K)
-        row["eval_s"] = time.perf_counter() - t
-        score = row[cfg.select_on][cfg.metric]
-        if score > best["score"]:
-            best = {"epoch": epoch, "score": score}
-            if test_pooled is not None:
-                handle.save_features("best", X=_half(test_pooled), labels=enc_test.labels[sample],
-                                     predictions=test_pred[sample], index=sample, epoch=np.array(epoch))
-        handle.append_metrics(row)
-        handle.log(f"epoch {epoch}: loss {row['train_loss']:.4f}, "
-                   + (f"val F1 {row['validation']['f1_weighted']:.2f}, " if "validation" in row else "")
-                   + f"test F1 {row['test']['f1_weighted']:.2f} ({stats['train_s']:.1f}s train, {row['eval_s']:.1f}s eval)")
-        handle.progress(epoch=epoch, epochs=cfg.epochs, step=stats["steps"], steps=stats["steps"],
-                        loss=row["train_loss"])
+        row, improved = train_and_evaluate(cfg, setup, handle, optimizer, scheduler, epoch, best, stop, progress)
+        if improved:
+            best = {"epoch": epoch, "score": row[cfg.select_on][cfg.metric]}
+        progress.epoch_done(epoch, row)
         if epoch < cfg.epochs and cfg.checkpoint_every and epoch % cfg.checkpoint_every == 0:
-            folder = handle.new_checkpoint_dir(epoch)
-            save_state(folder, model, optimizer, scheduler, {"epoch": epoch, "best": best})
+            save_state(handle.new_checkpoint_dir(epoch), model, optimizer, scheduler, {"epoch": epoch, "best": best})
             handle.commit_checkpoint(epoch)
         if on_epoch is not None:
             on_epoch(row)
-    if bar is not None:
-        bar.close()
+    progress.close()
+    return best
+
+
+def train_and_evaluate(cfg: RunConfig, setup: Setup, handle: RunHandle, optimizer, scheduler, epoch: int,
+                       best: dict, stop: Callable[[], bool], progress: "_ProgressReporter") -> tuple[dict, bool]:
+    """One epoch: train, evaluate on validation and test, log the metrics line; at a new best epoch keep its
+    features and layer representations. Returns (metrics row, whether it is the new best)."""
+    from .evaluate import metrics
+    from .train import predict, train_epoch
+
+    K = len(setup.classes)
+    stats = train_epoch(setup.model, setup.train, optimizer, scheduler, epoch=epoch, seed=cfg.seed,
+                        batch_size=cfg.batch_size, device=setup.device, pad_id=setup.pad_id,
+                        freeze_body=cfg.mode == "linear_probe", precision=cfg.precision, stop=stop,
+                        on_step=lambda s, n, loss: progress.step(epoch, s, n, loss))
+    t = time.perf_counter()
+    row: dict[str, Any] = {"epoch": epoch, **stats, "lr": scheduler.get_last_lr()[0]}
+    if setup.validation is not None:
+        val = predict(setup.model, setup.validation, setup.device, setup.pad_id, setup.max_tokens,
+                      precision=cfg.precision)
+        row["validation"] = metrics(setup.validation.labels, val.labels, K)
+    keep_layers = setup.analysis_rows if len(setup.analysis_rows) and cfg.mode != "lora" else None
+    test = predict(setup.model, setup.test, setup.device, setup.pad_id, setup.max_tokens, keep_pooled=setup.feature_rows,
+                   precision=cfg.precision, keep_layers=keep_layers)
+    row["test"] = metrics(setup.test.labels, test.labels, K)
+    improved = row[cfg.select_on][cfg.metric] > best["score"]
+    if improved:
+        rows = setup.feature_rows
+        if test.pooled is not None:
+            handle.save_features("best", X=_half(test.pooled), labels=setup.test.labels[rows],
+                                 predictions=test.labels[rows], index=rows, epoch=np.array(epoch))
+        if test.layers is not None:
+            save_analysis(handle, setup, test.layers, epoch)
+    row["eval_s"] = time.perf_counter() - t
+    handle.append_metrics(row)
+    handle.log(f"epoch {epoch}: loss {row['train_loss']:.4f}, "
+               + (f"val F1 {row['validation']['f1_weighted']:.2f}, " if "validation" in row else "")
+               + f"test F1 {row['test']['f1_weighted']:.2f} ({stats['train_s']:.1f}s train, {row['eval_s']:.1f}s eval)")
+    return row, improved
+
+
+def save_analysis(handle: RunHandle, setup: Setup, layers: np.ndarray, epoch: int) -> None:
+    """analysis.npz at the best epoch: the per-layer representations and their CKA to the pretrained model."""
+    from .analysis import cka_matrix
+
+    arrays = {"layers": _half(layers), "index": setup.analysis_rows, "epoch": np.array(epoch),
+              "corrupted_layers": np.array(setup.corruption["layers"], dtype=np.int64)}
+    if setup.pretrained_layers is not None:
+        arrays["cka_pretrained"] = cka_matrix(layers, setup.pretrained_layers).astype(np.float32)
+    handle.save_analysis(**arrays)
+
+
+class _ProgressReporter:
+    """Live progress: status.json for watchers (at most every 2 s) and, on a terminal, a tqdm bar."""
+
+    def __init__(self, cfg: RunConfig, handle: RunHandle, steps_per_epoch: int, total: int, start_epoch: int,
+                 show: bool):
+        self.cfg, self.handle, self.steps_per_epoch = cfg, handle, steps_per_epoch
+        self.last = 0.0
+        self.bar = None
+        if show:
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=total, initial=(start_epoch - 1) * steps_per_epoch, desc=cfg.run_id[:40],
+                            unit="step", file=sys.stderr, dynamic_ncols=True)
+
+    def step(self, epoch: int, step: int, steps: int, loss: float) -> None:
+        if self.bar is not None:
+            self.bar.n = (epoch - 1) * self.steps_per_epoch + step
+            self.bar.set_postfix(epoch=epoch, loss=f"{loss:.4f}")
+            self.bar.refresh()
+        if time.time() - self.last > 2.0:
+            self.last = time.time()
+            self.handle.progress(epoch=epoch, epochs=self.cfg.epochs, step=step, steps=steps, loss=loss)
+
+    def epoch_done(self, epoch: int, row: dict) -> None:
+        self.handle.progress(epoch=epoch, epochs=self.cfg.epochs, step=row["steps"], steps=row["steps"],
+                             loss=row["train_loss"])
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+# ------------------------------------------------------------------------------------------ summary
+def summarise(cfg: RunConfig, setup: Setup, handle: RunHandle, probe_result: dict, best: dict) -> dict:
+    """summary.json from the metrics lines, the probe and the model as fine-tuning left it."""
+    import torch
+    import transformers
+
+    from .evaluate import majority_f1
+    from .internals import weight_movement
+    from .models import hardware_name
+    from .train import use_bf16
 
     rows = handle.epochs()
     best_row = next(r for r in rows if r["epoch"] == best["epoch"])
     train_tokens = sum(r["tokens"] for r in rows)
     train_s = sum(r["train_s"] for r in rows)
+    model = setup.model
     n_params = sum(p.numel() for p in model.parameters())
     summary = {
         "run_id": cfg.run_id,
         "config": cfg.to_dict(),
-        "classes": splits.classes,
-        "data": {"source": splits.source, "sizes": splits.sizes(), "notes": splits.notes},
-        "corruption": report,
-        "device": device,
-        "hardware": hardware_name(device),
+        "classes": setup.classes,
+        "data": setup.data,
+        "corruption": setup.corruption,
+        "device": setup.device,
+        "hardware": hardware_name(setup.device),
         "versions": {"torch": torch.__version__, "transformers": transformers.__version__},
-        "bf16": use_bf16(device, cfg.precision),
+        "bf16": use_bf16(setup.device, cfg.precision),
         "params": {"total": n_params, "trainable": sum(p.numel() for p in model.parameters() if p.requires_grad)},
-        "majority_f1": majority_f1(enc_train.labels, enc_test.labels, K),
+        "majority_f1": majority_f1(setup.train.labels, setup.test.labels, len(setup.classes)),
         "probe": probe_result,
         "best_epoch": best["epoch"],
         "selected_on": f"{cfg.select_on}/{cfg.metric}",
@@ -260,12 +383,15 @@ def _run(cfg: RunConfig, splits: Splits, handle: RunHandle, stop: _StopFlag, sho
                   "test_f1_weighted": rows[-1]["test"]["f1_weighted"]},
         "losses": [r["train_loss"] for r in rows],
         "healing": best_row["test"]["f1_weighted"] - probe_result["f1_weighted"] if "f1_weighted" in probe_result else None,
-        "timing": {"setup_s": setup_s, "train_s": train_s, "eval_s": sum(r["eval_s"] for r in rows),
+        "per_class": {"classes": setup.classes, "probe": probe_result.get("f1_per_class"),
+                      "best": best_row["test"].get("f1_per_class")},
+        "weight_movement": weight_movement(setup.initial, model) if setup.initial is not None else None,
+        "timing": {"setup_s": setup.seconds, "train_s": train_s, "eval_s": sum(r["eval_s"] for r in rows),
                    "tokens_per_s": train_tokens / train_s if train_s else None,
                    "tokens_per_epoch": rows[-1]["tokens"]},
     }
     handle.write_summary(summary)
-    handle.drop_checkpoints()  # a completed run keeps metrics, summary and features only
+    handle.drop_checkpoints()  # a completed run keeps metrics, summary, features and analysis only
     return summary
 
 

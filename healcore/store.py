@@ -1,14 +1,27 @@
 """The run store: one folder per run, written so that a crash or a kill never leaves a broken file.
 
+This module is the only code that knows where things live (RunFiles for a run folder, RunStore for the
+store-level folders):
+
 runs/<run_id>/
+  .lock           flock held by the one process executing the run
   config.json     canonical RunConfig (written once)
-  status.json     state, pid, host, started, heartbeat, ended, error, traceback (atomic rewrite)
+  status.json     state, pid, host, node, started, heartbeat, ended, attempt, layers, progress, error, traceback
+  stop            present while someone asks the run to stop (healcore cancel); the run ends interrupted
   metrics.jsonl   one line per finished epoch, append-only; readers keep the last line of each epoch
-                  and skip a partial last line
-  summary.json    best epoch, selected metrics, probe, corruption report, data sizes, timings
-  features/       before.npz, best.npz: X, labels, predictions (numpy, no pickle)
+                  and skip a damaged line
+  probe.json      the pre-fine-tuning damage probe
+  summary.json    best epoch, selected metrics, probe, corruption report, data sizes, timings, weight movement
+  analysis.npz    per-layer representations of a fixed test sample at the best epoch, CKA to the pretrained model
+  analysis-vs-<run_id>.npy  CKA to the clean fine-tuned run <run_id> (a cache, made by analysis.py)
+  features/       before.npz, best.npz: X, labels, predictions (numpy, no pickle);
+                  <which>.<tsne|umap>.npz: projection caches
   checkpoint/     latest.json -> epoch-N/ (safetensors + JSON); removed when the run completes
   log.txt
+
+runs/.grids/      <name>.json (a grid's record), <name>.log, specs/<name>.yaml (grids started from the dashboard),
+                  configs/<run_id>.json and <run_id>.out (what a local worker ran, and what it printed)
+runs/.cache/      tokens/ (tokenisation cache)
 
 Every JSON file is written to a temp file in the same folder and renamed over the target. One process
 executes a run at a time: it holds an exclusive flock on <run>/.lock for the whole run.
@@ -16,20 +29,22 @@ executes a run at a time: it holds an exclusive flock on <run>/.lock for the who
 from __future__ import annotations
 
 import fcntl
+import io
 import json
 import os
 import shutil
 import socket
 import threading
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from .config import RunConfig, valid_run_id
 from .errors import RunBusyError, StoreError
 
 STATES = ("queued", "running", "completed", "failed", "interrupted")
-HEARTBEAT_S = 10.0  # how often a live run touches status.json
+HEARTBEAT_S = 10.0  # how often a live run touches status.json (and looks for a stop request)
 STALE_S = 90.0  # a 'running' status with no heartbeat for this long is read as interrupted
 HOST = socket.gethostname()
 
@@ -57,11 +72,31 @@ def atomic_write_json(path: Path, obj: Any) -> None:
     atomic_write_bytes(path, (json.dumps(obj, indent=1, sort_keys=True, allow_nan=True) + "\n").encode())
 
 
-def read_json(path: Path, default: Any = None) -> Any:
+def atomic_write_npz(path: Path, **arrays) -> None:
+    import numpy as np
+
+    buf = io.BytesIO()
+    np.savez(buf, **arrays)
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def read_json_checked(path: Path) -> tuple[Any, str | None]:
+    """(value, None) for a readable file, (None, None) for a missing one, (None, why) for a damaged one."""
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return default
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return None, None
+    except (OSError, UnicodeDecodeError) as err:
+        return None, f"unreadable ({getattr(err, 'strerror', None) or err})"
+    try:
+        return json.loads(text), None
+    except ValueError as err:
+        return None, f"not valid JSON ({'empty file' if not text.strip() else str(err).splitlines()[0]})"
+
+
+def read_json(path: Path, default: Any = None) -> Any:
+    value, _ = read_json_checked(path)
+    return default if value is None else value
 
 
 def read_jsonl(path: Path) -> list[dict]:
@@ -110,9 +145,59 @@ def effective_state(status: dict | None, at: float | None = None) -> str:
         pid, host = status.get("pid"), status.get("host")
         if host == HOST and isinstance(pid, int) and not pid_alive(pid):
             return "interrupted"
-        if at - float(status.get("heartbeat", 0) or 0) > STALE_S:
+        try:
+            beat = float(status.get("heartbeat", 0) or 0)
+        except (TypeError, ValueError):
+            beat = 0.0
+        if at - beat > STALE_S:
             return "interrupted"
-    return state
+    return state if state in STATES else "queued"
+
+
+# ------------------------------------------------------------------------------------------ layout
+class RunFiles:
+    """Where each part of one run folder lives."""
+
+    def __init__(self, run_dir: Path):
+        self.dir = run_dir
+        self.lock = run_dir / ".lock"
+        self.config = run_dir / "config.json"
+        self.status = run_dir / "status.json"
+        self.stop_request = run_dir / "stop"
+        self.metrics = run_dir / "metrics.jsonl"
+        self.probe = run_dir / "probe.json"
+        self.summary = run_dir / "summary.json"
+        self.analysis = run_dir / "analysis.npz"
+        self.log = run_dir / "log.txt"
+        self.checkpoints = run_dir / "checkpoint"
+
+    def features(self, which: str) -> Path:
+        """Pooled features of the stored test sample: which = before (the corrupted body) | best (best epoch)."""
+        return self.dir / "features" / f"{which}.npz"
+
+    def similarity_cache(self, other_run_id: str) -> Path:
+        """CKA of this run's layers against another run's (analysis.py), cached."""
+        return self.dir / f"analysis-vs-{other_run_id}.npy"
+
+    def projection(self, which: str, method: str) -> Path:
+        """The 2-D projection cache of features(which)."""
+        return self.dir / "features" / f"{which}.{method}.npz"
+
+
+@dataclass
+class StoredRun:
+    """Everything small a reader needs from one run folder, and which of its files were damaged."""
+
+    run_id: str
+    config: dict | None
+    status: dict
+    summary: dict | None
+    probe: dict | None
+    damaged: list[str] = field(default_factory=list)  # "summary.json: not valid JSON (...)"
+
+    @property
+    def state(self) -> str:
+        return effective_state(self.status)
 
 
 # ------------------------------------------------------------------------------------------ store
@@ -130,6 +215,33 @@ class RunStore:
         if not os.access(self.root, os.W_OK):
             raise StoreError(f"runs folder {self.root} is not writable; fix its permissions or choose another --store")
 
+    # -- store-level folders -----------------------------------------------------------------------
+    @property
+    def grids_dir(self) -> Path:
+        return self.root / ".grids"
+
+    def grid_record_path(self, name: str) -> Path:
+        return self.grids_dir / f"{name}.json"
+
+    def grid_log_path(self, name: str) -> Path:
+        return self.grids_dir / f"{name}.log"
+
+    def grid_spec_path(self, name: str) -> Path:
+        return self.grids_dir / "specs" / f"{name}.yaml"
+
+    def exec_config_path(self, run_id: str) -> Path:
+        """The config file a local worker was handed for a run."""
+        return self.grids_dir / "configs" / f"{run_id}.json"
+
+    def exec_output_path(self, run_id: str) -> Path:
+        """What a local worker printed while it ran a run (the last line explains a crash)."""
+        return self.grids_dir / "configs" / f"{run_id}.out"
+
+    @property
+    def tokens_cache(self) -> Path:
+        return self.root / ".cache" / "tokens"
+
+    # -- runs ----------------------------------------------------------------------------------------
     def path(self, run_id: str) -> Path:
         if not valid_run_id(run_id):
             raise StoreError(f"invalid run id {run_id!r}; run ids use letters, digits, '.', '_' and '-' only")
@@ -138,6 +250,12 @@ class RunStore:
             raise StoreError(f"run id {run_id!r} points outside the store")
         return p
 
+    def files(self, run_id: str) -> RunFiles:
+        return RunFiles(self.path(run_id))
+
+    def has_run(self, run_id: str) -> bool:
+        return (self.root / run_id / "config.json").is_file() if valid_run_id(run_id) else False
+
     def run_ids(self) -> list[str]:
         if not self.root.is_dir():
             return []
@@ -145,57 +263,84 @@ class RunStore:
                       if p.is_dir() and valid_run_id(p.name) and (p / "config.json").is_file())
 
     def config(self, run_id: str) -> dict | None:
-        return read_json(self.path(run_id) / "config.json")
+        return read_json(self.files(run_id).config)
 
     def status(self, run_id: str) -> dict:
-        st = read_json(self.path(run_id) / "status.json", {}) or {}
+        st = read_json(self.files(run_id).status, {})
+        st = st if isinstance(st, dict) else {}
         return {**st, "effective_state": effective_state(st)}
 
     def summary(self, run_id: str) -> dict | None:
-        return read_json(self.path(run_id) / "summary.json")
+        return read_json(self.files(run_id).summary)
 
     def epochs(self, run_id: str) -> list[dict]:
-        return epoch_rows(self.path(run_id) / "metrics.jsonl")
+        return epoch_rows(self.files(run_id).metrics)
 
-    def is_completed(self, run_id: str) -> bool:
-        try:
-            return (read_json(self.path(run_id) / "status.json", {}) or {}).get("state") == "completed"
-        except StoreError:
-            return False
+    def read(self, run_id: str) -> StoredRun:
+        """A run's small files, each read once; a damaged file is reported, never raised."""
+        files = self.files(run_id)
+        values, damaged = {}, []
+        for name, path in (("config", files.config), ("status", files.status), ("summary", files.summary),
+                           ("probe", files.probe)):
+            value, problem = read_json_checked(path)
+            if problem is None and value is not None and not isinstance(value, dict):
+                problem = f"holds a JSON {type(value).__name__}, not an object"
+            if problem:
+                damaged.append(f"{path.name}: {problem}")
+                value = None
+            values[name] = value
+        status = values["status"] or {}
+        if status and status.get("state") not in STATES:
+            damaged.append(f"status.json: unknown state {status.get('state')!r}")
+        if status.get("state") == "completed" and values["summary"] is None and not any(
+                d.startswith("summary.json") for d in damaged):
+            damaged.append("summary.json: missing although the run completed")
+        return StoredRun(run_id, values["config"], status, values["summary"], values["probe"], damaged)
+
+    def request_stop(self, run_id: str) -> None:
+        """Ask a run to stop, wherever it executes: it looks for this file with every heartbeat."""
+        files = self.files(run_id)
+        if files.dir.is_dir():
+            atomic_write_bytes(files.stop_request, f"{HOST} {now()}\n".encode())
 
     def open_run(self, config: RunConfig) -> "RunHandle":
         """Create (or reopen) the run folder and take its lock. RunBusyError if another process has it."""
         self.ensure()
-        run_dir = self.path(config.run_id)
-        existing = read_json(run_dir / "config.json")
+        files = self.files(config.run_id)
+        existing, problem = read_json_checked(files.config)
+        if problem:
+            raise StoreError(f"{files.config} is damaged ({problem}); move the folder away to rerun the run")
         if existing is not None and existing != config.to_dict() and \
-                RunConfig.from_dict(existing).canonical_json() != config.canonical_json():
-            raise StoreError(f"run folder {run_dir} holds a different config; it was not touched")
-        run_dir.mkdir(exist_ok=True)
-        fd = os.open(run_dir / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
+                RunConfig.from_stored(existing).canonical_json() != config.canonical_json():
+            raise StoreError(f"run folder {files.dir} holds a different config; it was not touched")
+        files.dir.mkdir(exist_ok=True)
+        fd = os.open(files.lock, os.O_RDWR | os.O_CREAT, 0o644)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             os.close(fd)
-            st = read_json(run_dir / "status.json", {}) or {}
+            st = read_json(files.status, {}) or {}
             raise RunBusyError(f"run {config.run_id} is already running (pid {st.get('pid')} on {st.get('host')})") from None
         if existing is None:
-            atomic_write_json(run_dir / "config.json", config.to_dict())
-        return RunHandle(self, config, run_dir, fd)
+            atomic_write_json(files.config, config.to_dict())
+        return RunHandle(self, config, files, fd)
 
 
 class RunHandle:
-    """A run folder held by this process: status, heartbeat, metrics, artefacts, checkpoints."""
+    """A run folder held by this process: status, heartbeat, stop requests, metrics, artefacts, checkpoints."""
 
-    def __init__(self, store: RunStore, config: RunConfig, run_dir: Path, lock_fd: int):
-        self.store, self.config, self.dir, self._fd = store, config, run_dir, lock_fd
+    def __init__(self, store: RunStore, config: RunConfig, files: RunFiles, lock_fd: int):
+        self.store, self.config, self.files, self._fd = store, config, files, lock_fd
+        self.dir = files.dir
         self._status_lock = threading.Lock()
         self._stop = threading.Event()
+        self.stop_requested = threading.Event()  # set when a stop file appears (healcore cancel, any host)
         self._beat: threading.Thread | None = None
 
     # -- status ----------------------------------------------------------------------------------
     def read_status(self) -> dict:
-        return read_json(self.dir / "status.json", {}) or {}
+        st = read_json(self.files.status, {})
+        return st if isinstance(st, dict) else {}
 
     def set_status(self, state: str, **fields: Any) -> None:
         assert state in STATES
@@ -203,21 +348,30 @@ class RunHandle:
             st = self.read_status()
             st.update(fields, state=state, pid=os.getpid(), host=HOST, heartbeat=now())
             if state == "running":
-                st.pop("error", None)
-                st.pop("traceback", None)
-                st.pop("ended", None)
-            atomic_write_json(self.dir / "status.json", st)
+                for stale in ("error", "traceback", "ended", "progress"):
+                    st.pop(stale, None)
+                self.files.stop_request.unlink(missing_ok=True)  # an old request must not stop a new attempt
+            atomic_write_json(self.files.status, st)
+
+    def update_status(self, **fields: Any) -> None:
+        """Facts about the attempt under way (its layers, say) merged into status.json, the state unchanged."""
+        with self._status_lock:
+            st = self.read_status()
+            st.update(fields)
+            atomic_write_json(self.files.status, st)
 
     def start_heartbeat(self) -> None:
         def beat() -> None:
             while not self._stop.wait(HEARTBEAT_S):
+                if self.files.stop_request.exists():
+                    self.stop_requested.set()
                 with self._status_lock:
                     st = self.read_status()
                     if st.get("state") != "running":
                         return
                     st["heartbeat"] = now()
                     try:
-                        atomic_write_json(self.dir / "status.json", st)
+                        atomic_write_json(self.files.status, st)
                     except OSError:
                         pass  # a full disk must not kill the run from a side thread
 
@@ -230,52 +384,45 @@ class RunHandle:
             st = self.read_status()
             st.setdefault("progress", {}).update(fields)
             st["heartbeat"] = now()
-            atomic_write_json(self.dir / "status.json", st)
+            atomic_write_json(self.files.status, st)
 
     # -- records ---------------------------------------------------------------------------------
     def append_metrics(self, row: dict) -> None:
         line = json.dumps(row, sort_keys=True, allow_nan=True) + "\n"
-        with open(self.dir / "metrics.jsonl", "a", encoding="utf-8") as f:
+        with open(self.files.metrics, "a", encoding="utf-8") as f:
             f.write(line)
             f.flush()
             os.fsync(f.fileno())
 
     def epochs(self) -> list[dict]:
-        return epoch_rows(self.dir / "metrics.jsonl")
+        return epoch_rows(self.files.metrics)
 
     def write_summary(self, summary: dict) -> None:
-        atomic_write_json(self.dir / "summary.json", summary)
+        atomic_write_json(self.files.summary, summary)
 
     def read_summary(self) -> dict | None:
-        return read_json(self.dir / "summary.json")
+        return read_json(self.files.summary)
 
-    def write_json(self, name: str, obj: Any) -> None:
-        atomic_write_json(self.dir / name, obj)
+    def write_probe(self, probe: dict) -> None:
+        atomic_write_json(self.files.probe, probe)
 
-    def read_json(self, name: str) -> Any:
-        return read_json(self.dir / name)
+    def read_probe(self) -> dict | None:
+        return read_json(self.files.probe)
 
-    def save_features(self, name: str, **arrays) -> None:
-        import io
+    def save_features(self, which: str, **arrays) -> None:
+        atomic_write_npz(self.files.features(which), **arrays)
 
-        import numpy as np
-
-        buf = io.BytesIO()
-        np.savez(buf, **arrays)
-        atomic_write_bytes(self.dir / "features" / f"{name}.npz", buf.getvalue())
+    def save_analysis(self, **arrays) -> None:
+        atomic_write_npz(self.files.analysis, **arrays)
 
     def log(self, message: str) -> None:
         stamp = time.strftime("%Y-%m-%d %H:%M:%S")
-        with open(self.dir / "log.txt", "a", encoding="utf-8") as f:
+        with open(self.files.log, "a", encoding="utf-8") as f:
             f.write(f"{stamp} {message}\n")
 
     # -- checkpoints -----------------------------------------------------------------------------
-    @property
-    def checkpoint_root(self) -> Path:
-        return self.dir / "checkpoint"
-
     def new_checkpoint_dir(self, epoch: int) -> Path:
-        d = self.checkpoint_root / f"epoch-{epoch}"
+        d = self.files.checkpoints / f"epoch-{epoch}"
         if d.exists():
             shutil.rmtree(d)
         d.mkdir(parents=True)
@@ -283,20 +430,20 @@ class RunHandle:
 
     def commit_checkpoint(self, epoch: int) -> None:
         """Point latest.json at epoch-N (atomic), then remove older checkpoint folders."""
-        atomic_write_json(self.checkpoint_root / "latest.json", {"epoch": epoch, "dir": f"epoch-{epoch}"})
-        for d in self.checkpoint_root.glob("epoch-*"):
+        atomic_write_json(self.files.checkpoints / "latest.json", {"epoch": epoch, "dir": f"epoch-{epoch}"})
+        for d in self.files.checkpoints.glob("epoch-*"):
             if d.name != f"epoch-{epoch}":
                 shutil.rmtree(d, ignore_errors=True)
 
     def latest_checkpoint(self) -> tuple[int, Path] | None:
-        pointer = read_json(self.checkpoint_root / "latest.json")
-        if not pointer:
+        pointer = read_json(self.files.checkpoints / "latest.json")
+        if not isinstance(pointer, dict) or "dir" not in pointer:
             return None
-        d = self.checkpoint_root / pointer["dir"]
+        d = self.files.checkpoints / str(pointer["dir"])
         return (int(pointer["epoch"]), d) if d.is_dir() else None
 
     def drop_checkpoints(self) -> None:
-        shutil.rmtree(self.checkpoint_root, ignore_errors=True)
+        shutil.rmtree(self.files.checkpoints, ignore_errors=True)
 
     # -- end -------------------------------------------------------------------------------------
     def close(self) -> None:
@@ -314,9 +461,3 @@ class RunHandle:
 
     def __exit__(self, *exc) -> None:
         self.close()
-
-
-def iter_runs(root: str | Path) -> Iterator[Path]:
-    store = RunStore(root)
-    for run_id in store.run_ids():
-        yield store.path(run_id)

@@ -1,6 +1,7 @@
-"""The training loop: AdamW, linear warm-up/decay, bucketed dynamic-padding batches, bf16 on GPU.
+"""The training loop: Adam(W), the learning-rate schedule, bucketed dynamic-padding batches, bf16 where it pays.
 
 Small pure helpers (`lr_factor`, `make_optimizer`, `predict`) and one `train_epoch`; no trainer class.
+bf16 autocast is the default only on CPUs with AVX512-BF16/AMX; on CUDA it measured slower (`use_bf16`).
 Batch order for epoch e comes from numpy's generator seeded with (seed, e), so a run resumed at an epoch
 boundary sees exactly the batches an uninterrupted run would.
 """
@@ -9,6 +10,7 @@ from __future__ import annotations
 import math
 import time
 from contextlib import nullcontext
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -20,11 +22,18 @@ from .batching import Encoded, collate, eval_batches, train_batches
 from .errors import Interrupted, TrainingDiverged
 
 
-def lr_factor(step: int, total_steps: int, warmup_steps: int) -> float:
-    """Linear warm-up to 1, then linear decay to 0 at total_steps (the schedule of run_glue.py)."""
+def lr_factor(step: int, total_steps: int, warmup_steps: int, schedule: str = "linear") -> float:
+    """The multiplier of the peak learning rate at optimizer step `step` (0-based): linear warm-up to 1 over
+    warmup_steps, then constant (the paper's fixed rate), linear decay to 0 at total_steps (run_glue.py's) or a
+    half cosine to 0."""
     if warmup_steps and step < warmup_steps:
         return (step + 1) / warmup_steps
-    return max(0.0, (total_steps - step) / max(1, total_steps - warmup_steps))
+    if schedule == "constant":
+        return 1.0
+    done = (step - warmup_steps) / max(1, total_steps - warmup_steps)
+    if schedule == "cosine":
+        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, done)))
+    return max(0.0, 1.0 - done)
 
 
 def make_optimizer(model, lr: float, weight_decay: float, device: str) -> torch.optim.Optimizer:
@@ -61,38 +70,58 @@ def eval_max_tokens(batch_size: int, max_length: int) -> int:
     return max(batch_size * max_length * 2, 8192)
 
 
+@dataclass
+class Prediction:
+    labels: np.ndarray  # predicted class per example
+    pooled: np.ndarray | None  # pooled features (float32) of the rows asked for, in their order
+    layers: np.ndarray | None  # (L+1, rows, H) per-layer representations of the rows asked for, in their order
+
+
 @torch.inference_mode()
-def predict(model, enc: Encoded, device: str, pad_id: int, max_tokens: int,
-            keep_pooled: np.ndarray | None = None, precision: str = "auto") -> tuple[np.ndarray, np.ndarray | None]:
-    """Predicted class per example and, for the rows keep_pooled, their pooled features (float32)."""
+def predict(model, enc: Encoded, device: str, pad_id: int, max_tokens: int, keep_pooled: np.ndarray | None = None,
+            precision: str = "auto", keep_layers: np.ndarray | None = None) -> Prediction:
+    """Predicted class per example and, for the rows keep_pooled, their pooled features; for the rows keep_layers,
+    every hidden state mean-pooled over the example's tokens (internals.pool_layers)."""
+    from .internals import pool_layers
+
     was_training = model.training
     model.eval()
     preds = np.zeros(len(enc), dtype=np.int64)
-    pooled_all = None
-    want = None
-    if keep_pooled is not None and len(keep_pooled):
-        want = np.zeros(len(enc), dtype=bool)
-        want[keep_pooled] = True
+    wanted = {}
+    for name, rows in (("pooled", keep_pooled), ("layers", keep_layers)):
+        if rows is not None and len(rows):
+            position = np.full(len(enc), -1, dtype=np.int64)
+            position[rows] = np.arange(len(rows))
+            wanted[name] = position
+    kept: dict[str, np.ndarray] = {}
     for idx in eval_batches(enc.lengths, max_tokens):
         batch = collate(enc, idx, pad_id, device)
         batch.pop("labels")
+        want_layers = "layers" in wanted and (wanted["layers"][idx] >= 0).any()
         with autocast(device, precision):
-            logits, pooled = model(**batch)
+            out = model(**batch, hidden_states=True) if want_layers else model(**batch)
+        logits, pooled = out[0], out[1]
         preds[idx] = logits.argmax(-1).cpu().numpy()
-        if want is not None and want[idx].any():
-            if pooled_all is None:
-                pooled_all = np.zeros((len(enc), pooled.shape[-1]), dtype=np.float32)
-            sel = want[idx]
-            pooled_all[idx[sel]] = pooled[torch.from_numpy(sel).to(pooled.device)].float().cpu().numpy()
+        if "pooled" in wanted and (wanted["pooled"][idx] >= 0).any():
+            sel = wanted["pooled"][idx] >= 0
+            values = pooled[torch.from_numpy(sel).to(pooled.device)].float().cpu().numpy()
+            if "pooled" not in kept:
+                kept["pooled"] = np.zeros((len(keep_pooled), values.shape[-1]), dtype=np.float32)
+            kept["pooled"][wanted["pooled"][idx][sel]] = values
+        if want_layers:
+            sel = wanted["layers"][idx] >= 0
+            values = pool_layers(out[2], batch["attention_mask"], torch.from_numpy(np.flatnonzero(sel)).to(pooled.device))
+            if "layers" not in kept:
+                kept["layers"] = np.zeros((values.shape[0], len(keep_layers), values.shape[-1]), dtype=np.float32)
+            kept["layers"][:, wanted["layers"][idx][sel]] = values
     model.train(was_training)
-    return preds, (pooled_all[keep_pooled] if pooled_all is not None else None)
+    return Prediction(preds, kept.get("pooled"), kept.get("layers"))
 
 
 @torch.inference_mode()
 def pooled_features(model, enc: Encoded, device: str, pad_id: int, max_tokens: int,
                     precision: str = "auto") -> np.ndarray:
-    _, feats = predict(model, enc, device, pad_id, max_tokens, keep_pooled=np.arange(len(enc)), precision=precision)
-    return feats
+    return predict(model, enc, device, pad_id, max_tokens, keep_pooled=np.arange(len(enc)), precision=precision).pooled
 
 
 def train_epoch(model, enc: Encoded, optimizer, scheduler, *, epoch: int, seed: int, batch_size: int,

@@ -11,7 +11,8 @@ import yaml
 
 from conftest import ROOT
 from healcore.errors import ConfigError
-from healcore.grid import expand, plan, preset_names
+from healcore.grid import expand, preset_names
+from healcore.plan import plan
 from healcore.store import RunStore
 
 
@@ -168,6 +169,7 @@ def test_plan_skips_failed_unless_asked(tmp_path, tiny_bert):
     grid = expand(str(_grid_file(tmp_path, tiny_bert, levels=(0,))))
     store = RunStore(tmp_path / "runs")
     d = store.root / grid.configs[0].run_id
+    atomic_write_json(d / "config.json", grid.configs[0].to_dict())
     atomic_write_json(d / "status.json", {"state": "failed", "error": "x"})
     assert len(plan(grid, store)["failed"]) == 1
     assert len(plan(grid, store, retry_failed=True)["todo"]) == 1
@@ -178,13 +180,13 @@ def test_estimate_prices_runs_from_this_hardware_first(tiny_store, tmp_path):
     exists, and the note says so (a store copied from a GPU machine must not promise GPU speed on a laptop)."""
     import shutil
 
-    from healcore.grid import estimate_seconds
+    from healcore.plan import estimate_seconds
     from healcore.store import read_json
 
     configs = expand("demo").configs[:1]
     configs = [c.replace(model=read_json(next(tiny_store.glob("*/config.json")))["model"], dataset="sst2",
                          max_train=120, max_length=48, epochs=2) for c in configs]
-    here, note_here = estimate_seconds(configs, RunStore(tiny_store))
+    here, note_here, _ = estimate_seconds(configs, RunStore(tiny_store))
     assert here and here > 0 and "on this hardware" in note_here
 
     elsewhere = tmp_path / "runs"
@@ -194,7 +196,7 @@ def test_estimate_prices_runs_from_this_hardware_first(tiny_store, tmp_path):
         summary.update(hardware="NVIDIA Test GPU", device="cuda")
         summary["timing"]["tokens_per_s"] *= 100
         summary_path.write_text(json.dumps(summary))
-    there, note_there = estimate_seconds(configs, RunStore(elsewhere))
+    there, note_there, _ = estimate_seconds(configs, RunStore(elsewhere))
     assert "other kinds of hardware" in note_there
     assert there < here / 20
 
@@ -204,7 +206,7 @@ def test_estimate_scales_another_mode_by_a_ratio_measured_elsewhere(tiny_store, 
     from the local probe runs times the full/probe cost ratio the GPU measured (3x here)."""
     import shutil
 
-    from healcore.grid import estimate_seconds
+    from healcore.plan import estimate_seconds
 
     store = tmp_path / "runs"
     shutil.copytree(tiny_store, store)
@@ -224,7 +226,7 @@ def test_estimate_scales_another_mode_by_a_ratio_measured_elsewhere(tiny_store, 
         (folder / "summary.json").write_text(json.dumps(summary))
     model = json.loads((folders[0] / "config.json").read_text())["model"]
     base = expand("demo").configs[0].replace(model=model, max_train=120, max_length=48, epochs=2)
-    probe_cost, _ = estimate_seconds([base.replace(mode="linear_probe")], RunStore(store))
-    full_cost, note = estimate_seconds([base.replace(mode="full")], RunStore(store))
+    probe_cost, _, _ = estimate_seconds([base.replace(mode="linear_probe")], RunStore(store))
+    full_cost, note, _ = estimate_seconds([base.replace(mode="full")], RunStore(store))
     assert "scaled by the full/linear_probe ratio measured on NVIDIA Test GPU" in note
     assert full_cost / probe_cost == pytest.approx(3.0)

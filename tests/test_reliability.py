@@ -155,5 +155,5 @@ def test_completed_run_keeps_only_what_the_dashboard_needs(tiny_bert, tmp_path):
     execute(cfg, store)
     names = sorted(p.relative_to(store.root / cfg.run_id).as_posix()
                    for p in (store.root / cfg.run_id).rglob("*") if p.is_file())
-    assert names == [".lock", "config.json", "features/before.npz", "features/best.npz", "log.txt",
+    assert names == [".lock", "analysis.npz", "config.json", "features/before.npz", "features/best.npz", "log.txt",
                      "metrics.jsonl", "probe.json", "status.json", "summary.json"]

@@ -1,0 +1,181 @@
+"""Running grids: in the foreground (`healcore grid`), in the background (the dashboard's Start), their records,
+cancelling them, and the store's status. Each function returns data; cli.py prints it and the pages render it.
+
+A grid's record, <store>/.grids/<name>.json, says who runs it (pid, host, executor, Ray address and job), its
+state, its runs' ids and configs (so runs not started yet show as queued), and its result when it ends.
+`cancel` writes a stop request that the grid's driver and each run honour wherever they execute (the store is
+shared), and signals the processes it can reach on this host at once.
+"""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from .config import RunConfig
+from .errors import ConfigError
+from .plan import GridPlan, make_plan
+from .results import grid_records, load_runs
+from .store import HOST, RunStore, atomic_write_json, now, pid_alive, read_json
+
+
+def run_grid(plan: GridPlan, store: RunStore, executor: str = "local", address: str | None = None,
+             runs_per_gpu: int = 1, reuse_processes: bool = True) -> dict:
+    """Execute a plan's runs to do, keeping the grid's record up to date; returns the executor's counts."""
+    from .executors import run_local, run_ray
+
+    store.ensure()
+    record = {"name": plan.grid.name, "pid": os.getpid(), "host": HOST, "started": now(), "state": "running",
+              "executor": executor, "address": address, "workers": plan.workers, "runs_per_gpu": runs_per_gpu,
+              "run_ids": [c.run_id for c in plan.grid.configs],
+              "configs": {c.run_id: c.to_dict() for c in plan.grid.configs}}
+    path = store.grid_record_path(plan.grid.name)
+    atomic_write_json(path, record)
+    try:
+        if executor == "ray":
+            result = run_ray(plan.todo, store, address=address, runs_per_gpu=runs_per_gpu, record=path)
+        else:
+            result = run_local(plan.todo, store, workers=plan.workers, runs_per_gpu=runs_per_gpu,
+                               reuse_processes=reuse_processes)
+    except BaseException:
+        update_record(path, state="failed", ended=now())
+        raise
+    update_record(path, result=result, ended=now(), state="interrupted" if result["interrupted"] else "finished")
+    return result
+
+
+def update_record(path: Path, **fields) -> None:
+    record = read_json(path, {}) or {}
+    record.update(fields)
+    atomic_write_json(path, record)
+
+
+def launch(spec: dict, store_root: str | Path, workers: int = 1, retry_failed: bool = False,
+           runs_per_gpu: int = 1, executor: str = "local", address: str | None = None) -> dict:
+    """Start `healcore grid` on a spec as a detached process (the dashboard's Start button).
+
+    The spec is validated and checked first (a bad one raises ConfigError and starts nothing), written under
+    <store>/.grids/specs/, and the process gets its own session so a restart of the caller never stops it.
+    The grid process checks each model's architecture once more (with torch) before its first run.
+    """
+    import yaml
+
+    store = RunStore(store_root)
+    grid_plan = make_plan(spec, store, retry_failed=retry_failed)
+    store.ensure()
+    spec_path = store.grid_spec_path(grid_plan.grid.name)
+    spec_path.parent.mkdir(parents=True, exist_ok=True)
+    spec_path.write_text(yaml.safe_dump(spec, sort_keys=False))
+    log_path = store.grid_log_path(grid_plan.grid.name)
+    cmd = [sys.executable, "-m", "healcore", "--store", str(store.root), "grid", str(spec_path),
+           "--workers", str(max(1, int(workers))), "--runs-per-gpu", str(max(1, int(runs_per_gpu))),
+           "--executor", executor]
+    if address:
+        cmd += ["--address", address]
+    if retry_failed:
+        cmd.append("--retry-failed")
+    with open(log_path, "ab") as log:
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                start_new_session=True, cwd=str(store.root.parent))
+    return {"name": grid_plan.grid.name, "pid": proc.pid, "runs": len(grid_plan.grid.configs), "log": str(log_path)}
+
+
+def grid_error(store: RunStore, name: str) -> str | None:
+    """The one-line error a background grid stopped with before running (its log's last `healcore: error`)."""
+    try:
+        lines = store.grid_log_path(name).read_text(errors="replace").splitlines()
+    except OSError:
+        return None
+    errors = [line.split("healcore: error: ", 1)[1] for line in lines if "healcore: error: " in line]
+    return errors[-1] if errors else None
+
+
+# ------------------------------------------------------------------------------------------ cancel
+@dataclass
+class Cancelled:
+    signalled: int  # processes on this host sent SIGTERM
+    requested: int  # runs (and grids) given a stop request, honoured wherever they execute
+
+    def line(self) -> str:
+        return (f"stop requested for {self.requested} run(s) or grid(s), {self.signalled} process(es) on this host "
+                f"signalled; stopped runs become 'interrupted' and resume on the next run or grid command")
+
+
+def cancel(store: RunStore, grid: str | None = None, run_ids: list[str] | tuple = ()) -> Cancelled:
+    """Stop a grid (its driver and its runs) or the given running runs (none given: every running run)."""
+    pids: set[int] = set()
+    requested = 0
+    if grid:
+        record_path = store.grid_record_path(grid)
+        record = read_json(record_path)
+        if not isinstance(record, dict):
+            raise ConfigError(f"no grid named {grid!r} in {store.root}; see healcore status")
+        if record.get("state") == "running":
+            update_record(record_path, cancel_requested=now())
+            requested += 1
+            if record.get("host") == HOST and isinstance(record.get("pid"), int) and pid_alive(record["pid"]):
+                pids.add(record["pid"])
+        ids = list(record.get("run_ids", []))
+    else:
+        for run_id in run_ids:
+            store.path(run_id)  # invalid ids (.., slashes) are refused with a one-line error
+        ids = list(run_ids) or store.run_ids()
+    for run_id in ids:
+        if not store.has_run(run_id):
+            continue
+        status = store.status(run_id)
+        if status.get("effective_state") == "running":
+            store.request_stop(run_id)
+            requested += 1
+            if status.get("host") == HOST and isinstance(status.get("pid"), int):
+                pids.add(status["pid"])
+    signalled = 0
+    for pid in pids:
+        try:
+            os.kill(pid, signal.SIGTERM)
+            signalled += 1
+        except ProcessLookupError:
+            pass
+    return Cancelled(signalled, requested)
+
+
+# ------------------------------------------------------------------------------------------ status
+def store_status(store: RunStore) -> dict:
+    """The store at a glance: runs by state, each grid's progress, and the runs that need a look."""
+    runs = load_runs(store.root)
+    states = runs["state"].value_counts().to_dict() if len(runs) else {}
+    grids = []
+    by_id = runs.set_index("run_id")["state"].to_dict() if len(runs) else {}
+    for rec in grid_records(store):
+        ids = rec.get("run_ids", [])
+        grids.append({"name": rec.get("name"), "state": rec.get("state"), "alive": rec.get("alive"),
+                      "pid": rec.get("pid"), "host": rec.get("host"), "executor": rec.get("executor", "local"),
+                      "address": rec.get("address"), "runs": len(ids),
+                      "completed": sum(1 for i in ids if by_id.get(i) == "completed")})
+    attention = []
+    if len(runs):
+        for r in runs[runs["state"].isin(["running", "failed", "interrupted"]) | runs["damaged"].map(bool)].itertuples():
+            attention.append({"run_id": r.run_id, "state": r.state, "error": r.error if r.state == "failed" else None,
+                              "damaged": list(r.damaged)})
+    return {"store": str(store.root), "runs": len(runs), "states": states, "grids": grids, "attention": attention}
+
+
+def status_lines(status: dict) -> list[str]:
+    lines = [f"store {status['store']}: {status['runs']} runs"
+             + "".join(f", {n} {s}" for s, n in sorted(status["states"].items()))]
+    for g in status["grids"]:
+        where = f"on Ray at {g['address']}" if g["executor"] == "ray" else f"pid {g['pid']}"
+        lines.append(f"  grid {g['name']}: {g['completed']}/{g['runs']} completed; "
+                     + (f"running ({where})" if g["alive"] else "not running"))
+    for a in status["attention"]:
+        extra = f": {a['error']}" if a["error"] else ""
+        extra += "".join(f"; damaged {d}" for d in a["damaged"])
+        lines.append(f"  {a['state']:11s} {a['run_id']}{extra}")
+    return lines
+
+
+def configs_of(record: dict) -> list[RunConfig]:
+    return [RunConfig.from_stored(c) for c in (record.get("configs") or {}).values()]

@@ -1,0 +1,263 @@
+"""A grid against a store: what is done, what is left, whether it can run, and what it will cost.
+
+`make_plan` is what `healcore grid` prints and the Launch page shows (the same data). Its checks are torch-free,
+so the dashboard can call them; the grid process adds the full architecture check (`preflight(deep=True)`)
+before its first run.
+
+Cost: each run is priced from the measured throughput of finished runs in the store, the closest first (same
+hardware, same kind of device, any); with none, from a prior: the run's FLOPs (6 x non-embedding parameters per
+training token, 2 x per evaluated token) at a rate per hardware class, labelled as a prior.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from .config import RunConfig
+from .corruption import parse_layers
+from .errors import ModelError
+from .grid import Grid, expand
+from .store import RunStore
+
+# Priors for a store with no finished run (replaced by measurements as soon as runs finish):
+CPU_FLOPS_PER_THREAD = 20e9  # fp32 training, measured 24 GFLOP/s per thread on a 2-core Xeon (minilm-l6, SST-2)
+GPU_FLOPS = 10e12  # batch 32 is launch-bound: BERT-base trained at 11.5 TFLOP/s on an H100 (docs/PERFORMANCE.md)
+PRIOR_SETUP_S = {"cpu": 15.0, "cuda": 10.0}  # loading, the damage probe, process start-up per run
+
+
+@dataclass
+class GridPlan:
+    grid: Grid
+    parts: dict[str, list[RunConfig]]  # completed | failed | running | todo
+    cost_s: float | None  # run time of the runs to do (one worker)
+    cost_note: str  # where the price came from
+    prior: bool  # priced from the FLOP prior, not from measured runs
+    workers: int = 1
+
+    @property
+    def todo(self) -> list[RunConfig]:
+        return self.parts["todo"]
+
+    def counts(self) -> dict[str, int]:
+        return {"runs": len(self.grid.configs), **{k: len(v) for k, v in self.parts.items()}}
+
+    def lines(self) -> list[str]:
+        """The plan as the CLI prints it."""
+        c = self.counts()
+        wall = self.cost_s / self.workers if self.cost_s is not None else None
+        return ([f"grid {self.grid.name}: {c['runs']} runs; {c['completed']} finished, {c['failed']} failed (kept; "
+                 f"--retry-failed reruns them), {c['running']} running elsewhere, {c['todo']} to run"]
+                + [f"  note: {n}" for n in self.grid.notes]
+                + [f"estimated cost of the runs to do: {fmt_duration(self.cost_s)} of run time ({self.cost_note}); "
+                   f"wall time with {self.workers} worker(s) about {fmt_duration(wall)}"])
+
+
+def make_plan(spec, store: RunStore, overrides: dict | None = None, retry_failed: bool = False, workers: int = 1,
+              deep: bool = False) -> GridPlan:
+    """Expand, split by what the store has, check the runs to do (raises a HealcoreError), price them."""
+    grid = expand(spec, overrides)
+    parts = plan(grid, store, retry_failed)
+    if parts["todo"]:
+        preflight(Grid(grid.name, parts["todo"]), deep=deep)
+    cost, note, prior = estimate_seconds(parts["todo"], store)
+    return GridPlan(grid, parts, cost, note, prior, max(1, int(workers)))
+
+
+# ------------------------------------------------------------------------------------------ checks
+def preflight(grid: Grid, deep: bool = False) -> None:
+    """Check every distinct model and dataset of a grid once (layers, weights, data), before any run.
+    Torch-free unless deep: then each model is also built on the meta device to prove its layers are found."""
+    from .data import load_splits
+    from .models import check_architecture, check_model_offline, check_weights, num_layers
+
+    layers: dict[str, int] = {}
+    seen_data: set[tuple] = set()
+    for cfg in grid.configs:
+        if cfg.model not in layers:
+            if not _hub_model_known_offline(cfg.model):
+                check_model_offline(cfg.model)
+                check_weights(cfg.model)
+            layers[cfg.model] = check_architecture(cfg.model) if deep and not _hub_model_known_offline(cfg.model) \
+                else num_layers(cfg.model)
+        parse_layers(cfg.corrupt).resolve(layers[cfg.model])
+        key = (cfg.dataset, cfg.split, cfg.max_train, cfg.max_test, cfg.val_fraction)
+        if key not in seen_data:
+            seen_data.add(key)
+            load_splits(cfg)
+
+
+def _hub_model_known_offline(model: str) -> bool:
+    """The paper's hub models are checked when their run loads them (no hub round trip offline)."""
+    from .models import KNOWN_LAYERS, SHORT_NAMES
+
+    return model in KNOWN_LAYERS and model not in SHORT_NAMES and not Path(model).expanduser().exists()
+
+
+# ------------------------------------------------------------------------------------------ planning
+def plan(grid: Grid, store: RunStore, retry_failed: bool = False) -> dict[str, list[RunConfig]]:
+    """Split a grid's runs by what the store already has. A completed run whose summary is damaged is run again."""
+    out: dict[str, list[RunConfig]] = {"completed": [], "failed": [], "running": [], "todo": []}
+    for cfg in grid.configs:
+        stored = store.read(cfg.run_id) if store.has_run(cfg.run_id) else None
+        state = stored.state if stored else "queued"
+        if state == "completed" and stored.summary is not None:
+            out["completed"].append(cfg)
+        elif state == "failed" and not retry_failed:
+            out["failed"].append(cfg)
+        elif state == "running":
+            out["running"].append(cfg)
+        else:
+            out["todo"].append(cfg)
+    return out
+
+
+# ------------------------------------------------------------------------------------------ cost
+def estimate_seconds(configs: list[RunConfig], store: RunStore) -> tuple[float | None, str, bool]:
+    """(run time in seconds, where the price came from, whether it is the FLOP prior) of `configs`.
+
+    Each run is priced from the closest finished runs: same hardware as this machine, else the same device kind
+    (cpu/cuda), else any; within those, the same fine-tuning mode (a frozen body trains several times faster
+    per token), else the same model. Runs of models nothing was measured for take the prior."""
+    from .results import load_runs
+
+    if not configs:
+        return 0.0, "nothing to run", False
+    runs = load_runs(store.root, include_queued=False)
+    done = runs[(runs["state"] == "completed") & runs["tokens_per_s"].notna()] if len(runs) else runs
+    tiers = _runs_like_this_machine(done) if len(done) else []
+    tokens: dict[tuple, float] = {}
+    prices: dict[tuple, tuple[float, str] | None] = {}  # the same for every run of a (model, mode)
+    total, used, prior_runs = 0.0, {}, 0
+    for cfg in configs:
+        if (cfg.model, cfg.mode) not in prices:
+            prices[(cfg.model, cfg.mode)] = _wall_seconds_per_token(cfg.model, cfg.mode, done, tiers) if tiers else None
+        priced = prices[(cfg.model, cfg.mode)]
+        key = (cfg.dataset, cfg.split, cfg.max_train, cfg.max_length, cfg.val_fraction)
+        if key not in tokens:
+            tokens[key] = _tokens_per_epoch(cfg, done)
+        if priced is None:
+            seconds = prior_seconds(cfg, tokens[key])
+            if seconds is None:
+                continue
+            total += seconds
+            prior_runs += 1
+            continue
+        seconds_per_token, label = priced
+        used[label] = used.get(label, 0) + 1
+        total += tokens[key] * cfg.epochs * seconds_per_token
+    if not used and not prior_runs:
+        return None, "no finished run to measure from, and the models' sizes are unknown offline", False
+    notes = [f"{n} run(s) {label}" for label, n in used.items()]
+    if prior_runs:
+        kind, name = _this_machine()
+        notes.append(f"{prior_runs} run(s) from a prior (model FLOPs at a typical rate for {name}; expect within "
+                     f"2x), replaced by measurements as runs finish")
+    head = f"from measured throughput of {len(done)} finished run(s); priced " if used else "priced "
+    return total, head + "; ".join(notes), bool(prior_runs) and not used
+
+
+def prior_seconds(cfg: RunConfig, train_tokens: float) -> float | None:
+    """A run's time before anything was measured: its FLOPs at this hardware class's typical rate."""
+    import os
+
+    from .models import non_embedding_params
+
+    try:
+        params = non_embedding_params(cfg.model)
+    except (ModelError, OSError):
+        return None
+    kind, _ = _this_machine()
+    if cfg.device == "cpu":
+        kind = "cpu"
+    threads = int(os.environ.get("OMP_NUM_THREADS", "0") or 0) or (os.cpu_count() or 1)
+    rate = GPU_FLOPS if kind == "cuda" else CPU_FLOPS_PER_THREAD * threads
+    train = (2 if cfg.mode == "linear_probe" else 6) * params * train_tokens * cfg.epochs
+    # each epoch evaluates validation (val_fraction of train) and a test split about as large as train
+    evaluate = 2 * params * train_tokens * (cfg.val_fraction / max(1e-9, 1 - cfg.val_fraction) + 0.6) * cfg.epochs
+    return PRIOR_SETUP_S[kind] + (train + evaluate) / rate
+
+
+def _wall_seconds_per_token(model: str, mode: str, done, tiers) -> tuple[float, str] | None:
+    """Whole-run wall seconds per training token for (model, mode), and where the figure came from.
+
+    Same mode on the closest hardware tier wins. When this machine only has runs of another mode, their figure
+    is scaled by the mode ratio measured on hardware that has both (a linear probe on this CPU plus full and
+    probe runs from a GPU give a full-fine-tuning price for this CPU); else the closest runs of the model."""
+    def rate(runs_, mode_=None):
+        sel = runs_[(runs_["model"] == model) & ((runs_["mode"] == mode_) if mode_ else True)]
+        return _overhead(sel) / float(sel["tokens_per_s"].median()) if len(sel) else None
+
+    for label, runs_, this_hardware in tiers:
+        exact = rate(runs_, mode)
+        if exact is not None:
+            return exact, label
+        if this_hardware and rate(runs_) is not None:
+            # this machine has only other modes of the model: scale by a ratio measured on one other machine
+            elsewhere = done.drop(index=runs_.index)
+            for other in sorted(set(runs_[runs_["model"] == model]["mode"])):
+                for hardware, group in elsewhere.groupby(elsewhere["hardware"].fillna("unrecorded").astype(str)):
+                    mine, theirs = rate(group, mode), rate(group, other)
+                    if mine is not None and theirs is not None:
+                        return rate(runs_, other) * mine / theirs, (f"{label}, {other} runs scaled by the "
+                                                                    f"{mode}/{other} ratio measured on {hardware}")
+    for label, runs_, _ in tiers:
+        any_mode = rate(runs_)
+        if any_mode is not None:
+            return any_mode, f"{label}, of another fine-tuning mode"
+    return None
+
+
+def _overhead(done) -> float:
+    """Whole-run wall time per second of training: evaluation, the probe, model loading, process start."""
+    wall = (done["ended"].astype(float) - done["started"].astype(float)) if "ended" in done else None
+    overhead = float((wall / done["train_s"].clip(lower=1e-9)).median()) if wall is not None else float("nan")
+    if pd.isna(overhead) or overhead < 1:  # resumed runs with odd clocks
+        overhead = 1 + float((done["eval_s"] / done["train_s"].clip(lower=1e-9)).median())
+    return overhead
+
+
+def _this_machine() -> tuple[str, str]:
+    from .models import this_machine
+
+    return this_machine()
+
+
+def _hardware_family(name: str) -> str:
+    """A recorded hardware name without the thread count a run had ("CPU: X (2 threads)" -> "CPU: X")."""
+    return name.split(" (")[0] if name.startswith("CPU:") else name
+
+
+def _runs_like_this_machine(done) -> list[tuple[str, object, bool]]:
+    """Finished runs in order of how well their speed predicts this machine's: same hardware, same kind, any.
+    Each tier: (label for the note, its runs, whether they ran on this very hardware)."""
+    kind, here = _this_machine()
+    hardware = done["hardware"].fillna("").astype(str).map(_hardware_family) if "hardware" in done else None
+    tiers = []
+    if hardware is not None:
+        tiers.append((f"from runs on this hardware ({here})", done[hardware == here], True))
+    tiers.append((f"from runs on other {kind.upper()} hardware (expect a different speed here)",
+                  done[done["device"].astype(str).str.startswith(kind)], False))
+    tiers.append(("from runs on other kinds of hardware (expect a very different speed here)", done, False))
+    return [tier for tier in tiers if len(tier[1])]
+
+
+def _tokens_per_epoch(cfg: RunConfig, done) -> float:
+    if len(done):
+        same = done[(done["dataset_path"] == cfg.dataset) & (done["max_train"] == cfg.max_train) &
+                    (done["max_length"] == cfg.max_length) & (done["split"] == cfg.split)]
+        if len(same):
+            return float(same["tokens_per_epoch"].median())
+    from .data import load_splits
+
+    train = load_splits(cfg).train  # characters / 4 is a fair token count for English WordPiece
+    chars = train["text"].str.len() + (train["text_pair"].str.len() if "text_pair" in train else 0)
+    return float((chars / 4 + 3).clip(upper=cfg.max_length).sum())
+
+
+def fmt_duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "unknown"
+    h, rem = divmod(int(seconds), 3600)
+    return f"{h}h{rem // 60:02d}m" if h else f"{rem // 60}m{rem % 60:02d}s"

@@ -1,0 +1,66 @@
+"""A persistent grid worker: one process that executes run after run (`healcore worker`, started by executors.py).
+
+Imports, tokenizers, data splits, token ids and pretrained weights are loaded once and kept (resources.Loader);
+each run still gets a fresh copy of the model, its own run folder, lock, heartbeat and resume, exactly as a run
+in its own process. The protocol is one JSON object per line: a job on stdin {"config": {...}, "store": path},
+a result on the result channel {"run_id", "state", "error"?, "seconds"}; stdin closed = exit. The result channel
+is the process's original stdout; everything else the process prints goes to stderr (the worker's log), so a
+library that prints cannot corrupt the protocol.
+"""
+from __future__ import annotations
+
+import gc
+import json
+import os
+import sys
+import time
+
+from .config import RunConfig
+from .errors import HealcoreError, Interrupted, RunBusyError, first_line
+from .resources import Loader
+from .store import RunStore
+
+
+def execute_job(job: dict, loader: Loader) -> dict:
+    """One job -> its result line. Never raises for a run's own failure: the grid goes on."""
+    from .run import execute
+
+    t0 = time.time()
+    cfg = RunConfig.from_dict(job["config"])
+    out = {"run_id": cfg.run_id}
+    try:
+        execute(cfg, RunStore(job["store"]), loader=loader)
+        out["state"] = "completed"
+    except RunBusyError:
+        out["state"] = "busy"
+    except (Interrupted, KeyboardInterrupt):
+        out["state"] = "interrupted"
+    except HealcoreError as err:
+        out.update(state="failed", error=first_line(err))
+    except Exception as err:  # noqa: BLE001 - reported per run; the worker takes the next job
+        out.update(state="failed", error=f"{type(err).__name__}: {first_line(err)}")
+    out["seconds"] = time.time() - t0
+    return out
+
+
+def main() -> int:
+    results = os.fdopen(os.dup(sys.stdout.fileno()), "w", buffering=1)
+    os.dup2(sys.stderr.fileno(), sys.stdout.fileno())  # stray prints land in the log, not in the protocol
+    loader = Loader(cache=True)
+    for line in sys.stdin:
+        if not line.strip():
+            continue
+        result = execute_job(json.loads(line), loader)
+        results.write(json.dumps(result) + "\n")
+        _release_memory()
+    return 0
+
+
+def _release_memory() -> None:
+    """Between runs: the finished run's model and optimizer go, and a GPU's cached blocks are returned."""
+    gc.collect()
+    if "torch" in sys.modules:
+        import torch
+
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()

@@ -1,0 +1,69 @@
+"""Where healing happens: linear CKA (known properties), what a run stores for it, and the tables built from it."""
+import json
+
+import numpy as np
+import pytest
+
+from conftest import tiny_config
+from healcore.analysis import cka_matrix, linear_cka, load_analysis
+from healcore.run import execute
+
+
+def _random(n=200, p=30, seed=0):
+    return np.random.default_rng(seed).normal(size=(n, p))
+
+
+def test_cka_of_a_representation_with_itself_is_one():
+    X = _random()
+    assert linear_cka(X, X) == pytest.approx(1.0)
+
+
+def test_cka_is_invariant_to_orthogonal_transforms_and_isotropic_scaling():
+    X, Y = _random(seed=0), _random(p=20, seed=1) + _random(p=20, seed=0)[:, :20]
+    Q, _ = np.linalg.qr(np.random.default_rng(2).normal(size=(30, 30)))
+    assert linear_cka(X @ Q, Y) == pytest.approx(linear_cka(X, Y))
+    assert linear_cka(3.7 * X, 0.2 * Y) == pytest.approx(linear_cka(X, Y))
+    assert linear_cka(X + 5.0, Y) == pytest.approx(linear_cka(X, Y))  # centring: offsets do not matter
+
+
+def test_cka_tells_related_from_unrelated_representations():
+    X = _random()
+    related = X @ np.random.default_rng(3).normal(size=(30, 30)) * 0.1 + X
+    unrelated = _random(seed=9)
+    assert linear_cka(X, related) > 0.8 > 0.3 > linear_cka(X, unrelated)
+
+
+def test_cka_matrix_agrees_with_pairwise_cka():
+    A = np.stack([_random(seed=s) for s in range(3)])
+    B = np.stack([_random(seed=s) for s in (0, 5)])
+    M = cka_matrix(A, B)
+    assert M.shape == (3, 2)
+    for i in range(3):
+        for j in range(2):
+            assert M[i, j] == pytest.approx(linear_cka(A[i], B[j]))
+    assert M[0, 0] == pytest.approx(1.0)
+
+
+def test_a_frozen_body_keeps_the_pretrained_layers_and_only_the_head_moves(tiny_bert, store):
+    """A linear probe trains no encoder weight: its layers stay the pretrained ones (CKA 1) except the ones the
+    corruption replaced, and only the head moves."""
+    cfg = tiny_config(tiny_bert, mode="linear_probe", corrupt="bottom:1", epochs=1, analysis_samples=40)
+    summary = execute(cfg, store)
+    analysis = load_analysis(store, cfg.run_id)
+    assert analysis["layers"].shape == (5, 40, 32) and list(analysis["corrupted_layers"]) == [1]
+    diag = np.diag(analysis["cka_pretrained"])
+    assert diag[0] == pytest.approx(1.0, abs=1e-4)  # the embedding output: untouched
+    assert diag[1] < 0.99  # layer 1 was re-initialised
+    assert list(summary["weight_movement"]) == ["head"] and summary["weight_movement"]["head"] > 0
+    per_class = summary["per_class"]
+    assert per_class["classes"] == ["negative", "positive"] and len(per_class["probe"]) == len(per_class["best"]) == 2
+
+
+def test_full_fine_tuning_records_movement_per_layer(tiny_bert, store):
+    cfg = tiny_config(tiny_bert, corrupt="top:2", epochs=1, analysis_samples=0)
+    summary = execute(cfg, store)
+    moved = summary["weight_movement"]
+    assert list(moved) == ["embeddings", "layer 1", "layer 2", "layer 3", "layer 4", "pooler", "head"]
+    assert all(v > 0 for v in moved.values())
+    assert not store.files(cfg.run_id).analysis.exists()  # analysis_samples=0 keeps none
+    assert "analysis_samples" not in json.loads(cfg.canonical_json())  # an artefact setting, not the run's identity
