@@ -1,4 +1,9 @@
-"""Cached loaders and small widgets shared by the pages. Reads the store through healcore.results only."""
+"""What the pages share: the page registry, the run store choice, cached loaders, widgets whose state lives in
+the URL, the flag banner, and the table of the runs behind a chart mark.
+
+The dashboard reads the store through healcore (results, analysis, progress, launch); it holds no engine logic
+and never imports torch.
+"""
 from __future__ import annotations
 
 import os
@@ -7,34 +12,129 @@ from pathlib import Path
 import pandas as pd
 import streamlit as st
 
-from healcore import results
-from healcore.charts import setting_label  # noqa: F401 - pages use common.setting_label
+from healcore import flags, results
+from healcore.charts import cell_id
 from healcore.errors import HealcoreError
 from healcore.paths import confine
+from healcore.results import as_text, setting_label  # noqa: F401 - pages use common.setting_label
 from healcore.store import RunStore
 
-PAGE_FILES = {p.stem.split("_", 1)[1].replace("_", " "): f"pages/{p.name}"
-              for p in sorted((Path(__file__).resolve().parent.parent / "pages").glob("*.py"))}
+ROOT = Path(__file__).resolve().parent.parent
+# (file, title, icon, url path, section): the navigation, in order
+PAGES = [  # pages/ is found by Streamlit; this list orders and groups them
+    ("app.py", "Home", ":material/healing:", "", "healcore"),
+    ("pages/1_Launch.py", "Launch", ":material/rocket_launch:", "Launch", "Run"),
+    ("pages/2_Runs.py", "Runs", ":material/table_rows:", "Runs", "Run"),
+    ("pages/3_Grid_heatmaps.py", "Grid heatmaps", ":material/grid_on:", "Grid_heatmaps", "Results"),
+    ("pages/4_Degradation_curves.py", "Degradation curves", ":material/trending_down:", "Degradation_curves",
+     "Results"),
+    ("pages/5_Healing_over_epochs.py", "Healing over epochs", ":material/show_chart:", "Healing_over_epochs",
+     "Results"),
+    ("pages/6_Where_healing_happens.py", "Where healing happens", ":material/layers:", "Where_healing_happens",
+     "Results"),
+    ("pages/7_Failures_and_surprises.py", "Failures and surprises", ":material/report:", "Failures_and_surprises",
+     "Results"),
+    ("pages/8_Embeddings.py", "Embeddings", ":material/scatter_plot:", "Embeddings", "Inspect"),
+    ("pages/9_Run_detail.py", "Run detail", ":material/description:", "Run_detail", "Inspect"),
+    ("pages/10_Export.py", "Export", ":material/download:", "Export", "Inspect"),
+]
+PAGE_FILES = {title: file for file, title, *_ in PAGES}
 
 
 def page(title: str) -> str:
-    """The file of a page by its title, for st.page_link."""
+    """The file of a page by its title, for st.page_link and st.switch_page."""
     return PAGE_FILES[title]
 
 
+def set_up_page(title: str) -> None:
+    """Every page: the wide layout, the navigation, and its title.
+
+    The pages live in pages/, which Streamlit discovers on its own; its generated navigation is hidden
+    (.streamlit/config.toml) because it names the home page after the file (app) and has no sections."""
+    st.set_page_config(page_title=f"{title} · healcore" if title != "healcore" else "healcore",
+                       page_icon=":material/healing:", layout="wide")
+    navigation()
+    st.title(title)
+
+
+def navigation() -> None:
+    with st.sidebar:
+        section = None
+        for file, title, icon, _, group in PAGES:
+            if group != section:
+                section = group
+                st.caption(group)
+            try:
+                st.page_link(file, label=title, icon=icon)
+            except Exception:  # noqa: BLE001 - a page run on its own (tests) has no page registry to link into
+                return
+        st.divider()
+
+
+# ------------------------------------------------------------------------------------------ URL state
+def url_get(key: str, default: str | None = None) -> str | None:
+    return st.query_params.get(key, default)
+
+
+def url_set(key: str, value) -> None:
+    """Keep a view's state in the URL: lists as repeated keys; None or [] removes the key."""
+    if value is None or (isinstance(value, (list, tuple)) and not value) or value == "":
+        if key in st.query_params:
+            del st.query_params[key]
+        return
+    st.query_params[key] = [str(v) for v in value] if isinstance(value, (list, tuple)) else str(value)
+
+
+def url_multiselect(label: str, options: list, key: str, default: list | None = None, container=None,
+                    all_means_none: bool = True, **kwargs) -> list:
+    """A multiselect whose choice is kept in the URL (?key=a&key=b), so a copied URL reopens the same view.
+    With all_means_none, choosing every option leaves the URL clean (and new options are then included)."""
+    container = container or st
+    options = list(options)
+    by_text = {str(o): o for o in options}
+    state_key = f"url-{key}"
+    if state_key not in st.session_state:
+        wanted = [by_text[v] for v in st.query_params.get_all(key) if v in by_text]
+        st.session_state[state_key] = wanted or (default if default is not None else options)
+    st.session_state[state_key] = [v for v in st.session_state[state_key] if v in options]
+    chosen = container.multiselect(label, options, key=state_key, **kwargs)
+    url_set(key, None if all_means_none and set(map(str, chosen)) == set(by_text) else chosen)
+    return chosen
+
+
+def url_selectbox(label: str, options: list, key: str, default=None, container=None, **kwargs):
+    """A select box whose choice is kept in the URL (?key=value)."""
+    container = container or st
+    options = list(options)
+    if not options:
+        return None
+    by_text = {str(o): o for o in options}
+    state_key = f"url-{key}"
+    if state_key not in st.session_state or st.session_state[state_key] not in options:
+        wanted = url_get(key)
+        st.session_state[state_key] = by_text.get(wanted, default if default in options else options[0])
+    chosen = container.selectbox(label, options, key=state_key, **kwargs)
+    url_set(key, chosen)
+    return chosen
+
+
+# ------------------------------------------------------------------------------------------ store
 def store_root() -> str:
-    """The run store: the sidebar's choice (kept across pages), else $HEALCORE_RUNS, else ./runs."""
+    """The run store: ?store= in the URL, else the sidebar's earlier choice, else $HEALCORE_RUNS, else ./runs."""
     if "store_root" not in st.session_state:
-        st.session_state["store_root"] = os.environ.get("HEALCORE_RUNS", "runs")
+        st.session_state["store_root"] = url_get("store") or os.environ.get("HEALCORE_RUNS", "runs")
     value = st.sidebar.text_input("Run store", st.session_state["store_root"],
                                   help="Folder with one sub-folder per run (healcore --store); relative paths "
                                        "are relative to where streamlit was started.")
     st.session_state["store_root"] = value.strip() or "runs"
+    if st.session_state["store_root"] != os.environ.get("HEALCORE_RUNS", "runs"):
+        url_set("store", st.session_state["store_root"])
     return st.session_state["store_root"]
 
 
 def store_version(root: str) -> tuple:
-    """Changes whenever a run folder's status or summary changes, so cached tables refresh."""
+    """Changes whenever a run folder's status or summary changes, or a grid record does, so cached tables
+    refresh (a scan of directory entries; no file is read)."""
     p = Path(root)
     if not p.is_dir():
         return (0, 0.0)
@@ -48,6 +148,13 @@ def store_version(root: str) -> tuple:
                         latest = max(latest, os.stat(os.path.join(e.path, name)).st_mtime)
                     except OSError:
                         pass
+    grids = p / ".grids"
+    if grids.is_dir():
+        for rec in grids.glob("*.json"):
+            try:
+                latest = max(latest, rec.stat().st_mtime)
+            except OSError:
+                pass
     return (n, latest)
 
 
@@ -58,7 +165,10 @@ def runs_table(root: str, version: tuple) -> pd.DataFrame:
 
 @st.cache_data(show_spinner=False, max_entries=8)
 def cells_table(root: str, version: tuple) -> pd.DataFrame:
-    return results.cells(runs_table(root, version))
+    table = results.cells(runs_table(root, version))
+    if len(table):
+        table = table.assign(cell_id=[cell_id(r) for r in table.to_dict("records")])
+    return table
 
 
 @st.cache_data(show_spinner=False, max_entries=32)
@@ -77,10 +187,14 @@ def load() -> tuple[str, pd.DataFrame]:
     return root, runs_table(root, store_version(root))
 
 
-def load_nonempty(completed: bool = False) -> tuple[str, pd.DataFrame]:
-    """load(), but a store with no runs (or no completed run) shows the next step and stops the page."""
+def load_cells(root: str) -> pd.DataFrame:
+    return cells_table(root, store_version(root))
+
+
+def load_nonempty() -> tuple[str, pd.DataFrame]:
+    """load(), but a store with no runs at all shows the next step and stops the page."""
     root, runs = load()
-    if runs.empty or (completed and not (runs["state"] == "completed").any()):
+    if runs.empty:
         empty_store_notice(root)
         st.stop()
     return root, runs
@@ -96,34 +210,109 @@ def empty_store_notice(root: str) -> None:
         pass
 
 
+def nothing_scored_yet(runs: pd.DataFrame) -> None:
+    """Runs exist but none has finished: say what is under way instead of "no runs"."""
+    counts = runs["state"].value_counts().to_dict()
+    st.info("No run has finished yet: " + ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
+            + ". Cells fill in as runs complete; progress is on the Launch page.")
+
+
+# ------------------------------------------------------------------------------------------ filters
 def cell_filters(table: pd.DataFrame, key: str) -> pd.DataFrame:
-    """Sidebar filters common to the results pages: models, datasets, pooling, mode, method."""
+    """Sidebar filters common to the results pages (kept in the URL): models, datasets, pooling, mode, method."""
     out = table
     with st.sidebar:
         for col, label in (("model", "Models"), ("dataset", "Datasets"), ("pooling", "Pooling"),
                            ("mode", "Mode"), ("method", "Corruption method")):
             if col in out and out[col].nunique() > 1:
-                options = sorted(out[col].astype(str).unique())
-                chosen = st.multiselect(label, options, default=options, key=f"{key}-{col}")
-                out = out[out[col].astype(str).isin(chosen)]
+                options = sorted(as_text(out[col]).unique())
+                chosen = url_multiselect(label, options, key=col)
+                out = out[as_text(out[col]).isin(chosen)]
     return out
 
 
+def variant_label(table: pd.DataFrame, methods: bool = True) -> pd.Series:
+    cols = [c for c in (["pooling", "mode", "lr_schedule", "epochs"] + (["method", "strength"] if methods else []))
+            if c in table.columns]
+    return table[cols].apply(as_text).agg(" · ".join, axis=1)
+
+
 def one_variant(table: pd.DataFrame, key: str, methods: bool = True) -> pd.DataFrame:
-    """Charts that place cells by model, dataset and level show one variant (pooling, mode, corruption method)
-    at a time; otherwise cells of different variants would land on the same spot."""
-    cols = [c for c in (["pooling", "mode"] + (["method", "strength"] if methods else [])) if c in table.columns]
-    if table.empty or not cols:
+    """Charts that place cells by model, dataset and level show one variant (pooling, mode, schedule, epochs,
+    corruption method) at a time; otherwise cells of different variants would land on the same spot."""
+    if table.empty:
         return table
-    labels = table[cols].astype(str).agg(" · ".join, axis=1)
-    options = sorted(labels.unique(), key=lambda v: (not v.startswith("cls · full · reinit"), v))
+    labels = variant_label(table, methods)
+    options = sorted(labels.unique(), key=lambda v: (not v.startswith("cls · full"), v))
     if len(options) == 1:
         return table
-    chosen = st.selectbox("Variant (pooling · mode" + (" · method · strength)" if methods else ")"), options,
-                          key=f"{key}-variant")
+    title = "Variant (pooling · mode · schedule · epochs" + (" · method · strength)" if methods else ")")
+    chosen = url_selectbox(title, options, key="variant")
     picked = table[labels == chosen]
-    if methods:  # clean and all-layers references come from the same pooling and mode
-        same = (table["pooling"] == picked["pooling"].iloc[0]) & (table["mode"] == picked["mode"].iloc[0])
+    if methods:  # clean and all-layers references come from the same pooling, mode and training
+        same = variant_label(table, methods=False) == variant_label(picked.iloc[:1], methods=False).iloc[0]
         refs = table[same & table["side"].isin(["clean"]) & ~table.index.isin(picked.index)]
         picked = pd.concat([picked, refs])
     return picked
+
+
+# ------------------------------------------------------------------------------------------ flags
+def flag_banner(runs: pd.DataFrame, table: pd.DataFrame) -> None:
+    """The store's flag counts, the same numbers on every page, with the way to the details."""
+    counts = flags.summary(runs, table)
+    if not any(counts.values()):
+        return
+    text = flags.summary_line(counts)
+    c1, c2 = st.columns([4, 1])
+    (c1.error if counts["runs with convergence failures"] else c1.warning)(text, icon=":material/report:")
+    try:
+        c2.page_link(page("Failures and surprises"), label="See every flag", icon=":material/arrow_forward:")
+    except Exception:  # noqa: BLE001 - a page run on its own (tests)
+        pass
+
+
+def selected_cell(event, key: str) -> None:
+    """A click on a chart's cell puts it in the URL (?cell=); a click elsewhere clears it. An unchanged selection
+    (a rerun for another reason, or a URL opened with ?cell=) leaves the URL as it is."""
+    picked = [p.get("cell_id") for p in (event.selection.get("cell") or [])] if event is not None else []
+    last = st.session_state.get(f"{key}-last")
+    if picked != last:
+        st.session_state[f"{key}-last"] = picked
+        if last is not None or picked:
+            url_set("cell", picked[0] if picked else None)
+
+
+def open_run_detail(run_id: str) -> None:
+    try:
+        st.switch_page(page("Run detail"), query_params={"run": run_id})
+    except st.errors.StreamlitAPIException:  # a page run on its own (tests): keep the choice in the URL
+        url_set("run", run_id)
+
+
+RUN_COLUMNS = ["run_id", "state", "setting", "lr", "seed", "test_f1_weighted", "probe_f1", "best_epoch", "failures"]
+
+
+def runs_behind(runs: pd.DataFrame, run_ids: list[str], key: str, title: str) -> None:
+    """The runs behind a chart mark, flags first; selecting one opens its Run detail."""
+    sub = runs[runs["run_id"].isin(run_ids)].copy()
+    if sub.empty:
+        return
+    sub["setting"] = [setting_label(s, l) for s, l in zip(sub["side"], sub["level"])]
+    sub["failures"] = sub["failures"].map("; ".join)
+    sub = sub.sort_values(["failures", "lr", "seed"], ascending=[False, True, True])
+    st.markdown(f"**{title}** · select a run to open it")
+    event = st.dataframe(sub[RUN_COLUMNS], hide_index=True, width="stretch", on_select="rerun",
+                         selection_mode="single-row", key=key, column_config=RUN_COLUMN_CONFIG)
+    rows = event.selection.rows if event is not None else []
+    if rows:
+        open_run_detail(sub.iloc[rows[0]]["run_id"])
+
+
+RUN_COLUMN_CONFIG = {
+    "run_id": st.column_config.TextColumn("run", width="medium"),
+    "test_f1_weighted": st.column_config.NumberColumn("test F1", format="%.2f"),
+    "probe_f1": st.column_config.NumberColumn("probe F1", format="%.2f"),
+    "lr": st.column_config.NumberColumn("lr", format="%.0e"),
+    "best_epoch": st.column_config.NumberColumn("best epoch", format="%d"),
+    "failures": st.column_config.TextColumn("convergence failures", width="large"),
+}

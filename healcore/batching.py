@@ -7,11 +7,12 @@ what padding to 128 costs.
 from __future__ import annotations
 
 import hashlib
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
+from .store import atomic_write_npz
 
 BUCKET_BATCHES = 64  # a shuffled window of this many batches is sorted by length, then cut into batches
 
@@ -66,10 +67,7 @@ def encode(tokenizer, df, max_length: int, cache_dir: Path | None = None) -> Enc
     enc = Encoded(ids, types, offsets, labels)
     if path is not None:
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp.npz")
-            np.savez(tmp, ids=ids, types=types if types is not None else np.zeros(0, np.int8), offsets=offsets)
-            os.replace(tmp, path)
+            atomic_write_npz(path, ids=ids, types=types if types is not None else np.zeros(0, np.int8), offsets=offsets)
         except OSError:  # the cache is an optimisation: a read-only or full disk must not fail the run
             pass
     return enc

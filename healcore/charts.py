@@ -21,7 +21,11 @@ IN_FLIGHT = "running or queued"
 SURPRISE = "surprise: a finding, not a failure"
 MARK_STROKES = alt.Scale(domain=[FAILURE, IN_FLIGHT], range=["#d62728", "#7f7f7f"])
 FACET_COLUMNS = 3  # panels per row in wrapped small multiples (fits a 1280-px-wide window with the sidebar)
-PANEL_WIDTH = 230  # px per small-multiple panel
+PANEL_WIDTH = 210  # px per small-multiple panel
+# The main column of the wide layout at 1280 px with the sidebar open is about 820 px; charts are sized to fit it
+# with their legends below them.
+COLUMN_PX = 780
+BELOW = alt.Legend(orient="bottom", direction="vertical", labelLimit=0)
 MAX_COLOURED_CLASSES = 20  # beyond this, the largest classes keep a colour and the rest are "other"
 
 
@@ -94,24 +98,24 @@ def heatmap(frame: pd.DataFrame, title: str, select: bool = True) -> alt.FacetCh
                  alt.Tooltip("why_failed:N", title="convergence failures"),
                  alt.Tooltip("why_surprising:N", title="surprise")])
     scored = base.transform_filter("isValid(datum.value)").mark_rect().encode(
-        color=alt.Color("value:Q", title=title, scale=alt.Scale(scheme="viridis"), legend=alt.Legend(orient="right")),
+        color=alt.Color("value:Q", title=title, scale=alt.Scale(scheme="viridis"), legend=BELOW),
         opacity=alt.condition(pick, alt.value(1.0), alt.value(0.55)) if select else alt.value(1.0))
     if select:
         scored = scored.add_params(pick)
     empty = base.transform_filter("!isValid(datum.value)").mark_rect(color="#e6e6e6")
-    text = [base.transform_filter(f"datum.ink == '{ink}'").mark_text(fontSize=11, color=ink).encode(text="label:N")
+    text = [base.transform_filter(f"datum.ink == '{ink}'").mark_text(fontSize=10, color=ink).encode(text="label:N")
             for ink in ("white", "black", "#444444")]  # a colour scale here would clash with the metric's
     outline = base.transform_calculate(
         mark=f"datum.failures > 0 ? '{FAILURE}' : (datum.status == 'running' || datum.status == 'queued' || "
              f"indexof(datum.status, 'running') == 0 ? '{IN_FLIGHT}' : '')").transform_filter(
         "datum.mark != ''").mark_rect(filled=False, strokeWidth=2.5).encode(
-        stroke=alt.Stroke("mark:N", scale=MARK_STROKES, title="marks", legend=alt.Legend(orient="right")))
+        stroke=alt.Stroke("mark:N", scale=MARK_STROKES, title="marks", legend=BELOW))
     surprise = base.transform_filter("datum.surprise").transform_calculate(kind=f"'{SURPRISE}'").mark_point(
         filled=True, size=70, xOffset=-18, yOffset=-8, color="#ff7f0e").encode(
-        shape=alt.Shape("kind:N", scale=alt.Scale(domain=[SURPRISE], range=["diamond"]), title="",
-                        legend=alt.Legend(orient="right")))
+        shape=alt.Shape("kind:N", scale=alt.Scale(domain=[SURPRISE], range=["diamond"]), title="", legend=BELOW))
     layered = alt.layer(scored, empty, *text, outline, surprise, data=frame)
-    return layered.properties(width=alt.Step(58), height=alt.Step(30)).facet(
+    step = max(24, min(58, (COLUMN_PX - 160) // (2 * max(1, len(order)))))
+    return layered.properties(width=alt.Step(step), height=alt.Step(30)).facet(
         column=alt.Column("panel:N", title=None, sort=["bottom", "top"],
                           header=alt.Header(labelExpr="datum.value + ' layers corrupted'")),
         row=alt.Row("model:N", title=None)).resolve_scale(color="shared")
@@ -141,7 +145,7 @@ def degradation_curves(frame: pd.DataFrame, clean: pd.DataFrame, select: bool = 
     frame["reference"] = "clean model"
     pick = alt.selection_point(name="cell", fields=["cell_id"], on="click", clear="dblclick")
     x = alt.X("level:Q", title="% of layers corrupted", scale=alt.Scale(domain=[0, 100]))
-    colour = alt.Color("side:N", scale=SIDE_COLOURS, title="corrupted from the", legend=alt.Legend(orient="right"))
+    colour = alt.Color("side:N", scale=SIDE_COLOURS, title="corrupted from the", legend=BELOW)
     tooltip = ["setting", alt.Tooltip("f1:Q", format=".2f", title="weighted F1"), "seeds",
                alt.Tooltip("why_failed:N", title="convergence failures"),
                alt.Tooltip("why_surprising:N", title="surprise")]
@@ -153,12 +157,12 @@ def degradation_curves(frame: pd.DataFrame, clean: pd.DataFrame, select: bool = 
     if select:
         points = points.add_params(pick).encode(size=alt.condition(pick, alt.value(60), alt.value(30)))
     rule = alt.Chart().mark_rule(strokeDash=[6, 3], color="gray").encode(
-        y="mean(clean_f1):Q", strokeDash=alt.StrokeDash("reference:N", title=None, legend=alt.Legend(orient="right"),
+        y="mean(clean_f1):Q", strokeDash=alt.StrokeDash("reference:N", title=None, legend=BELOW,
                                                         scale=alt.Scale(domain=["clean model"], range=[[6, 3]])))
     failed = alt.Chart().transform_filter("datum.failures > 0").transform_calculate(kind=f"'{FAILURE}'").mark_point(
         shape="cross", size=140, filled=True).encode(
         x=x, y="f1:Q", tooltip=tooltip, shape=alt.Shape("kind:N", scale=alt.Scale(
-            domain=[FAILURE, SURPRISE], range=["cross", "diamond"]), title="marks", legend=alt.Legend(orient="right")),
+            domain=[FAILURE, SURPRISE], range=["cross", "diamond"]), title="marks", legend=BELOW),
         fill=alt.Fill("kind:N", scale=alt.Scale(domain=[FAILURE, SURPRISE], range=["#d62728", "#ff7f0e"]), legend=None))
     odd = alt.Chart().transform_filter("datum.surprise").transform_calculate(kind=f"'{SURPRISE}'").mark_point(
         size=120, filled=True, xOffset=9).encode(
@@ -191,12 +195,12 @@ def epoch_curves(f1: pd.DataFrame, losses: pd.DataFrame, series: str = "label") 
         color=alt.Color(f"{series}:N", legend=legend),
         strokeDash=alt.StrokeDash("split:N", title="split", legend=alt.Legend(orient="bottom")),
         tooltip=[series, "split", "epoch", alt.Tooltip("F1:Q", format=".2f")]).properties(
-        width="container", height=280, title="Weighted F1")
+        width="container", height=280)
     loss_chart = alt.Chart(losses).mark_line(point=True).encode(
         x=alt.X("epoch:Q", title="epoch", axis=EPOCH_AXIS), y=alt.Y("train_loss:Q", title="training loss"),
         color=alt.Color(f"{series}:N", legend=None),
         tooltip=[series, "epoch", alt.Tooltip("train_loss:Q", format=".4f")]).properties(
-        width="container", height=280, title="Training loss")
+        width="container", height=280)
     return f1_chart, loss_chart
 
 
@@ -211,7 +215,7 @@ def run_curves(epochs: pd.DataFrame, title: str = "") -> alt.LayerChart:
         x=alt.X("epoch:Q", title="epoch", axis=EPOCH_AXIS), y=alt.Y("F1:Q", title="weighted F1",
                                                                     scale=alt.Scale(zero=False)),
         color=colour, strokeDash=alt.StrokeDash("split:N", title="split", legend=alt.Legend(orient="bottom")),
-        tooltip=list(long.columns)).properties(width="container", height=240, title=title)
+        tooltip=list(long.columns)).properties(width="container", height=240)
 
 
 def loss_curve(epochs: pd.DataFrame) -> alt.Chart:
@@ -219,7 +223,7 @@ def loss_curve(epochs: pd.DataFrame) -> alt.Chart:
     return alt.Chart(epochs).mark_line(point=True).encode(
         x=alt.X("epoch:Q", title="epoch", axis=EPOCH_AXIS), y=alt.Y("train_loss:Q", title="training loss"),
         color=colour, tooltip=[c for c in ("run", "epoch", "train_loss") if c in epochs]).properties(
-        width="container", height=240, title="Training loss")
+        width="container", height=240)
 
 
 # ------------------------------------------------------------------------------------------ embeddings
@@ -288,6 +292,13 @@ def confusion(matrix: list[list[int]], classes: list[str]) -> alt.LayerChart:
 
 
 # ------------------------------------------------------------------------------------------ where healing happens
+def setting_order(frame: pd.DataFrame) -> list[str]:
+    """Settings from the least to the most corruption, bottom before top at each level."""
+    rank = {"clean": 0, "bottom": 1, "top": 2, "all": 3}
+    pairs = frame.drop_duplicates("setting")[["setting", "side", "level"]].itertuples(index=False)
+    return [p.setting for p in sorted(pairs, key=lambda p: (p.level, rank.get(p.side, 4)))]
+
+
 def cka_small_multiples(frame: pd.DataFrame, columns: int = FACET_COLUMNS) -> alt.FacetChart:
     """CKA between each healed layer (rows) and each layer of the clean fine-tuned model (columns), one panel per
     corruption setting: a bright diagonal means the layers came back to their original function; brightness off
@@ -298,22 +309,25 @@ def cka_small_multiples(frame: pd.DataFrame, columns: int = FACET_COLUMNS) -> al
         y=alt.Y("healed:N", sort=order, title="layer of the healed model"),
         color=alt.Color("cka:Q", title="linear CKA", scale=alt.Scale(scheme="viridis", domain=[0, 1])),
         tooltip=["setting", "healed", "clean", alt.Tooltip("cka:Q", format=".3f"), "runs"]).properties(
-        width=alt.Step(22), height=alt.Step(22)).facet(facet=alt.Facet("setting:N", title=None), columns=columns)
+        width=alt.Step(22), height=alt.Step(22)).facet(
+        facet=alt.Facet("setting:N", title=None, sort=setting_order(frame)), columns=columns)
 
 
 def layer_similarity(frame: pd.DataFrame, y: str, y_title: str) -> alt.FacetChart:
     """Per layer, the mean similarity of the healed layer to the same layer of a reference model, bottom (red)
-    vs top (blue) corruption, one panel per level; hollow points: layers that were corrupted."""
+    vs top (blue) corruption, one panel per level; diamonds: layers that were corrupted."""
     order = sorted(frame["layer"].unique(), key=lambda n: frame[frame["layer"] == n]["depth"].iloc[0])
-    x = alt.X("layer:N", sort=order, title="layer", axis=alt.Axis(labelAngle=-40))
+    frame = frame.assign(layer_kind=np.where(frame["corrupted"], "corrupted", "kept"))
     base = alt.Chart(frame).encode(
-        x=x, y=alt.Y(f"{y}:Q", title=y_title, scale=alt.Scale(domain=[0, 1])),
-        color=alt.Color("side:N", scale=SIDE_COLOURS, title="corrupted from the", legend=alt.Legend(orient="right")),
+        x=alt.X("layer:N", sort=order, title="layer", axis=alt.Axis(labelAngle=-40)),
+        y=alt.Y(f"{y}:Q", title=y_title, scale=alt.Scale(domain=[0, 1])),
+        color=alt.Color("side:N", scale=SIDE_COLOURS, title="corrupted from the", legend=BELOW),
         tooltip=["setting", "layer", alt.Tooltip(f"{y}:Q", format=".3f"), "runs"])
-    return alt.layer(base.mark_line(), base.mark_point(size=50).encode(
-        filled=alt.Filled("corrupted:N", title="layer was corrupted",
-                          scale=alt.Scale(domain=[True, False], range=[False, True]),
-                          legend=alt.Legend(orient="right")))).properties(width=PANEL_WIDTH, height=170).facet(
+    points = base.mark_point(size=60, filled=True).encode(
+        shape=alt.Shape("layer_kind:N", title="layer", scale=alt.Scale(domain=["corrupted", "kept"],
+                                                                       range=["diamond", "circle"]),
+                        legend=BELOW))
+    return alt.layer(base.mark_line(), points).properties(width=PANEL_WIDTH, height=170).facet(
         facet=alt.Facet("level_label:N", title=None), columns=FACET_COLUMNS)
 
 
@@ -325,9 +339,10 @@ def weight_movement(frame: pd.DataFrame) -> alt.FacetChart:
         y=alt.Y("movement:Q", title="relative weight movement"),
         color=alt.Color("corrupted:N", title="block was corrupted",
                         scale=alt.Scale(domain=[True, False], range=["#d62728", "#9e9e9e"]),
-                        legend=alt.Legend(orient="right")),
+                        legend=BELOW),
         tooltip=["setting", "block", alt.Tooltip("movement:Q", format=".4f"), "runs"]).properties(
-        width=PANEL_WIDTH, height=170).facet(facet=alt.Facet("setting:N", title=None), columns=FACET_COLUMNS)
+        width=PANEL_WIDTH, height=170).facet(
+        facet=alt.Facet("setting:N", title=None, sort=setting_order(frame)), columns=FACET_COLUMNS)
 
 
 def class_recovery(frame: pd.DataFrame) -> alt.FacetChart:

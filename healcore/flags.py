@@ -53,7 +53,7 @@ def seed_outliers(runs: pd.DataFrame, cell_keys: list[str]) -> dict[str, str]:
     out = {}
     if done.empty:
         return out
-    for _, g in done.assign(**{k: done[k].astype(str) for k in keys}).groupby(keys, sort=False):
+    for _, g in done.assign(**{k: _text(done[k]) for k in keys}).groupby(keys, sort=False):
         if len(g) < 3:
             continue
         for r in g.itertuples():
@@ -87,9 +87,16 @@ def cell_surprises(table: pd.DataFrame, line_keys: list[str]) -> list[list[str]]
         for i in range(1, len(line)):
             prev, cur = line[i - 1], line[i]
             noise = max(_std(prev), _std(cur), 0.5)
-            if cur.side in ("bottom", "top") and cur.f1 > prev.f1 + noise:
+            if cur.f1 <= prev.f1 + noise:
+                continue
+            # more corruption scored higher: the surprise belongs to this side's cell of the step (clean and
+            # all-layers cells are the references both sides share)
+            if cur.side in ("bottom", "top"):
                 out[position[cur.Index]].append(
                     f"non-monotone: {_name(cur)} {cur.f1:.2f} above {_name(prev)} {prev.f1:.2f} with less corruption")
+            elif prev.side in ("bottom", "top"):
+                out[position[prev.Index]].append(
+                    f"non-monotone: {_name(prev)} {prev.f1:.2f} below {_name(cur)} {cur.f1:.2f} with more corruption")
         for i, reason in _off_trend(line):
             out[position[line[i].Index]].append(reason)
     return out
@@ -100,7 +107,7 @@ def _line(scored: pd.DataFrame, keys: list[str], g: pd.DataFrame) -> list:
     first = g.iloc[0]
     mask = np.ones(len(scored), dtype=bool)
     for k in keys:
-        mask &= (scored[k].astype(str) == str(first[k])).to_numpy()
+        mask &= (_text(scored[k]) == _text(pd.Series([first[k]])).iloc[0]).to_numpy()
     clean = scored[mask & (scored["side"] == "clean").to_numpy()]
     full = scored[mask & (scored["side"] == "all").to_numpy() & (scored["method"] == first["method"]).to_numpy()]
     return [r for r in [next(clean.itertuples(), None), *g.sort_values("level").itertuples(),
@@ -127,6 +134,10 @@ def _off_trend(line: list) -> list[tuple[int, str]]:
             out.append((i, f"off trend: {cur.f1:.2f}, {dev[i]:.2f} from the line between neighbouring levels "
                            f"(spread {spread:.2f})"))
     return out
+
+
+def _text(values: pd.Series) -> pd.Series:
+    return values.map(lambda v: "-" if v is None or (isinstance(v, float) and math.isnan(v)) else str(v))
 
 
 def _std(r) -> float:

@@ -178,6 +178,7 @@ def num_layers(name: str) -> int:
     if name in KNOWN_LAYERS:  # no hub round trip (and no offline retries) for the paper's models
         return KNOWN_LAYERS[name]
     raw = _config_json(name)
+    _refuse_non_encoder(name, raw)
     for key in _LAYER_KEYS:
         value = raw.get(key)
         if isinstance(value, int) and value > 0:
@@ -218,7 +219,10 @@ NOT_ENCODERS = {"gpt2", "gpt_neo", "gptj", "gpt_neox", "llama", "mistral", "mixt
 def check_model_offline(name: str) -> None:
     """Torch-free checks of a model: its config.json reads, it needs no remote code, and it is not a known
     non-encoder architecture."""
-    raw = _config_json(name)
+    _refuse_non_encoder(name, _config_json(name))
+
+
+def _refuse_non_encoder(name: str, raw: dict) -> None:
     model_type = raw.get("model_type")
     if model_type in NOT_ENCODERS:
         raise ModelError(f"unsupported architecture {model_type!r} for {name}: healcore corrupts the layers of "

@@ -1,22 +1,19 @@
 """2-D projections (t-SNE, UMAP) of a run's stored features, cached on disk next to them.
 
-The cache file is features/<which>.<method>.npz; it is rebuilt when the features file is newer.
+The cache is RunFiles.projection(which, method); it is rebuilt when the features file is newer.
 Cluster quality per panel: silhouette of the labels in feature space, and 5-NN accuracy (5-fold).
 """
 from __future__ import annotations
 
-import io
-from pathlib import Path
-
 import numpy as np
 
-from .store import atomic_write_bytes
+from .store import RunFiles, atomic_write_npz
 
 METHODS = ("tsne", "umap")
 
 
-def load_features(run_dir: str | Path, which: str = "best") -> dict | None:
-    path = Path(run_dir) / "features" / f"{which}.npz"
+def load_features(files: RunFiles, which: str = "best") -> dict | None:
+    path = files.features(which)
     if not path.is_file():
         return None
     try:
@@ -40,19 +37,19 @@ def quality(X: np.ndarray, labels: np.ndarray) -> dict:
     return out
 
 
-def project(run_dir: str | Path, which: str = "best", method: str = "tsne", seed: int = 0) -> dict | None:
+def project(files: RunFiles, which: str = "best", method: str = "tsne", seed: int = 0) -> dict | None:
     """{'xy', 'labels', 'predictions'?, 'silhouette', 'knn_accuracy'} for a run, from cache when fresh."""
     if method not in METHODS:
         raise ValueError(f"projection method {method!r}: use tsne or umap")
-    src = Path(run_dir) / "features" / f"{which}.npz"
-    cache = src.with_name(f"{which}.{method}.npz")
+    src = files.features(which)
+    cache = files.projection(which, method)
     if cache.is_file() and src.is_file() and cache.stat().st_mtime >= src.stat().st_mtime:
         try:
             with np.load(cache, allow_pickle=False) as z:
                 return {k: (z[k] if z[k].ndim else z[k].item()) for k in z.files}
         except (OSError, ValueError):
             pass
-    feats = load_features(run_dir, which)
+    feats = load_features(files, which)
     if feats is None or len(feats["X"]) < 5:
         return None
     X = feats["X"].astype(np.float32)
@@ -69,10 +66,8 @@ def project(run_dir: str | Path, which: str = "best", method: str = "tsne", seed
     result = {"xy": xy.astype(np.float32), "labels": labels, **quality(X, labels)}
     if "predictions" in feats:
         result["predictions"] = feats["predictions"].astype(int)
-    buf = io.BytesIO()
-    np.savez(buf, **{k: np.asarray(v) for k, v in result.items()})
     try:
-        atomic_write_bytes(cache, buf.getvalue())
+        atomic_write_npz(cache, **{k: np.asarray(v) for k, v in result.items()})
     except OSError:
         pass  # a read-only store still shows the projection, just without caching it
     return result

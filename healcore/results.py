@@ -64,6 +64,12 @@ def setting_label(side: str, level: float) -> str:
     return f"{side} {int(round(level * 100))}%"
 
 
+def as_text(values: pd.Series) -> pd.Series:
+    """Values as strings for grouping, filtering and labels, a missing one as "-" (pandas' astype(str) keeps
+    missing values missing, and a group key or a join then drops or breaks on them)."""
+    return values.map(lambda v: "-" if v is None or (isinstance(v, float) and math.isnan(v)) else str(v))
+
+
 def reinit_only(table: pd.DataFrame) -> pd.DataFrame:
     """The paper's corruption: re-initialised cells and the clean cells they are compared with."""
     return table[table["method"].isin(["reinit", "-"])]
@@ -281,7 +287,7 @@ def line_names(table: pd.DataFrame) -> pd.Series:
     bare, others as "key value"). Just the model when nothing varies; tables and claims use it so that, say, a
     6-epoch and a 16-epoch clean cell are never compared as one line."""
     keys = [k for k in line_keys(table) if k not in ("model", "dataset")]
-    varying = [k for k in keys if table[k].astype(str).nunique() > 1]
+    varying = [k for k in keys if as_text(table[k]).nunique() > 1]
     labels = [", ".join(str(getattr(r, k)) if k in ("pooling", "mode") else f"{k} {getattr(r, k)}" for k in varying)
               for r in table.itertuples()]
     return pd.Series([f"{m} [{lab}]" if lab else m for m, lab in zip(table["model"], labels)], index=table.index,
@@ -517,9 +523,13 @@ def recipe_caption(runs: pd.DataFrame) -> str:
         return ""
     schedules = ", ".join(sorted(set(map(str, runs["lr_schedule"]))))
     epochs = ", ".join(str(e) for e in sorted(set(int(e) for e in runs["epochs"])))
-    wd = sorted(set(float(w) for w in runs["weight_decay"]))
-    optimizer = "Adam" if wd == [0.0] else "AdamW (weight decay " + ", ".join(f"{w:g}" for w in wd) + ")"
-    return f"{optimizer}, learning-rate schedule: {schedules}; {epochs} epochs."
+    return f"{optimizer_name(runs)}, learning-rate schedule: {schedules}; {epochs} epochs."
+
+
+def optimizer_name(runs: pd.DataFrame) -> str:
+    """Adam when no run decayed its weights (AdamW with weight decay 0 is Adam), else AdamW with the decays."""
+    wd = sorted(set(float(w) for w in runs["weight_decay"])) if len(runs) else [0.0]
+    return "Adam" if wd == [0.0] else "AdamW (weight decay " + " / ".join(f"{w:g}" for w in wd) + ")"
 
 
 def _tex(text: str) -> str:

@@ -1,7 +1,10 @@
 """End to end in a real browser: Debian chromium driven by Playwright against `streamlit run app.py`.
 
-Launches the demo preset with tiny settings from the Launch page, waits for the runs to finish, and
-checks that the heatmap and an embedding panel render.
+- Every page fits its window at 1280x800 and 1500x1000: the main block never scrolls sideways and no chart is
+  wider than the column it sits in.
+- From a flagged heatmap cell to its run's loss curve in two clicks.
+- The demo preset launched from the Launch page with tiny settings runs to the end, and the heatmap and an
+  embedding panel render.
 """
 import json
 import os
@@ -21,6 +24,18 @@ FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "-
 pytestmark = [pytest.mark.browser, pytest.mark.skipif(not os.path.exists(CHROMIUM),
                                                       reason="needs Debian's chromium (apt-get install chromium)")]
 
+# The main block's sideways overflow, and each chart's width against the room its column leaves it.
+MEASURE = """() => {
+  const main = document.querySelector('[data-testid="stMain"]');
+  const block = document.querySelector('[data-testid="stMainBlockContainer"]');
+  const room = block.getBoundingClientRect().right - parseFloat(getComputedStyle(block).paddingRight);
+  const charts = [...document.querySelectorAll('.vega-embed')].map(e => {
+    const r = (e.querySelector('svg, canvas') || e).getBoundingClientRect();
+    return {width: Math.round(r.width), room: Math.round(room - r.left)};
+  });
+  return {scroll: main.scrollWidth, client: main.clientWidth, charts};
+}"""
+
 
 def free_port() -> int:
     with socket.socket() as s:
@@ -28,10 +43,8 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture()
-def server(tmp_path):
+def serve(store) -> tuple[subprocess.Popen, str]:
     port = free_port()
-    store = tmp_path / "runs"
     env = {**os.environ, "HEALCORE_RUNS": str(store)}
     proc = subprocess.Popen([sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port),
                              "--server.headless", "true"], cwd=ROOT, env=env, stdout=subprocess.PIPE,
@@ -43,43 +56,124 @@ def server(tmp_path):
             break
         except OSError:
             time.sleep(0.3)
-    yield f"http://127.0.0.1:{port}", store
-    os.killpg(proc.pid, 15)
-    proc.wait(timeout=20)
+    return proc, f"http://127.0.0.1:{port}"
 
 
-def test_launch_demo_in_a_real_browser(server, tmp_path):
-    from playwright.sync_api import expect, sync_playwright
+@pytest.fixture()
+def browser():
+    from playwright.sync_api import sync_playwright
 
-    url, store = server
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS, headless=True)
-        page = browser.new_page(viewport={"width": 1400, "height": 1000})
-        page.set_default_timeout(90_000)
-        page.goto(f"{url}/Launch")
-        expect(page.get_by_role("heading", name="Launch")).to_be_visible()
-        page.get_by_text("Adjust (epochs and data caps for every run)").click()
-        for label, value in (("Epochs", "1"), ("Max train rows (0 = all)", "100"), ("Max test rows (0 = all)", "60")):
-            box = page.get_by_label(label).first
-            box.fill(value)
-            box.press("Enter")
-            page.wait_for_timeout(800)
-        expect(page.get_by_text("To run")).to_be_visible()
-        page.get_by_role("button", name="Start").click()
-        expect(page.get_by_text("Started grid demo")).to_be_visible()
-        deadline = time.time() + 600
-        while time.time() < deadline:
-            states = [json.loads(p_.read_text()).get("state") for p_ in store.glob("*/status.json")]
-            if len(states) == 4 and all(s == "completed" for s in states):
-                break
-            time.sleep(1)
-        assert len(states) == 4 and all(s == "completed" for s in states), states
-        page.goto(f"{url}/Grid_heatmaps")
-        expect(page.get_by_role("heading", name="Grid heatmaps")).to_be_visible()
-        expect(page.locator(".vega-embed").first).to_be_visible()
-        page.goto(f"{url}/Embeddings")
-        expect(page.get_by_role("heading", name="Embeddings")).to_be_visible()
-        expect(page.locator(".vega-embed").first).to_be_visible(timeout=120_000)
-        expect(page.get_by_text("silhouette", exact=False).first).to_be_visible()
-        page.screenshot(path=str(tmp_path / "embeddings.png"))
-        browser.close()
+        b = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS, headless=True)
+        yield b
+        b.close()
+
+
+@pytest.fixture()
+def troubled_server(tmp_path):
+    """A synthetic store with flags, a second dataset and its layer analyses, served by Streamlit."""
+    from healcore import synthetic as syn
+    from healcore.results import load_runs
+
+    store = syn.build(tmp_path / "runs", datasets=("ag_news", "sst2"), analysis=True, features=True)
+    runs = load_runs(store.root)
+    clean = runs[(runs["dataset"] == "ag_news") & (runs["side"] == "clean")]
+    syn.collapse(store, clean[clean["lr"] == 5e-5]["run_id"].iloc[0])
+    proc, url = serve(store.root)
+    yield url, store
+    stop(proc)
+
+
+def stop(proc: subprocess.Popen) -> None:
+    os.killpg(proc.pid, 15)
+    try:
+        proc.wait(timeout=20)
+    except subprocess.TimeoutExpired:  # a server with sessions still open can take its time: it is a test server
+        os.killpg(proc.pid, 9)
+        proc.wait()
+
+
+@pytest.mark.parametrize("size", [(1280, 800), (1500, 1000)], ids=["1280x800", "1500x1000"])
+def test_every_page_fits_its_window(troubled_server, browser, size):
+    from dashboard.common import PAGES
+
+    url, _ = troubled_server
+    page = browser.new_page(viewport={"width": size[0], "height": size[1]})
+    page.set_default_timeout(90_000)
+    problems = []
+    for _, title, _, path, _ in PAGES:
+        page.goto(f"{url}/{path}")
+        page.wait_for_selector("h1")
+        page.wait_for_timeout(2500)  # charts draw after the page
+        m = page.evaluate(MEASURE)
+        if m["scroll"] > m["client"]:
+            problems.append(f"{title}: the page scrolls sideways ({m['scroll']} > {m['client']} px)")
+        problems += [f"{title}: a chart is {c['width']} px wide in {c['room']} px" for c in m["charts"]
+                     if c["width"] > c["room"] + 1]
+    assert not problems, problems
+
+
+def test_from_a_flagged_cell_to_its_runs_loss_curve_in_two_clicks(troubled_server, browser):
+    url, store = troubled_server
+    page = browser.new_page(viewport={"width": 1280, "height": 800})
+    page.set_default_timeout(90_000)
+    page.goto(f"{url}/Grid_heatmaps")
+    chart = page.locator(".vega-embed").first
+    chart.wait_for()
+    page.wait_for_timeout(2000)
+    box = chart.bounding_box()
+    # the bottom panel's first row (ag_news) and first column (clean): the cell with the collapsed run
+    page.mouse.click(box["x"] + 110, box["y"] + 45)  # click 1
+    table = page.locator('[data-testid="stDataFrame"]').last
+    page.get_by_text("Runs of minilm-l6 · ag_news · clean (0%)").wait_for()
+    table.scroll_into_view_if_needed()
+    t = table.bounding_box()
+    page.mouse.click(t["x"] + 16, t["y"] + 35 + 18)  # click 2: the first run, flags first
+    page.get_by_role("heading", name="Run detail").wait_for()
+    alert = page.get_by_test_id("stAlertContentError").first
+    alert.wait_for()
+    assert "Convergence failure" in alert.inner_text() and "collapsed" in alert.inner_text()
+    page.get_by_text("training loss").first.wait_for()  # the loss curve's axis
+    assert "Run_detail?run=" in page.url
+
+
+@pytest.fixture()
+def empty_server(tmp_path):
+    proc, url = serve(tmp_path / "runs")
+    yield url, tmp_path / "runs"
+    stop(proc)
+
+
+def test_launch_demo_in_a_real_browser(empty_server, browser, tmp_path):
+    from playwright.sync_api import expect
+
+    url, store = empty_server
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    page.set_default_timeout(90_000)
+    page.goto(f"{url}/Launch")
+    expect(page.get_by_role("heading", name="Launch")).to_be_visible()
+    page.get_by_text("Adjust (epochs, data caps and schedule for every run)").click()
+    for label, value in (("Epochs", "1"), ("Max train rows (0 = all)", "100"), ("Max test rows (0 = all)", "60")):
+        box = page.get_by_label(label).first
+        box.fill(value)
+        box.press("Enter")
+        page.wait_for_timeout(800)
+    expect(page.get_by_text("To run")).to_be_visible()
+    page.get_by_role("button", name="Start").click()
+    expect(page.get_by_text("Started grid demo")).to_be_visible()
+    deadline = time.time() + 600
+    states = []
+    while time.time() < deadline:
+        states = [json.loads(p_.read_text()).get("state") for p_ in store.glob("*/status.json")]
+        if len(states) == 4 and all(s == "completed" for s in states):
+            break
+        time.sleep(1)
+    assert len(states) == 4 and all(s == "completed" for s in states), states
+    page.goto(f"{url}/Grid_heatmaps")
+    expect(page.get_by_role("heading", name="Grid heatmaps")).to_be_visible()
+    expect(page.locator(".vega-embed").first).to_be_visible()
+    page.goto(f"{url}/Embeddings")
+    expect(page.get_by_role("heading", name="Embeddings")).to_be_visible()
+    expect(page.locator(".vega-embed").first).to_be_visible(timeout=120_000)
+    expect(page.get_by_text("silhouette", exact=False).first).to_be_visible()
+    page.screenshot(path=str(tmp_path / "embeddings.png"))

@@ -1,138 +1,329 @@
-"""Every dashboard page smoke-tested with AppTest against a store made by real tiny runs."""
+"""The dashboard with Streamlit's AppTest: every page on a real trained store and on synthetic stores with every
+kind of trouble; flag counts that agree across pages; the linked selection; the runs table; state in the URL;
+live and queued runs; estimates before the first run; labels and colours; no torch in the dashboard process."""
 import json
+import subprocess
+import sys
 import time
 
+import pandas as pd
 import pytest
 from streamlit.testing.v1 import AppTest
 
 from conftest import ROOT
 
-FILES = {"launch": "1_Launch", "heatmaps": "2_Grid_heatmaps", "curves": "3_Degradation_curves",
-         "epochs": "4_Healing_over_epochs", "outliers": "5_Outliers", "embeddings": "6_Embeddings",
-         "run_detail": "7_Run_detail", "export": "8_Export"}
-PAGES = list(FILES)
+TITLES = ["Home", "Launch", "Runs", "Grid heatmaps", "Degradation curves", "Healing over epochs",
+          "Where healing happens", "Failures and surprises", "Embeddings", "Run detail", "Export"]
 
 
-class page:
-    """A dashboard page opened the way a user gets there: app.py first, then the page."""
+def open_page(title: str, query: dict | None = None) -> AppTest:
+    """A page opened the way a user gets there: app.py first, then the page (with a URL's query, if any)."""
+    from dashboard.common import page
 
-    def __init__(self, name: str):
-        self.at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=120)
-        self.file = f"pages/{FILES[name]}.py"
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=120)
+    at.run()
+    if title != "Home":
+        at.switch_page(page(title))
+    for key, value in (query or {}).items():
+        at.query_params[key] = value
+    return at.run()
 
-    def run(self) -> AppTest:
-        self.at.run()
-        self.at.switch_page(self.file)
-        return self.at.run()
+
+def charts_on(at: AppTest) -> int:
+    """How many Vega-Lite charts the page drew (AppTest has no element class for them)."""
+    def walk(node):
+        for child in getattr(node, "children", {}).values():
+            yield child
+            yield from walk(child)
+
+    return sum(1 for e in walk(at.main) if getattr(e, "type", None) == "vega_lite_chart")
 
 
-@pytest.mark.parametrize("name", PAGES)
-def test_every_page_renders_a_real_store(name, tiny_store, monkeypatch):
+def texts(at: AppTest) -> str:
+    parts = [e.value for kind in ("markdown", "caption", "error", "warning", "info", "success") for e in getattr(at, kind)]
+    return "\n".join(map(str, parts))
+
+
+@pytest.fixture()
+def troubled(tmp_path, monkeypatch):
+    """A synthetic store with every kind of trouble: a failed run, a collapse, a flat loss and a stray seed (at
+    both learning rates), a surprising cell, a damaged summary, a running run and a queued grid."""
+    from healcore import synthetic as syn
+    from healcore.config import RunConfig
+    from healcore.results import load_runs
+
+    store = syn.build(tmp_path / "runs", datasets=("sst2", "ag_news"), analysis=True, features=True)
+    runs = load_runs(store.root)
+
+    def pick(dataset, corrupt, lr, seed):
+        return runs[(runs["dataset"] == dataset) & (runs["corrupt"] == corrupt) & (runs["lr"] == lr)
+                    & (runs["seed"] == seed)]["run_id"].iloc[0]
+
+    syn.fail(store, pick("sst2", "bottom:1", 2e-5, 0))
+    syn.collapse(store, pick("sst2", "top:2", 5e-5, 1))
+    syn.flatten(store, pick("ag_news", "bottom:3", 2e-5, 2))
+    syn.stray(store, pick("ag_news", "top:1", 5e-5, 0))
+    syn.damage(store, pick("ag_news", "top:3", 2e-5, 1))
+    for seed in (0, 1, 2):  # top 50% of SST-2 scores above top 33%: more corruption, higher (a surprise)
+        for lr in (2e-5, 5e-5):
+            syn.stray(store, pick("sst2", "top:3", lr, seed), by=+12.0)
+    running = pick("sst2", "bottom:2", 5e-5, 2)
+    syn.run_now(store, running)
+    queued = [RunConfig(model="minilm-l6", dataset="sst2", corrupt="bottom:4", lr=lr, seed=s, epochs=3)
+              for lr in (2e-5, 5e-5) for s in (0, 1, 2)]
+    syn.queue(store, "more", [RunConfig.from_stored(store.config(running))] + queued)
+    monkeypatch.setenv("HEALCORE_RUNS", str(store.root))
+    return store
+
+
+# ------------------------------------------------------------------------------------------ every page
+@pytest.mark.parametrize("title", TITLES)
+def test_every_page_renders_a_real_trained_store(title, tiny_store, monkeypatch):
     monkeypatch.setenv("HEALCORE_RUNS", str(tiny_store))
-    at = page(name).run()
+    at = open_page(title)
     assert not at.exception, at.exception
     assert at.title[0].value
-    if name in ("heatmaps", "curves", "epochs", "embeddings", "outliers"):
-        assert not [i for i in at.info if "No runs" in i.value]
+    assert "No runs in" not in texts(at)
 
 
-def test_heatmap_has_every_cell_and_marks(tiny_store, monkeypatch):
-    from pages_helpers import heatmap_frame_for
-
-    frame = heatmap_frame_for(tiny_store)
-    # clean and all-layers appear in both panels; bottom/top 25% and 50% in their own
-    assert sorted(frame.groupby("panel")["level"].apply(sorted).tolist()) == [["0%", "100%", "25%", "50%"]] * 2
+@pytest.mark.parametrize("title", TITLES)
+def test_every_page_renders_a_store_with_every_kind_of_trouble(title, troubled):
+    at = open_page(title)
+    assert not at.exception, at.exception
 
 
-def test_curves_page_shows_the_three_claims(tiny_store, monkeypatch):
-    monkeypatch.setenv("HEALCORE_RUNS", str(tiny_store))
-    at = page("curves").run()
-    claims = at.dataframe[0].value
-    assert set(claims["claim"]) == {"corrupted models never fully recover", "more corruption, worse",
-                                    "bottom corruption hurts more than top"}
+def test_pages_never_import_torch(troubled):
+    """The dashboard process stays torch-free: every page rendered, then sys.modules checked (a fresh process)."""
+    code = f"""
+import os, sys
+sys.path.insert(0, {str(ROOT)!r})
+os.environ["HEALCORE_RUNS"] = {str(troubled.root)!r}
+from streamlit.testing.v1 import AppTest
+from dashboard.common import PAGES
+for file, title, *_ in PAGES:
+    at = AppTest.from_file({str(ROOT / "app.py")!r}, default_timeout=120)
+    at.run()
+    if file != "app.py":
+        at.switch_page(file)
+    at.run()
+    assert not at.exception, (title, at.exception)
+heavy = [m for m in ("torch", "transformers") if m in sys.modules]
+assert not heavy, heavy
+print("torch-free")
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600,
+                         env={**__import__("os").environ, "HEALCORE_DATA": str(ROOT.parent / "shared" / "data")})
+    assert out.returncode == 0 and "torch-free" in out.stdout, out.stderr[-2000:]
 
 
-def test_curves_page_warns_when_the_clean_model_was_still_rising(tiny_store, tmp_path, monkeypatch):
-    """Clean runs given a third epoch far above the first two read as still rising, and the page says so."""
-    import json
-    import shutil
+# ------------------------------------------------------------------------------------------ flags agree
+def test_flag_counts_agree_across_pages_report_and_exports(troubled, tmp_path):
+    from healcore import flags
+    from healcore.charts import heatmap_frame
+    from healcore.cli import main as cli
+    from healcore.results import cells, export_table1, load_runs
 
-    store = tmp_path / "runs"
-    shutil.copytree(tiny_store, store)
-    for config in store.glob("*/config.json"):
-        if json.loads(config.read_text())["corrupt"] == "none":
-            metrics = config.parent / "metrics.jsonl"
-            last = json.loads(metrics.read_text().splitlines()[-1])
-            last.update(epoch=3, validation={**last["validation"], "f1_weighted": 99.0})
-            metrics.write_text(metrics.read_text() + json.dumps(last) + "\n")
-    monkeypatch.setenv("HEALCORE_RUNS", str(store))
-    at = page("curves").run()
+    runs = load_runs(troubled.root)
+    table = cells(runs)
+    counts = flags.summary(runs, table)
+    line = flags.summary_line(counts)
+    # failed runs, collapse, flat loss, stray seed and the damaged summary: 5 runs, each a failure
+    assert counts["runs with convergence failures"] == 5, runs[runs["failed"]][["run_id", "failures"]]
+    assert counts["surprising cells"] >= 1
+    for title in ("Home", "Grid heatmaps", "Degradation curves", "Runs", "Export"):
+        assert line in texts(open_page(title)), title
+    page = open_page("Failures and surprises")
+    assert [m.value for m in page.metric] == [str(v) for v in counts.values()]
+    frame = heatmap_frame(table, "f1").drop_duplicates("cell_id")
+    assert int((frame["failures"] > 0).sum()) == counts["cells with convergence failures"]
+    assert int(frame["failures"].sum()) == counts["runs with convergence failures"]
+    assert int(frame["surprise"].sum()) == counts["surprising cells"]
+    assert cli(["--store", str(troubled.root), "report", "--out", str(tmp_path / "report")]) == 0
+    assert line in (tmp_path / "report" / "REPRODUCTION.md").read_text()
+    csv = export_table1(table, "csv")
+    # clean and all-layers cells appear in both panels: count each flagged cell once
+    marked = table[(table["n_failures"] > 0) & table["method"].isin(["reinit", "-"])]
+    expected = sum(2 if s in ("clean", "all") else 1 for s in marked["side"])
+    assert csv.count("failed)") == expected
+
+
+def test_a_failing_run_at_any_learning_rate_marks_its_cell_and_a_failed_only_cell_is_drawn(tmp_path):
+    from healcore import synthetic as syn
+    from healcore.charts import heatmap_frame
+    from healcore.results import cells, load_runs
+
+    store = syn.build(tmp_path / "runs", levels=(0, 2, 6))
+    runs = load_runs(store.root)
+    worse_lr = runs[(runs["corrupt"] == "bottom:2") & (runs["lr"] == 2e-5)]["run_id"].iloc[0]  # not the kept lr
+    syn.collapse(store, worse_lr)
+    for run_id in runs[runs["corrupt"] == "top:2"]["run_id"]:
+        syn.fail(store, run_id)
+    table = cells(load_runs(store.root))
+    bottom = table[(table["side"] == "bottom")].iloc[0]
+    assert bottom["lr"] == 5e-5 and bottom["n_failures"] == 1  # counted although its lr was not kept
+    top = table[table["side"] == "top"].iloc[0]
+    assert top["n_failures"] == 6 and pd.isna(top["f1"])
+    frame = heatmap_frame(table, "f1")
+    assert frame[frame["setting"] == "top 33%"]["label"].iloc[0] == "failed ✕6"  # a cell, not a gap
+
+
+# ------------------------------------------------------------------------------------------ linked views
+def test_a_selected_cell_lists_its_runs_flags_first(troubled):
+    from healcore.charts import cell_id
+    from healcore.results import cells, load_runs
+
+    table = cells(load_runs(troubled.root))
+    flagged = table[(table["n_failures"] > 0) & (table["dataset"] == "sst2")].iloc[0]
+    at = open_page("Grid heatmaps", {"cell": cell_id(flagged.to_dict())})
     assert not at.exception
-    flat = next(d.value for d in at.dataframe if "verdict" in d.value and "last-third gain" in d.value)
-    assert list(flat["verdict"]) == ["still rising"] and list(flat["best epoch"]) == [3]
-    assert any("still rising" in w.value for w in at.warning)
+    listed = at.dataframe[0].value
+    assert set(listed["run_id"]) == set(flagged["all_run_ids"])
+    assert listed.iloc[0]["failures"]  # the failing run comes first, with its reason
 
 
-def test_embeddings_page_caches_projections_on_disk(tiny_store, monkeypatch):
-    monkeypatch.setenv("HEALCORE_RUNS", str(tiny_store))
-    at = page("embeddings").run()
+def test_a_click_on_a_chart_goes_to_the_url_and_a_click_elsewhere_clears_it():
+    def script():
+        import types
+
+        import streamlit as st
+
+        from dashboard import common
+
+        picked = st.session_state.get("fake", [])
+        common.selected_cell(types.SimpleNamespace(selection={"cell": [{"cell_id": c} for c in picked]}), "chart")
+
+    at = AppTest.from_function(script, default_timeout=60)
+    at.run()
+    assert "cell" not in at.query_params
+    at.session_state["fake"] = ["abc123"]
+    at.run()
+    assert at.query_params["cell"] in ("abc123", ["abc123"])
+    at.session_state["fake"] = []
+    at.run()
+    assert "cell" not in at.query_params
+
+
+def test_run_detail_shows_the_flags_at_the_top_and_offers_the_files(troubled):
+    from healcore.results import load_runs
+
+    runs = load_runs(troubled.root)
+    failing = runs[runs["failures"].map(lambda f: any(x.startswith("collapsed") for x in f))]["run_id"].iloc[0]
+    at = open_page("Run detail", {"run": failing})
     assert not at.exception
-    assert list(tiny_store.glob("*/features/best.tsne.npz"))
-    assert any("silhouette" in str(c.value).lower() for c in at.caption)
-    mtimes = {p: p.stat().st_mtime_ns for p in tiny_store.glob("*/features/best.tsne.npz")}
-    page("embeddings").run()  # a revisit reads the cache, it does not recompute
-    assert {p: p.stat().st_mtime_ns for p in mtimes} == mtimes
+    assert "collapsed" in at.error[0].value
+    labels = [b.proto.label for b in at.get("download_button")]
+    assert {"log.txt", "config.json", "summary.json", "all (zip)"} <= set(labels), labels
 
 
-def test_embeddings_page_uses_runs_that_kept_features(tiny_store, tmp_path, monkeypatch):
-    """A store copied back without most features (seed 0 here) still shows panels, from the next seed."""
-    import shutil
+# ------------------------------------------------------------------------------------------ runs table
+def test_runs_table_filters_groups_and_compares_from_the_url(troubled):
+    from healcore.results import load_runs
 
-    store = tmp_path / "runs"
-    shutil.copytree(tiny_store, store)
-    for config in store.glob("*/config.json"):
-        if json.loads(config.read_text())["seed"] == 0:
-            shutil.rmtree(config.parent / "features")
-    monkeypatch.setenv("HEALCORE_RUNS", str(store))
-    at = page("embeddings").run()
-    assert not at.exception and not at.warning, [w.value for w in at.warning]
-    assert any("silhouette" in str(c.value).lower() for c in at.caption)  # the chart was drawn
-
-
-def test_empty_store_shows_a_next_step(tmp_path, monkeypatch):
-    monkeypatch.setenv("HEALCORE_RUNS", str(tmp_path / "none"))
-    for name in PAGES[1:]:
-        at = page(name).run()
-        assert not at.exception, name
-        assert any("demo" in i.value for i in at.info), name
+    runs = load_runs(troubled.root)
+    at = open_page("Runs", {"filter_by": "lr", "f_lr": "2e-05"})
+    assert not at.exception
+    shown = at.dataframe[0].value
+    assert len(shown) == int((runs["lr"] == 2e-5).sum()) and set(shown["lr"]) == {2e-5}
+    at = open_page("Runs", {"group": "side", "metric": "test_f1_weighted"})
+    grouped = at.dataframe[0].value
+    assert set(grouped["side"]) == set(runs["side"].astype(str)) and "mean ± std" in grouped
+    assert grouped.set_index("side").loc["clean", "runs"] == int((runs["side"] == "clean").sum())
+    a, b = runs[(runs["side"] == "clean") & (runs["dataset"] == "sst2")]["run_id"].iloc[:2]
+    at = open_page("Runs", {"sel": [a, b]})
+    diff = at.dataframe[1].value
+    assert list(diff.columns) == [a, b] and "seed" in diff.index or "lr" in diff.index
+    assert "model" not in diff.index  # keys they share are left out
 
 
-def test_store_that_is_a_file_is_one_line_not_a_traceback(tmp_path, monkeypatch):
-    (tmp_path / "f").write_text("x")
-    monkeypatch.setenv("HEALCORE_RUNS", str(tmp_path / "f"))
-    at = page("heatmaps").run()
-    assert not at.exception and "is a file" in at.error[0].value
+def test_runs_table_helpers_are_pure_and_quick():
+    from healcore import synthetic as syn  # noqa: F401 - the page's helpers on a frame
+    from pages_helpers import page_functions
+
+    f = page_functions("2_Runs", ["apply_filters", "grouped", "config_diff", "tidy", "filter_keys"])
+    frame = pd.DataFrame({"run_id": ["a1", "a2", "b1"], "lr": [1e-5, 2e-5, 2e-5], "seed": [0, 1, 0],
+                          "failures": ["", "x", ""], "test_f1_weighted": [80.0, 70.0, 90.0]})
+    assert list(f["apply_filters"](frame, "a", False, {})["run_id"]) == ["a1", "a2"]
+    assert list(f["apply_filters"](frame, "", True, {})["run_id"]) == ["a2"]
+    assert list(f["apply_filters"](frame, "", False, {"lr": ["2e-05"]})["run_id"]) == ["a2", "b1"]
+    g = f["grouped"](frame, ["lr"], "test_f1_weighted").set_index("lr")
+    assert g.loc["2e-05", "mean ± std"] == "80.00 ± 14.14" and g.loc["2e-05", "failures"] == 1
 
 
-def test_home_page_summarises_the_store(tiny_store, monkeypatch):
-    monkeypatch.setenv("HEALCORE_RUNS", str(tiny_store))
-    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=120).run()
-    assert not at.exception and at.title[0].value == "healcore"
-    assert next(m for m in at.metric if m.label == "Completed").value == "19"
+# ------------------------------------------------------------------------------------------ URL state
+def test_a_copied_url_reopens_the_same_view_and_widgets_write_the_url(troubled):
+    at = open_page("Grid heatmaps", {"metric": "Macro F1", "dataset": "ag_news"})
+    assert not at.exception
+    assert at.selectbox(key="url-metric").value == "Macro F1"
+    assert at.sidebar.multiselect(key="url-dataset").value == ["ag_news"]
+    at.selectbox(key="url-metric").set_value("Accuracy").run()
+    assert at.query_params["metric"] in ("Accuracy", ["Accuracy"])
+    at.sidebar.multiselect(key="url-dataset").set_value(["sst2", "ag_news"]).run()
+    assert "dataset" not in at.query_params  # every option chosen: the URL stays clean
+    at = open_page("Run detail", {"run": troubled.run_ids()[3]})
+    assert at.selectbox(key="url-run").value == troubled.run_ids()[3]
+    at = open_page("Home", {"store": str(troubled.root)})
+    assert at.sidebar.text_input[0].value == str(troubled.root)
 
 
-def test_sidebar_store_choice_is_kept_across_pages(tiny_store, tmp_path, monkeypatch):
-    monkeypatch.setenv("HEALCORE_RUNS", str(tmp_path / "elsewhere"))
-    monkeypatch.setenv("HEALCORE_ALLOWED_ROOTS", str(tiny_store))
-    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=120).run()
-    at.sidebar.text_input[0].set_value(str(tiny_store)).run()
-    at.switch_page("pages/7_Run_detail.py").run()
-    assert not at.exception and at.selectbox[0].options and at.sidebar.text_input[0].value == str(tiny_store)
+# ------------------------------------------------------------------------------------------ live
+def test_running_and_queued_runs_show_as_such(troubled):
+    home = open_page("Home")
+    metrics = {m.label: m.value for m in home.metric}
+    assert metrics["Running"] == "1" and metrics["Queued"] == "6"
+    glance = texts(home)
+    assert "**Grid more** running: 0 of 7 done, 1 running, 6 queued" in glance and "ETA –" not in glance, glance
+    from healcore.charts import heatmap_frame
+    from healcore.results import cells, load_runs
+
+    frame = heatmap_frame(cells(load_runs(troubled.root)), "f1")
+    assert "queued" in set(frame["label"]) and frame["status"].str.startswith("running").any()
+    launch = open_page("Launch")
+    table = launch.dataframe[0].value
+    running = table[table["state"] == "running"].iloc[0]
+    assert running["epoch"] == "1/3" and running["step"] == "5/10" and running["ETA"] != "–"
+
+
+def test_pages_of_a_store_whose_runs_are_all_in_flight_say_so(tmp_path, monkeypatch):
+    from healcore import synthetic as syn
+
+    store = syn.build(tmp_path / "runs", levels=(0, 6), seeds=(0,), lrs=(5e-5,))
+    for run_id in store.run_ids():
+        syn.run_now(store, run_id)
+    monkeypatch.setenv("HEALCORE_RUNS", str(store.root))
+    for title in ("Grid heatmaps", "Degradation curves", "Embeddings", "Healing over epochs"):
+        at = open_page(title)
+        assert not at.exception and "No runs in" not in texts(at), title
+        assert "running" in texts(at) or charts_on(at), title
+
+
+# ------------------------------------------------------------------------------------------ launch
+def test_a_fresh_store_gets_a_prior_estimate_and_presets_describe_themselves(tmp_path, monkeypatch):
+    from healcore.grid import describe, preset_names
+
+    monkeypatch.setenv("HEALCORE_RUNS", str(tmp_path / "runs"))
+    at = open_page("Launch")
+    estimate = next(m for m in at.metric if m.label.startswith("Estimated run time"))
+    assert estimate.label == "Estimated run time (prior)" and estimate.value not in ("unknown", "–")
+    assert any("from a prior" in c.value for c in at.caption)
+    for name in preset_names():
+        assert describe(name)
+    at.selectbox(key="url-preset").set_value("paper-table1").run()
+    assert any(describe("paper-table1") in c.value for c in at.caption)
+
+
+def test_a_grid_whose_check_fails_still_shows_its_size(tmp_path, monkeypatch):
+    monkeypatch.setenv("HEALCORE_RUNS", str(tmp_path / "runs"))
+    monkeypatch.setenv("HEALCORE_DATA", str(tmp_path / "no-data"))
+    at = open_page("Launch")
+    assert not at.exception
+    assert next(m for m in at.metric if m.label == "Runs").value == "4"
+    assert any("cannot run" in e.value for e in at.error)
+    assert not any(b.label == "Start" for b in at.button)
 
 
 def test_bad_grid_is_explained_next_to_the_widgets(tmp_path, monkeypatch):
     monkeypatch.setenv("HEALCORE_RUNS", str(tmp_path / "runs"))
-    at = page("launch").run()
+    at = open_page("Launch")
     at.radio[0].set_value("Build a grid").run()
     levels = next(m for m in at.multiselect if m.label.startswith("Corruption levels"))
     levels.set_value(["33%"]).run()
@@ -145,35 +336,101 @@ def test_launch_page_starts_a_real_run(tmp_path, monkeypatch, tiny_bert):
     store = tmp_path / "runs"
     monkeypatch.setenv("HEALCORE_RUNS", str(store))
     monkeypatch.setenv("HEALCORE_ALLOWED_ROOTS", tiny_bert)
-    at = page("launch").run()
+    at = open_page("Launch")
     at.radio[0].set_value("Build a grid").run()
-    models = next(m for m in at.multiselect if m.label == "Models")
-    models.set_value([tiny_bert]).run()
+    next(m for m in at.multiselect if m.label == "Models").set_value([tiny_bert]).run()
     next(m for m in at.multiselect if m.label.startswith("Corruption levels")).set_value(["0%"]).run()
     next(n for n in at.number_input if n.label == "Epochs").set_value(1).run()
     next(n for n in at.number_input if n.label.startswith("Max train")).set_value(100).run()
     next(n for n in at.number_input if n.label.startswith("Max test")).set_value(50).run()
+    next(s for s in at.selectbox if s.label == "Learning-rate schedule").set_value("linear").run()
     next(t for t in at.text_input if t.label == "Grid name").set_value("from-ui").run()
     next(n for n in at.number_input if n.label == "Runs per GPU").set_value(3).run()
     assert not at.exception and not at.error
     next(b for b in at.button if b.label == "Start").click().run()
     assert any("Started grid from-ui" in s.value for s in at.success), ([e.value for e in at.error], at.exception)
     deadline = time.time() + 180
+    done = []
     while time.time() < deadline:
         done = [p for p in store.glob("*/status.json") if json.loads(p.read_text()).get("state") == "completed"]
         if done:
             break
         time.sleep(0.5)
     assert done, (store / ".grids" / "from-ui.log").read_text()
-    assert json.loads((store / ".grids" / "from-ui.json").read_text())["runs_per_gpu"] == 3  # the widget reached the grid
+    record = json.loads((store / ".grids" / "from-ui.json").read_text())
+    assert record["runs_per_gpu"] == 3  # the widget reached the grid
+    assert json.loads((done[0].parent / "config.json").read_text())["lr_schedule"] == "linear"
 
 
 def test_paths_outside_the_allowed_folders_are_refused(tmp_path, monkeypatch, tiny_bert):
     monkeypatch.setenv("HEALCORE_RUNS", str(tmp_path / "runs"))
-    at = page("launch").run()
+    at = open_page("Launch")
     at.radio[0].set_value("Build a grid").run()
     next(m for m in at.multiselect if m.label == "Models").set_value([tiny_bert]).run()
     assert any("outside the allowed folders" in e.value for e in at.error)
     assert not any(b.label == "Start" for b in at.button)
     at.sidebar.text_input[0].set_value("/etc").run()
     assert any("outside the allowed folders" in e.value for e in at.error)
+
+
+# ------------------------------------------------------------------------------------------ labels, colours
+def test_a_dataset_folder_is_labelled_by_its_name_everywhere(tmp_path, monkeypatch):
+    from healcore import synthetic as syn
+    from healcore.results import cells, export_table1, load_runs
+
+    folder = str(tmp_path / "data" / "my_reviews")
+    store = syn.build(tmp_path / "runs", datasets=(folder,), levels=(0, 3, 6), seeds=(0,))
+    runs = load_runs(store.root)
+    assert set(runs["dataset"]) == {"my_reviews"} and set(runs["dataset_path"]) == {folder}
+    for style in ("csv", "markdown", "latex"):
+        text = export_table1(cells(runs), style)
+        assert "my_reviews" in text.replace("\\_", "_") and str(tmp_path) not in text
+    monkeypatch.setenv("HEALCORE_RUNS", str(store.root))
+    at = open_page("Export")
+    assert str(tmp_path) not in " ".join(map(str, at.dataframe[0].value.columns))
+
+
+def test_twenty_classes_get_twenty_colours_and_more_fold_into_other():
+    from healcore.charts import class_colours
+
+    twenty = pd.Series([f"c{i}" for i in range(20) for _ in range(3)])
+    labels, scale = class_colours(twenty)
+    assert len(scale.domain) == 20 and scale.scheme == "tableau20"
+    many = pd.Series([f"c{i}" for i in range(25) for _ in range(25 - i)])
+    labels, scale = class_colours(many)
+    assert len(scale.domain) == 20 and "other" in scale.domain and len(set(scale.range)) == 20
+    assert set(labels[labels != "other"]) == {f"c{i}" for i in range(19)}  # the largest keep their colour
+
+
+def test_confusion_matrix_is_row_normalised():
+    from healcore.charts import confusion
+
+    spec = confusion([[8, 2], [1, 3]], ["a", "b"]).to_dict()
+    values = {(r["true"], r["predicted"]): r["share"] for r in spec["datasets"][next(iter(spec["datasets"]))]}
+    assert values[("a", "a")] == pytest.approx(80.0) and values[("b", "b")] == pytest.approx(75.0)
+
+
+def test_empty_store_shows_a_next_step(tmp_path, monkeypatch):
+    monkeypatch.setenv("HEALCORE_RUNS", str(tmp_path / "none"))
+    for title in TITLES[2:]:
+        at = open_page(title)
+        assert not at.exception, title
+        assert any("demo" in i.value for i in at.info), title
+
+
+def test_store_that_is_a_file_is_one_line_not_a_traceback(tmp_path, monkeypatch):
+    (tmp_path / "f").write_text("x")
+    monkeypatch.setenv("HEALCORE_RUNS", str(tmp_path / "f"))
+    at = open_page("Grid heatmaps")
+    assert not at.exception and "is a file" in at.error[0].value
+
+
+def test_sidebar_store_choice_is_kept_across_pages(troubled, tmp_path, monkeypatch):
+    monkeypatch.setenv("HEALCORE_RUNS", str(tmp_path / "elsewhere"))
+    monkeypatch.setenv("HEALCORE_ALLOWED_ROOTS", str(troubled.root))
+    from dashboard.common import page
+
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=120).run()
+    at.sidebar.text_input[0].set_value(str(troubled.root)).run()
+    at.switch_page(page("Run detail")).run()
+    assert not at.exception and at.selectbox[0].options and at.sidebar.text_input[0].value == str(troubled.root)

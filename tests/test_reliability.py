@@ -69,7 +69,7 @@ def test_grid_survives_the_death_of_the_process_that_launched_it(tiny_bert, tmp_
             "corruption": {"sides": ["bottom"], "levels": [0, 1]}, "lrs": [1e-3], "seeds": [0],
             "base": {"epochs": 1, "max_train": 100, "max_test": 50, "feature_samples": 10, "probe_samples": 20}}
     store = tmp_path / "runs"
-    code = ("import sys, json, time; from healcore.grid import launch; "
+    code = ("import sys, json, time; from healcore.launch import launch; "
             "launch(json.loads(sys.argv[1]), sys.argv[2]); print('launched', flush=True); time.sleep(120)")
     parent = subprocess.Popen([sys.executable, "-c", code, json.dumps(spec), str(store)], cwd=ROOT,
                               stdout=subprocess.PIPE, text=True)

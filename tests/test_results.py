@@ -1,35 +1,54 @@
-"""Tidy tables, cells, flags, claims and exports from a store of real tiny runs."""
+"""Tidy tables, cells, the two kinds of flag, claims, exports and reports. Synthetic stores in healcore's format
+(healcore/synthetic.py) stand in for trained ones wherever the numbers need not come from training; the report
+is also generated once from a store of real tiny runs."""
 import json
 import subprocess
 import sys
 
 import numpy as np
 import pandas as pd
+import pytest
 
-from healcore.results import (bottom_vs_top_tests, cells, claims, export_table1, load_epochs, load_runs,
-                              run_flags)
+from healcore import synthetic as syn
+from healcore.config import RunConfig
+from healcore.flags import cell_surprises, run_failures
+from healcore.results import (bottom_vs_top_tests, cells, claims, export_table1, line_keys, load_epochs,
+                              load_runs, setting_label)
 
 
-def test_runs_table_has_levels_sides_and_metrics(tiny_store):
-    runs = load_runs(tiny_store)
+@pytest.fixture()
+def store(tmp_path):
+    """The shape of the trained tiny store: a 4-layer model on SST-2; clean, bottom/top 1 and 2, all 4; 3 seeds;
+    a second learning rate for the clean cell only (19 runs)."""
+    s = syn.build(tmp_path / "runs", models=(("tiny", 4),), levels=(0, 1, 2, 4), lrs=(1e-3,), seeds=(0, 1, 2),
+                  epochs=2, features=True)
+    cfg = RunConfig(model="tiny", dataset="sst2", lr=3e-3, seed=0, epochs=2)
+    syn.write_run(s, cfg, 70.0, 4, ["negative", "positive"], np.random.default_rng(1), features=True)
+    return s
+
+
+def test_runs_table_has_levels_sides_and_metrics(store):
+    runs = load_runs(store.root)
     assert len(runs) == 19 and set(runs["state"]) == {"completed"}
     assert set(runs["side"]) == {"clean", "bottom", "top", "all"}
     assert set(np.round(runs["level"], 2)) == {0.0, 0.25, 0.5, 1.0}
     assert runs["test_f1_weighted"].between(0, 100).all() and runs["probe_f1"].notna().all()
-    epochs = load_epochs(tiny_store)
+    assert {"validation_f1_weighted", "test_f1_weighted"} <= set(runs.columns)
+    assert not any(c.startswith("vali_") for c in runs.columns)
+    epochs = load_epochs(store.root)
     assert len(epochs) == 19 * 2 and epochs["validation_f1_weighted"].notna().all()
 
 
-def test_cells_keep_the_best_lr_and_average_seeds(tiny_store):
-    runs = load_runs(tiny_store)
+def test_cells_keep_the_best_lr_and_average_seeds(store):
+    runs = load_runs(store.root)
     table = cells(runs)
     assert len(table) == 6 and (table["n_seeds"] == 3).all()
     clean = table[table["side"] == "clean"].iloc[0]
-    assert clean["lrs_tried"] == 2
+    assert clean["lrs_tried"] == 2 and clean["n_runs"] == 4
     clean_runs = runs[(runs["side"] == "clean") & (runs["lr"] == clean["lr"])]
-    assert clean["f1"] == clean_runs["test_f1_weighted"].mean()
+    assert clean["f1"] == pytest.approx(clean_runs["test_f1_weighted"].mean())
     other = runs[(runs["side"] == "clean") & (runs["lr"] != clean["lr"])]
-    assert clean_runs["vali_f1_weighted"].mean() >= other["vali_f1_weighted"].mean()
+    assert clean_runs["validation_f1_weighted"].mean() >= other["validation_f1_weighted"].mean()
 
 
 def test_recovery_ratio_is_relative_to_clean_and_all():
@@ -40,21 +59,34 @@ def test_recovery_ratio_is_relative_to_clean_and_all():
     assert _recovery(_synthetic({("clean", 0): 60, ("all", 1.0): 60})).isna().all()  # undefined, not 0/0
 
 
-def test_flags_catch_collapse_divergence_and_flat_loss():
+def test_run_failures_catch_collapse_divergence_flat_loss_and_damage():
     r = {"state": "completed", "test_f1_weighted": 16.98, "majority_f1": 16.98, "first_loss": 1.7,
          "final_loss": 1.75, "epochs": 10}
-    flags = run_flags(r)
-    assert any("collapsed" in f for f in flags) and any("loss not decreasing" in f for f in flags)
-    assert run_flags({"state": "failed", "error": "training loss became nan at epoch 2"}) == ["diverged (NaN/inf loss)"]
-    assert run_flags({"state": "completed", "test_f1_weighted": 90.0, "majority_f1": 33.0, "first_loss": 1.0,
-                      "final_loss": 0.2, "epochs": 3}) == []
+    found = run_failures(r)
+    assert any("collapsed" in f for f in found) and any("loss not decreasing" in f for f in found)
+    assert run_failures({"state": "failed", "error": "training loss became nan at epoch 2"}) == ["diverged (NaN/inf loss)"]
+    assert run_failures({"state": "completed", "test_f1_weighted": 90.0, "majority_f1": 33.0, "first_loss": 1.0,
+                         "final_loss": 0.2, "epochs": 3}) == []
+    assert run_failures({"state": "completed", "damaged": ["summary.json: not valid JSON (x)"]}) == \
+        ["damaged: summary.json: not valid JSON (x)"]
+
+
+def test_a_seed_far_from_its_siblings_is_a_failure_and_close_ones_are_not(tmp_path):
+    s = syn.build(tmp_path / "runs", levels=(0, 6), lrs=(5e-5,), seeds=(0, 1, 2, 3))
+    runs = load_runs(s.root)
+    odd = runs[(runs["side"] == "clean") & (runs["seed"] == 2)]["run_id"].iloc[0]
+    syn.stray(s, odd, by=-30)
+    runs = load_runs(s.root)
+    flagged = runs[runs["failed"]]
+    assert list(flagged["run_id"]) == [odd] and "seed 2 far from its siblings" in flagged.iloc[0]["failures"][0]
 
 
 def _synthetic(values: dict, std=0.5):  # noqa: D103 - cells with chosen F1 values
     rows = []
     for (side, level), f1 in values.items():
         rows.append({"model": "m", "dataset": "d", "side": side, "level": level, "method": "reinit", "f1": f1,
-                     "f1_std": std, "flags": [], "flagged": False, "pooling": "cls", "mode": "full"})
+                     "f1_std": std, "n_failures": 0, "failures": [], "surprises": [], "pooling": "cls",
+                     "mode": "full"})
     return pd.DataFrame(rows)
 
 
@@ -87,57 +119,69 @@ def test_claims_and_table1_keep_two_schedules_apart():
     assert set(claims(long)["model"]) == {"m"}
 
 
-def test_trend_outlier_is_flagged():
-    from healcore.results import _trend_flags
-
+def test_a_cell_off_its_neighbours_trend_is_a_surprise_not_a_failure():
     t = _synthetic({("clean", 0): 90, ("bottom", .25): 88, ("bottom", .5): 30, ("bottom", .75): 84,
                     ("all", 1.0): 80})
-    _trend_flags(t)
-    flagged = t[t["flags"].map(bool)]
-    assert list(flagged["level"]) == [0.5] and "off trend" in flagged.iloc[0]["flags"][0]
+    surprises = cell_surprises(t, line_keys(t))
+    odd = [t.iloc[i]["level"] for i, s in enumerate(surprises) if any(x.startswith("off trend") for x in s)]
+    assert odd == [0.5]
+    assert t["n_failures"].sum() == 0
 
 
-def test_significance_pairs_over_seeds(tiny_store):
-    runs = load_runs(tiny_store)
+def test_a_three_level_grid_reports_a_dip_below_all_layers_as_non_monotone_not_off_trend():
+    """Clean, 2 layers, all: a bottom-2 score below the all-layers score is a finding about the model (the
+    cell is non-monotone), not a cell judged against the line from clean to all."""
+    t = _synthetic({("clean", 0): 90, ("bottom", 2 / 6): 55, ("top", 2 / 6): 85, ("all", 1.0): 62})
+    surprises = dict(zip(zip(t["side"], t["level"]), cell_surprises(t, line_keys(t))))
+    assert surprises[("bottom", 2 / 6)] == ["non-monotone: bottom 33% 55.00 below all layers 62.00 with more "
+                                            "corruption"]
+    assert surprises[("all", 1.0)] == [] and surprises[("top", 2 / 6)] == [] and surprises[("clean", 0)] == []
+    assert t["n_failures"].sum() == 0  # a finding, never a convergence failure
+
+
+def test_significance_pairs_over_seeds(store):
+    runs = load_runs(store.root)
     tests = bottom_vs_top_tests(runs, cells(runs))
     seeds = tests[tests["paired_over"].str.startswith("seeds")]
     assert set(seeds["n"]) == {3} and len(seeds) == 2 and seeds["p_value"].between(0, 1).all()
 
 
-def test_table1_exports_in_three_formats(tiny_store):
-    table = cells(load_runs(tiny_store))
-    md = export_table1(table, "markdown")
+def test_table1_exports_in_three_formats(store):
+    table = cells(load_runs(store.root))
+    md = export_table1(table, "markdown", caption="Adam, learning-rate schedule: constant; 2 epochs.")
     lines = md.splitlines()
     assert lines[0].startswith("| model | level % | sst2 bottom | sst2 top |")
     assert len([l for l in lines if l.startswith("| ") and "---" not in l]) == 1 + 4  # header + 0/25/50/100
-    tex = export_table1(table, "latex")
-    assert "\\begin{tabular}" in tex and "Bottom & Top" in tex
+    assert "Adam, learning-rate schedule: constant" in md
+    tex = export_table1(table, "latex", caption="Adam, constant")
+    assert "\\begin{tabular}" in tex and "Bottom & Top" in tex and "\\caption{Adam, constant}" in tex
     csv = export_table1(table, "csv")
     assert csv.splitlines()[0] == "model,level %,sst2 bottom,sst2 top"
 
 
-def test_table1_marks_the_higher_side_and_failures():
+def test_table1_marks_the_higher_side_failures_and_surprises():
     t = _synthetic({("clean", 0): 90, ("bottom", .25): 80, ("top", .25): 88, ("all", 1.0): 17})
     t["n_layers"] = 0
     full = t.index[t["side"] == "all"][0]
-    t.at[full, "flags"] = ["collapsed"]
-    t.at[full, "flagged"] = True
+    t.at[full, "n_failures"] = 2
+    top = t.index[t["side"] == "top"][0]
+    t.at[top, "surprises"] = ["non-monotone: ..."]
     md = export_table1(t, "markdown")
     row25 = next(l for l in md.splitlines() if l.startswith("| m | 25 |"))
-    assert row25 == "| m | 25 | 80.00 ± 0.50 | **88.00 ± 0.50** |"
+    assert row25 == "| m | 25 | 80.00 ± 0.50 | **88.00 ± 0.50** ‡ |"
     row100 = next(l for l in md.splitlines() if l.startswith("| m | 100 |"))
-    assert row100.count("†") == 2
+    assert row100.count("†2") == 2  # both panels show the all-layers cell
     assert "\\textbf{88.00 $\\pm$ 0.50}" in export_table1(t, "latex")
 
 
-def test_results_do_not_import_torch(tiny_store):
+def test_results_do_not_import_torch(store):
     code = ("import sys; from healcore.results import load_runs, cells; cells(load_runs(sys.argv[1])); "
             "assert 'torch' not in sys.modules and 'transformers' not in sys.modules, 'heavy import'")
-    proc = subprocess.run([sys.executable, "-c", code, str(tiny_store)], capture_output=True, text=True)
+    proc = subprocess.run([sys.executable, "-c", code, str(store.root)], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
 
 
-def test_report_is_generated_from_the_store(tiny_store, tmp_path):
+def test_report_is_generated_from_a_store_of_real_runs(tiny_store, tmp_path):
     from healcore import cli
 
     assert cli.main(["--store", str(tiny_store), "report", "--out", str(tmp_path), "--command", "healcore report"]) == 0
@@ -146,72 +190,50 @@ def test_report_is_generated_from_the_store(tiny_store, tmp_path):
     # only the clean cell ran a second learning rate: the set-up names the 5 cells that chose among fewer
     fewer = next(line for line in text.splitlines() if line.startswith("- Fewer learning rates"))
     assert "in 5 of 6 cells" in fewer and "bottom 25%" in fewer and "clean" not in fewer, fewer
+    assert "learning-rate schedule: constant" in text
     for fig in ("reproduction-curves.png", "reproduction-tsne.png"):
         data = (tmp_path / "figures" / fig).read_bytes()
         assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 5000
 
 
-def test_report_uses_the_runs_that_kept_features_and_names_the_hardware(tiny_store, tmp_path):
+def test_report_uses_the_runs_that_kept_features_and_names_the_hardware(store, tmp_path):
     """A store whose seed-0 runs lost their features (say, copied back without them) still gets its t-SNE
     figure, from the next seed, and the set-up names the hardware the runs recorded."""
     import shutil
 
     from healcore import cli
 
-    store = tmp_path / "runs"
-    shutil.copytree(tiny_store, store)
-    for config in store.glob("*/config.json"):
-        if json.loads(config.read_text())["seed"] == 0:
-            shutil.rmtree(config.parent / "features")
-    assert cli.main(["--store", str(store), "report", "--out", str(tmp_path / "out")]) == 0
+    for run_id in store.run_ids():
+        if store.config(run_id)["seed"] == 0:
+            shutil.rmtree(store.files(run_id).dir / "features")
+    assert cli.main(["--store", str(store.root), "report", "--out", str(tmp_path / "out")]) == 0
     text = (tmp_path / "out" / "REPRODUCTION.md").read_text()
     assert "## t-SNE of [CLS] features" in text and (tmp_path / "out" / "figures" / "reproduction-tsne.png").is_file()
-    assert "- Hardware (from the runs): CPU: " in text
+    assert "- Hardware (from the runs): CPU: synthetic (2 threads): 19 runs" in text
 
 
-def test_report_keeps_two_models_apart(tiny_store, tmp_path):
+def test_report_keeps_two_models_apart(tmp_path):
     """A store with a second model (as the study's minilm-l3 beside minilm-l6): each table keeps its rows
     per model, the variants compare a model's variants with that model's own cells only, and the t-SNE
     figure shows one model (the one with more settings that kept features)."""
     import re
-    import shutil
 
     from healcore import cli
 
-    store = tmp_path / "runs"
-    shutil.copytree(tiny_store, store)
-    original = json.loads(next(store.glob("*/config.json")).read_text())["model"]
-
-    def twin(src, suffix, edit_config, score=None, features=True):
-        dst = src.parent / f"{src.name}{suffix}"
-        shutil.copytree(src, dst)
-        if not features:
-            shutil.rmtree(dst / "features", ignore_errors=True)
-        config = json.loads((dst / "config.json").read_text())
-        edit_config(config)
-        (dst / "config.json").write_text(json.dumps(config))
-        summary = json.loads((dst / "summary.json").read_text())
-        summary["config"] = config
-        if score is not None:
-            summary["best"]["test"]["f1_weighted"] = score
-        (dst / "summary.json").write_text(json.dumps(summary))
-
-    runs = sorted(p for p in store.iterdir() if (p / "config.json").is_file())
-    for i, run in enumerate(runs):  # a weaker second model scoring 1.0 everywhere; fewer runs kept features
-        twin(run, "b", lambda c: c.update(model="twin"), score=1.0, features=i % 2 == 0)
-    for run in runs:  # the first model's mean-pooling variant
-        twin(run, "m", lambda c: c.update(pooling="mean"))
-    assert cli.main(["--store", str(store), "report", "--out", str(tmp_path / "out")]) == 0
+    s = syn.build(tmp_path / "runs", models=(("big", 6), ("twin", 3)), levels=(0, 1, 3, 6), features=True)
+    for run_id in s.run_ids():  # the twin is much weaker
+        if s.config(run_id)["model"] == "twin":
+            syn.stray(s, run_id, by=-60)
+    syn.build(tmp_path / "runs", models=(("big", 6),), levels=(0, 1, 3, 6), base={"pooling": "mean"})
+    assert cli.main(["--store", str(s.root), "report", "--out", str(tmp_path / "out")]) == 0
     text = (tmp_path / "out" / "REPRODUCTION.md").read_text()
     healing = text.split("### Damage and healing")[1].split("##")[0]
-    assert "| model | dataset |" in healing and "| twin | sst2 |" in healing and f"| {original} | sst2 |" in healing
+    assert "| twin | sst2 |" in healing and "| big | sst2 |" in healing
     variants = text.split("## Variants")[1].split("\n## ")[0]
-    rows = [line for line in variants.splitlines() if line.startswith(f"| {original} ")]
+    rows = [line for line in variants.splitlines() if line.startswith("| big ")]
     assert rows and "twin" not in variants
-    from healcore.charts import setting_label
-
-    table = cells(load_runs(store))
-    own = table[(table["model"] == original) & (table["pooling"] == "cls")]
+    table = cells(load_runs(s.root))
+    own = table[(table["model"] == "big") & (table["pooling"] == "cls")]
     expected = {setting_label(r.side, r.level): f"{r.f1:.2f}" for r in own.itertuples()}
     # columns: model, dataset, setting, cls / full, mean / full; an average with the twin's cells would differ
     assert {r.split("|")[3].strip(): r.split("|")[4].strip() for r in rows} == expected
@@ -233,5 +255,47 @@ def test_plateau_tells_a_finished_curve_from_a_rising_one():
     out = plateau(table, epochs).set_index("dataset")
     assert list(out.index) == ["flat", "rising"]  # one row per clean cell, the top cell ignored
     assert out.loc["flat", "verdict"] == "plateaued" and out.loc["rising", "verdict"] == "still rising"
-    assert out.loc["rising", "last-third gain"] == 80 - 70  # epochs 5-6 against the best of 1-4 and out.loc["rising", "best epoch"] == 6
+    assert out.loc["rising", "last-third gain"] == 80 - 70  # epochs 5-6 against the best of 1-4
+    assert out.loc["rising", "best epoch"] == 6
     assert out.loc["flat", "validation F1 by epoch"].startswith("70.5 80.5 85.5 86.0")  # mean over the 2 seeds
+
+
+# ------------------------------------------------------------------------------------------ damaged stores
+def test_a_damaged_run_is_listed_and_breaks_nothing(tmp_path):
+    """A truncated summary, a garbage status.json and a torn metrics.jsonl: status, report and the tables go on,
+    and each damaged run is listed with the file and the reason."""
+    from healcore import cli
+    from healcore.launch import store_status
+    from healcore.store import RunStore
+
+    s = syn.build(tmp_path / "runs", levels=(0, 1, 6), seeds=(0, 1))
+    ids = s.run_ids()
+    syn.damage(s, ids[0], "summary")
+    s.files(ids[1]).status.write_text("{garbage")
+    with open(s.files(ids[2]).metrics, "a") as f:
+        f.write('{"epoch": 4, "train_loss": 0.1, "te')
+    runs = load_runs(s.root)
+    damaged = runs.set_index("run_id")["damaged"]
+    assert damaged[ids[0]][0].startswith("summary.json: not valid JSON")
+    assert damaged[ids[1]][0].startswith("status.json: not valid JSON")
+    assert [e["epoch"] for e in RunStore(s.root).epochs(ids[2])] == [1, 2, 3]  # the torn line is skipped
+    cells(runs)  # no "all NA" error from the damaged run
+    status = store_status(RunStore(s.root))
+    listed = {a["run_id"]: a["damaged"] for a in status["attention"]}
+    assert listed[ids[0]] and listed[ids[1]]
+    assert cli.main(["--store", str(s.root), "status"]) == 0
+    assert cli.main(["--store", str(s.root), "report", "--out", str(tmp_path / "out")]) == 0
+    assert "damaged: summary.json" in (tmp_path / "out" / "REPRODUCTION.md").read_text()
+
+
+def test_a_completed_run_with_a_damaged_summary_is_planned_again(tmp_path):
+    from healcore.grid import Grid
+    from healcore.plan import plan
+
+    s = syn.build(tmp_path / "runs", levels=(0,), seeds=(0,), lrs=(5e-5,))
+    run_id = s.run_ids()[0]
+    cfg = RunConfig.from_stored(s.config(run_id))
+    assert [c.run_id for c in plan(Grid("g", [cfg]), s)["completed"]] == [run_id]
+    syn.damage(s, run_id, "summary")
+    assert [c.run_id for c in plan(Grid("g", [cfg]), s)["todo"]] == [run_id]
+    assert json.loads(s.files(run_id).status.read_text())["state"] == "completed"  # nothing rewritten by reading

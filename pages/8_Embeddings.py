@@ -1,5 +1,6 @@
 """Embeddings: t-SNE/UMAP of stored features as small multiples across corruption settings (the paper's
-Figure 1: clean, top 25%, bottom 25%, all), coloured by label, with silhouette and kNN accuracy per panel."""
+Figure 1: clean, top 25%, bottom 25%, all), coloured by true class (distinct colours up to 20 classes), each
+panel naming its run and seed, with silhouette and kNN accuracy."""
 import pandas as pd
 import streamlit as st
 
@@ -10,8 +11,8 @@ from healcore.store import RunStore
 
 
 @st.cache_data(show_spinner="Projecting features (cached on disk next to them)...", max_entries=64)
-def projection(run_dir: str, which: str, method: str, mtime: float) -> dict | None:
-    return project(run_dir, which, method)
+def projection(root: str, run_id: str, which: str, method: str, mtime: float) -> dict | None:
+    return project(RunStore(root).files(run_id), which, method)
 
 
 def default_settings(options: list[str]) -> list[str]:
@@ -26,19 +27,24 @@ def default_settings(options: list[str]) -> list[str]:
 
 
 def main() -> None:
-    st.title("Embeddings")
-    root, runs = common.load_nonempty(completed=True)
+    common.set_up_page("Embeddings")
+    root, runs = common.load_nonempty()
     done = runs[runs["state"] == "completed"]
+    if done.empty:
+        common.nothing_scored_yet(runs)
+        return
     store = RunStore(root)
     c = st.columns(4)
-    model = c[0].selectbox("Model", sorted(done["model"].unique()))
+    model = common.url_selectbox("Model", sorted(done["model"].unique()), key="model", container=c[0])
     datasets = sorted(done[done["model"] == model]["dataset"].unique())
-    with_features = set(done[(done["model"] == model) & done["has_features"]]["dataset"])  # prefer runs that kept them
-    first = next((i for i, d in enumerate(datasets) if d in with_features), 0)
-    dataset = c[1].selectbox("Dataset", datasets, index=first)
-    method = c[2].selectbox("Projection", ["tsne", "umap"], format_func={"tsne": "t-SNE", "umap": "UMAP"}.get)
-    which = c[3].selectbox("Features", ["best", "before"],
-                           format_func={"best": "after fine-tuning (best epoch)", "before": "before fine-tuning"}.get)
+    with_features = [d for d in datasets if d in set(done[(done["model"] == model) & done["has_features"]]["dataset"])]
+    dataset = common.url_selectbox("Dataset", datasets, key="dataset", container=c[1],
+                                   default=with_features[0] if with_features else datasets[0])
+    method = common.url_selectbox("Projection", ["tsne", "umap"], key="projection", container=c[2],
+                                  format_func={"tsne": "t-SNE", "umap": "UMAP"}.get)
+    which = common.url_selectbox("Features", ["best", "before"], key="features", container=c[3],
+                                 format_func={"best": "after fine-tuning (best epoch)",
+                                              "before": "before fine-tuning"}.get)
     sub = common.one_variant(done[(done["model"] == model) & (done["dataset"] == dataset)].copy(), "emb",
                              methods=False)
     sub["setting"] = [common.setting_label(r.side, r.level) + ("" if r.method == "reinit" or r.side == "clean"
@@ -47,29 +53,31 @@ def main() -> None:
     sub = sub.assign(missing=~sub["has_features"]).sort_values(["level", "side", "missing", "seed", "lr"])
     sub = sub.drop_duplicates("setting")
     options = sub["setting"].tolist()
-    chosen = st.multiselect("Settings (one run each: lowest seed)", options, default=default_settings(options))
+    chosen = common.url_multiselect("Settings (one run each: the lowest seed that kept features)", options,
+                                    key="setting", default=default_settings(options), all_means_none=False)
     panels = []
     for setting in chosen:
         r = sub[sub["setting"] == setting].iloc[0]
-        run_dir = store.path(r["run_id"])
-        feat = run_dir / "features" / f"{which}.npz"
+        feat = store.files(r["run_id"]).features(which)
         if not feat.is_file():
             st.warning(f"{setting}: no stored {which} features")
             continue
-        proj = projection(str(run_dir), which, method, feat.stat().st_mtime)
+        proj = projection(root, r["run_id"], which, method, feat.stat().st_mtime)
         if proj is None:
             continue
         classes = (store.summary(r["run_id"]) or {}).get("classes") or []
         labels = [classes[i] if i < len(classes) else str(i) for i in proj["labels"]]
-        title = f"{setting} · silhouette {proj['silhouette']:.2f} · kNN {proj['knn_accuracy']:.1f}%"
+        title = (f"{setting} · seed {r['seed']} · lr {r['lr']:g} · {r['run_id'][-10:]} · silhouette "
+                 f"{proj['silhouette']:.2f} · kNN {proj['knn_accuracy']:.1f}%")
         panels.append(pd.DataFrame({"x": proj["xy"][:, 0], "y": proj["xy"][:, 1], "label": labels, "panel": title}))
     if not panels:
         st.info("Pick at least one setting with stored features.")
         return
     frame = pd.concat(panels, ignore_index=True)
-    chart = charts.embedding_panels(frame, [p["panel"].iloc[0] for p in panels], columns=2)  # fits the page width
-    st.altair_chart(chart, width="content")
-    st.caption("Silhouette: of the true labels in feature space (-1..1). kNN: 5-nearest-neighbour accuracy, 5-fold.")
+    chart = charts.embedding_panels(frame, [p["panel"].iloc[0] for p in panels], columns=2, size=260)
+    st.altair_chart(chart)
+    st.caption("Silhouette: of the true labels in feature space (-1..1). kNN: 5-nearest-neighbour accuracy, 5-fold. "
+               "Each panel names its run (the id's last characters, as in Run detail), seed and learning rate.")
 
 
 main()

@@ -1,0 +1,42 @@
+"""Export: the paper-style table (CSV, Markdown, LaTeX; datasets by name, the training recipe in the caption,
+† convergence failures, ‡ surprises) and the tidy data as CSV."""
+import io
+
+import pandas as pd
+import streamlit as st
+
+from dashboard import common
+from healcore import results
+
+
+def main() -> None:
+    common.set_up_page("Export")
+    root, runs = common.load_nonempty()
+    table = common.cell_filters(common.load_cells(root), "export")
+    common.flag_banner(runs, common.load_cells(root))
+    value = common.url_selectbox("Value", ["f1", "f1_macro", "accuracy", "healing", "recovery"], key="value")
+    st.subheader("Table 1 layout")
+    caption = results.recipe_caption(runs[runs["state"] == "completed"])
+    md = results.export_table1(table, "markdown", value, caption=caption)
+    if md:
+        csv = results.export_table1(table, "csv", value)
+        st.dataframe(pd.read_csv(io.StringIO(csv), dtype=str).fillna(""), hide_index=True, width="stretch")
+        st.caption(md.split("\n\n", 1)[1])
+        with st.expander("Markdown"):
+            st.code(md, language="markdown")
+        c = st.columns(3)
+        c[0].download_button("Markdown", md, "table1.md", "text/markdown")
+        c[1].download_button("LaTeX", results.export_table1(table, "latex", value, caption=caption), "table1.tex",
+                             "text/x-tex")
+        c[2].download_button("CSV", csv, "table1.csv", "text/csv")
+    else:
+        st.caption("No re-initialisation cells yet.")
+    st.subheader("Tidy data")
+    c = st.columns(3)
+    c[0].download_button("Runs (CSV)", runs.to_csv(index=False), "runs.csv", "text/csv")
+    c[1].download_button("Cells (CSV)", table.to_csv(index=False), "cells.csv", "text/csv")
+    epochs = common.epochs_table(root, common.store_version(root), tuple(runs["run_id"]))
+    c[2].download_button("Epochs (CSV)", epochs.to_csv(index=False), "epochs.csv", "text/csv")
+
+
+main()

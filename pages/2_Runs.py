@@ -1,0 +1,133 @@
+"""Runs: every run of the store in one table. Filter by any config key, search ids, sort, choose columns, group by
+any keys with mean ± std; select two or more runs to see their config differences side by side and their curves
+overlaid. Every choice is kept in the URL."""
+import pandas as pd
+import streamlit as st
+
+from dashboard import common
+from healcore import charts
+from healcore.results import CONFIG_KEYS, as_text
+
+METRICS = ["test_f1_weighted", "test_f1_macro", "test_accuracy", "validation_f1_weighted", "best_on_test",
+           "probe_f1", "healing", "tokens_per_s", "train_s"]
+DEFAULT_COLUMNS = ["run_id", "state", "model", "dataset", "setting", "lr", "lr_schedule", "seed", "epochs",
+                   "test_f1_weighted", "probe_f1", "healing", "best_epoch", "failures"]
+MAX_COMPARED = 8
+
+
+def tidy(runs: pd.DataFrame) -> pd.DataFrame:
+    """The runs table as shown: a setting in words, failures as text, the columns a reader filters on."""
+    out = runs.drop(columns=[c for c in ("progress", "damaged") if c in runs])
+    out["setting"] = [common.setting_label(s, l) for s, l in zip(runs["side"], runs["level"])]
+    out["failures"] = runs["failures"].map("; ".join)
+    return out
+
+
+def filter_keys(runs: pd.DataFrame) -> list[str]:
+    """Columns worth filtering on: config keys and placement that take more than one value."""
+    keys = ["state", "setting", "side"] + [k for k in CONFIG_KEYS if k in runs]
+    return [k for k in dict.fromkeys(keys) if k in runs and as_text(runs[k]).nunique() > 1]
+
+
+def apply_filters(runs: pd.DataFrame, query: str, only_failed: bool, chosen: dict[str, list[str]]) -> pd.DataFrame:
+    """Pure: the rows matching an id substring, the failure toggle and each key's chosen values."""
+    mask = pd.Series(True, index=runs.index)
+    if query:
+        mask &= runs["run_id"].str.contains(query, case=False, regex=False)
+    if only_failed:
+        mask &= runs["failures"] != ""
+    for key, values in chosen.items():
+        mask &= as_text(runs[key]).isin(values)
+    return runs[mask]
+
+
+def grouped(runs: pd.DataFrame, keys: list[str], metric: str) -> pd.DataFrame:
+    """One row per group: how many runs, mean ± std (and min, max) of the metric, runs with failures."""
+    g = runs.groupby([as_text(runs[k]) for k in keys], sort=True, dropna=False)
+    out = g.agg(runs=("run_id", "size"), mean=(metric, "mean"), std=(metric, "std"), min=(metric, "min"),
+                max=(metric, "max"), failures=("failures", lambda f: int((f != "").sum()))).reset_index()
+    out["mean ± std"] = [f"{m:.2f} ± {s:.2f}" if pd.notna(s) else (f"{m:.2f}" if pd.notna(m) else "–")
+                         for m, s in zip(out["mean"], out["std"])]
+    return out
+
+
+def config_diff(runs: pd.DataFrame) -> pd.DataFrame:
+    """Config keys that differ between the runs, one column per run (keys all share are left out)."""
+    keys = [k for k in CONFIG_KEYS if k in runs and as_text(runs[k]).nunique() > 1]
+    table = runs.set_index("run_id")[keys].apply(as_text).T
+    table.index.name = "config key"
+    return table
+
+
+def compare(root: str, picked: pd.DataFrame) -> None:
+    st.subheader(f"Comparing {len(picked)} runs")
+    diff = config_diff(picked)
+    if diff.empty:
+        st.caption("Their configs are identical.")
+    else:
+        st.dataframe(diff, width="stretch")
+    epochs = common.epochs_table(root, common.store_version(root), tuple(picked["run_id"]))
+    if len(epochs):
+        epochs = epochs.assign(run=epochs["run_id"])
+        c1, c2 = st.columns(2)
+        c1.altair_chart(charts.run_curves(epochs, title="Weighted F1 per epoch"), width="stretch")
+        c2.altair_chart(charts.loss_curve(epochs), width="stretch")
+
+
+def main() -> None:
+    common.set_up_page("Runs")
+    root, runs = common.load_nonempty()
+    table = tidy(runs)
+    common.flag_banner(runs, common.load_cells(root))
+    with st.sidebar:
+        st.header("Filter")
+        query = st.text_input("Run id contains", common.url_get("q", ""), key="runs-q").strip()
+        common.url_set("q", query)
+        only_failed = st.toggle("Only runs with convergence failures", common.url_get("failed") == "1",
+                                key="runs-failed")
+        common.url_set("failed", "1" if only_failed else None)
+        keys = filter_keys(table)
+        by = common.url_multiselect("Filter by", keys, key="filter_by", default=[], all_means_none=False)
+        chosen = {k: list(map(str, common.url_multiselect(k, sorted(as_text(table[k]).unique()), key=f"f_{k}")))
+                  for k in by}
+    shown = apply_filters(table, query, only_failed, chosen)
+    c = st.columns([3, 2, 1, 2])
+    columns = common.url_multiselect("Columns", list(table.columns), key="cols",
+                                     default=[k for k in DEFAULT_COLUMNS if k in table], all_means_none=False,
+                                     container=c[0])
+    sort = common.url_selectbox("Sort by", ["run_id"] + [k for k in table.columns if k != "run_id"], key="sort",
+                                container=c[1])
+    descending = c[2].toggle("Descending", common.url_get("desc") == "1", key="runs-desc")
+    common.url_set("desc", "1" if descending else None)
+    group = common.url_multiselect("Group by (mean ± std)", filter_keys(table), key="group", default=[],
+                                   all_means_none=False, container=c[3])
+    shown = shown.sort_values(sort, ascending=not descending, kind="stable")
+    st.caption(f"{len(shown)} of {len(table)} runs")
+    if group:
+        metric = common.url_selectbox("Metric", [m for m in METRICS if m in shown], key="metric")
+        st.dataframe(grouped(shown, group, metric), hide_index=True, width="stretch",
+                     column_config={k: st.column_config.NumberColumn(format="%.2f") for k in
+                                    ("mean", "std", "min", "max")})
+        return
+    event = st.dataframe(shown[columns or ["run_id"]], hide_index=True, width="stretch", on_select="rerun",
+                         selection_mode="multi-row", key="runs-table", column_config=common.RUN_COLUMN_CONFIG)
+    rows = event.selection.rows if event is not None else []
+    now = list(shown.iloc[rows[:MAX_COMPARED]]["run_id"]) if rows else []
+    last = st.session_state.get("runs-sel-last")
+    if now != last:  # a new selection in the table goes to the URL; a URL opened with ?sel= is kept
+        st.session_state["runs-sel-last"] = now
+        if last is not None or now:
+            common.url_set("sel", now)
+    selected = [i for i in st.query_params.get_all("sel") if i in set(table["run_id"])][:MAX_COMPARED]
+    picked = table.set_index("run_id").loc[selected].reset_index() if selected else table.iloc[0:0]
+    if len(picked) == 1:
+        st.caption("Select another run to compare; or open this one.")
+        if st.button(f"Open {picked.iloc[0]['run_id']} in Run detail", icon=":material/open_in_new:"):
+            common.open_run_detail(picked.iloc[0]["run_id"])
+    elif len(picked) >= 2:
+        compare(root, picked)
+    else:
+        st.caption("Select rows to compare their configs and curves (up to 8); select one to open it.")
+
+
+main()

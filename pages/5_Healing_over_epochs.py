@@ -1,0 +1,59 @@
+"""Healing over epochs: validation/test F1 and training loss per epoch, starting from the probe score, for runs
+chosen by name (kept in the URL); running runs draw live."""
+import pandas as pd
+import streamlit as st
+
+from dashboard import common
+from healcore import charts
+
+
+def labels(runs: pd.DataFrame) -> pd.Series:
+    return pd.Series([f"{r.model} · {r.dataset} · {common.setting_label(r.side, r.level)} · lr {r.lr:g} · seed {r.seed}"
+                      for r in runs.itertuples()], index=runs.index)
+
+
+def draw(root: str, picked: pd.DataFrame) -> None:
+    epochs = common.epochs_table(root, common.store_version(root), tuple(picked["run_id"]))
+    epochs = epochs.merge(picked[["run_id", "label", "probe_f1"]], on="run_id")
+    start = picked[["run_id", "label", "probe_f1"]].assign(epoch=0, test_f1_weighted=picked["probe_f1"],
+                                                           validation_f1_weighted=picked["probe_f1"])
+    f1 = pd.concat([start, epochs], ignore_index=True).melt(
+        id_vars=["label", "epoch"], value_vars=["validation_f1_weighted", "test_f1_weighted"], var_name="split",
+        value_name="F1").dropna()
+    f1["split"] = f1["split"].str.replace("_f1_weighted", "")
+    f1_chart, loss_chart = charts.epoch_curves(f1, epochs)
+    c1, c2 = st.columns(2)
+    c1.altair_chart(f1_chart, width="stretch")
+    c2.altair_chart(loss_chart, width="stretch")
+
+
+@st.fragment(run_every=3.0)
+def draw_live(root: str, picked: pd.DataFrame) -> None:
+    draw(root, picked)
+
+
+def main() -> None:
+    common.set_up_page("Healing over epochs")
+    root, runs = common.load_nonempty()
+    done = runs[runs["state"].isin(["completed", "running", "interrupted", "failed"])]
+    if done.empty:
+        common.nothing_scored_yet(runs)
+        return
+    done = done.assign(label=labels(done))
+    by_label = dict(zip(done["label"], done["run_id"]))
+    ids = done["run_id"].tolist()
+    wanted = [r for r in st.query_params.get_all("run") if r in ids] or ids[:4]
+    chosen = st.multiselect("Runs", done["label"].tolist(),
+                            default=[done.set_index("run_id").loc[r, "label"] for r in wanted])
+    common.url_set("run", [by_label[c] for c in chosen])
+    if not chosen:
+        st.info("Choose one or more runs.")
+        return
+    picked = done[done["label"].isin(chosen)]
+    if (picked["state"] == "running").any():
+        draw_live(root, picked)
+    else:
+        draw(root, picked)
+
+
+main()

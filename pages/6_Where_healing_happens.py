@@ -1,0 +1,105 @@
+"""Where healing happens: does fine-tuning rebuild the destroyed layers' function, or do other layers take
+over? Per corruption setting: linear CKA between every layer of the healed model and every layer of the clean
+fine-tuned model; per layer, the similarity to the same layer of the clean or the pretrained model, bottom vs
+top; how far each block's weights moved; and which classes heal."""
+import pandas as pd
+import streamlit as st
+
+from dashboard import common
+from healcore import analysis, charts, results
+from healcore.results import CONFIG_KEYS
+from healcore.store import RunStore
+
+
+@st.cache_data(show_spinner="Comparing layers (CKA, cached next to the runs)...", max_entries=16)
+def tables(root: str, version: tuple, run_ids: tuple[str, ...]) -> dict[str, pd.DataFrame]:
+    runs = common.runs_table(root, version)
+    runs = runs[runs["run_id"].isin(run_ids)]
+    store = RunStore(root)
+    return {"matrices": analysis.mean_cka_matrices(store, runs, CONFIG_KEYS),
+            "layers": analysis.similarity_table(store, runs, CONFIG_KEYS),
+            "movement": analysis.movement_table(store, runs),
+            "classes": analysis.per_class_table(store, runs, CONFIG_KEYS)}
+
+
+def with_setting(frame: pd.DataFrame) -> pd.DataFrame:
+    frame = frame.copy()
+    frame["setting"] = [results.setting_label(s, l) for s, l in zip(frame["side"], frame["level"])]
+    frame["level_label"] = [f"{int(round(100 * l))}% of the layers" for l in frame["level"]]
+    return frame
+
+
+def main() -> None:
+    common.set_up_page("Where healing happens")
+    root, runs = common.load_nonempty()
+    done = runs[(runs["state"] == "completed")]
+    if done.empty:
+        common.nothing_scored_yet(runs)
+        return
+    c = st.columns(2)
+    model = common.url_selectbox("Model", sorted(done["model"].unique()), key="model", container=c[0])
+    with_analysis = done[(done["model"] == model) & done["has_analysis"]]
+    datasets = sorted(done[done["model"] == model]["dataset"].unique())
+    dataset = common.url_selectbox("Dataset", datasets, key="dataset", container=c[1],
+                                   default=with_analysis["dataset"].iloc[0] if len(with_analysis) else datasets[0])
+    sub = common.one_variant(results.reinit_only(done[(done["model"] == model) & (done["dataset"] == dataset)]),
+                             "where", methods=False)
+    if not sub["has_analysis"].any():
+        st.info("These runs kept no layer analyses: runs made before healcore recorded them, or run with "
+                "analysis_samples=0. Run the grid again in a new store (or another grid) to see where healing happens.")
+        return
+    t = tables(root, common.store_version(root), tuple(sub["run_id"]))
+    st.subheader("Healed layers against the clean fine-tuned model (linear CKA)")
+    if len(t["matrices"]):
+        matrices = with_setting(t["matrices"])
+        st.altair_chart(charts.cka_small_multiples(matrices))
+        st.caption("Rows: layers of the corrupted-then-fine-tuned model; columns: layers of the clean model fine-tuned "
+                   "the same way (same learning rate and seed where one exists), on the same test sentences; mean "
+                   "over seeds. A bright diagonal: each layer came back to its original function; brightness off the "
+                   "diagonal: other layers took the role.")
+    else:
+        st.caption("Needs the clean run of this line with its layer analyses.")
+    st.subheader("Similarity of each layer to the same layer of a reference model")
+    reference = st.radio("Reference", ["clean fine-tuned model", "pretrained model (before corruption)"],
+                         horizontal=True, key="where-ref")
+    column = "cka_clean" if reference.startswith("clean") else "cka_pretrained"
+    layers = t["layers"]
+    if len(layers):
+        mean = layers.groupby(["side", "level", "layer", "depth"], as_index=False).agg(
+            **{column: (column, "mean"), "runs": ("run_id", "nunique"), "corrupted": ("corrupted", "max")})
+        st.altair_chart(charts.layer_similarity(with_setting(mean), column, f"CKA to the {reference.split(' (')[0]}"))
+        st.caption("Diamonds: layers that were corrupted. A corrupted layer that climbs back towards 1 was "
+                   "rebuilt; one that stays low while the layers after it stay high was routed around.")
+    st.subheader("How far fine-tuning moved each block's weights")
+    movement = t["movement"]
+    if len(movement):
+        moved = movement.groupby(["side", "level", "block", "order"], as_index=False).agg(
+            movement=("movement", "mean"), runs=("run_id", "nunique"))
+        moved = with_setting(moved)
+        corrupted_blocks = {(s, l): {f"layer {i}" for i in _layers(s, l, int(sub["num_layers"].iloc[0]))}
+                            for s, l in zip(moved["side"], moved["level"])}
+        moved["corrupted"] = [b in corrupted_blocks[(s, l)] for s, l, b in zip(moved["side"], moved["level"], moved["block"])]
+        st.altair_chart(charts.weight_movement(moved))
+        st.caption("||W_T − W_0|| / ||W_0|| per block, W_0 at the start of fine-tuning (after the corruption), W_T at "
+                   "its end; mean over runs.")
+    st.subheader("Which classes heal")
+    classes = t["classes"]
+    if len(classes):
+        options = sorted(set(results.setting_label(s, l) for s, l in zip(classes["side"], classes["level"])))
+        picks = common.url_multiselect("Settings", options, key="where-setting", default=options[:3],
+                                       all_means_none=False)
+        shown = with_setting(classes)
+        shown = shown[shown["setting"].isin(picks)].groupby(["setting", "class"], as_index=False)[
+            ["before", "after", "clean"]].mean()
+        if len(shown):
+            st.altair_chart(charts.class_recovery(shown))
+            st.caption("Per class F1 (mean over seeds): the damage probe before fine-tuning, the healed model at its "
+                       "best epoch, and the clean model fine-tuned the same way.")
+
+
+def _layers(side: str, level: float, L: int) -> list[int]:
+    k = int(round(level * L))
+    return list(range(1, k + 1)) if side in ("bottom", "all") else list(range(L - k + 1, L + 1)) if side == "top" else []
+
+
+main()

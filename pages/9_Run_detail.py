@@ -1,0 +1,140 @@
+"""Run detail: a run's flags and reasons first, its curves (live while it runs), confusion matrix, per-class F1,
+config, status, log, and its files to download. The run is in the URL (?run=)."""
+import io
+import zipfile
+
+import pandas as pd
+import streamlit as st
+
+from dashboard import common
+from healcore import charts
+from healcore.errors import StoreError
+from healcore.progress import fmt_seconds, run_progress
+from healcore.store import RunStore
+
+
+def flags_of(run: pd.Series, table: pd.DataFrame) -> None:
+    """The run's convergence failures and its cell's surprises, with their reasons, at the top of the page."""
+    if run["failures"]:
+        st.error("**Convergence failure**: " + "; ".join(run["failures"]), icon=":material/report:")
+    cell = table[[run["run_id"] in ids for ids in table["all_run_ids"]]] if len(table) else table
+    if len(cell) and cell.iloc[0]["surprises"]:
+        st.warning("**Its cell is a surprise** (a finding, not a failure): " + "; ".join(cell.iloc[0]["surprises"]),
+                   icon=":material/lightbulb:")
+
+
+def curves(root: str, run_id: str) -> None:
+    epochs = common.epochs_table(root, common.store_version(root), (run_id,))
+    if epochs.empty:
+        st.caption("No finished epoch yet.")
+        return
+    c1, c2 = st.columns(2)
+    c1.altair_chart(charts.run_curves(epochs, title="Weighted F1"), width="stretch")
+    c2.altair_chart(charts.loss_curve(epochs), width="stretch")
+
+
+@st.fragment(run_every=3.0)
+def live(root: str, run_id: str) -> None:
+    runs = common.runs_table(root, common.store_version(root))
+    row = runs[runs["run_id"] == run_id]
+    if len(row):
+        p = run_progress(row.iloc[0].to_dict())
+        st.progress(p["share"], text=f"epoch {p['epoch']}/{p['epochs']}, step {p['step']}/{p['steps'] or '?'} · "
+                                     f"elapsed {fmt_seconds(p['elapsed_s'])} · ETA {fmt_seconds(p['eta_s'])}")
+    curves(root, run_id)
+
+
+def files(store: RunStore, run_id: str) -> None:
+    run_files = store.files(run_id)
+    small = [run_files.config, run_files.status, run_files.metrics, run_files.summary, run_files.probe, run_files.log]
+    cols = st.columns(len(small) + 1)
+    for col, path in zip(cols, small):
+        if path.is_file():
+            col.download_button(path.name, path.read_bytes(), path.name, key=f"dl-{path.name}")
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as z:
+        for path in sorted(run_files.dir.rglob("*")):
+            rel = path.relative_to(run_files.dir)
+            if path.is_file() and rel.parts[0] != run_files.checkpoints.name and not rel.name.startswith("."):
+                z.write(path, f"{run_id}/{rel.as_posix()}")
+    cols[-1].download_button("all (zip)", buffer.getvalue(), f"{run_id}.zip", "application/zip", key="dl-zip")
+
+
+def main() -> None:
+    common.set_up_page("Run detail")
+    root, runs = common.load_nonempty()
+    runs = runs[runs["state"] != "queued"]
+    ids = runs["run_id"].tolist()
+    if not ids:
+        common.nothing_scored_yet(common.runs_table(root, common.store_version(root)))
+        return
+    run_id = common.url_selectbox("Run", ids, key="run")
+    store = RunStore(root)
+    try:
+        store.path(run_id)
+    except StoreError as err:
+        st.error(str(err))
+        return
+    run = runs[runs["run_id"] == run_id].iloc[0]
+    flags_of(run, common.load_cells(root))
+    status = store.status(run_id)
+    summary = store.summary(run_id) or {}
+    c = st.columns([1.4, 1, 1.4, 1, 0.8])
+    c[0].metric("State", status.get("effective_state"))
+    best = (summary.get("best") or {}).get("test") or {}
+    c[1].metric("Best test F1", f"{best['f1_weighted']:.2f}" if best else "—")
+    probe = summary.get("probe") or store.read(run_id).probe or {}
+    c[2].metric("Probe F1 before fine-tuning", f"{probe['f1_weighted']:.2f}" if probe.get("f1_weighted") is not None else "—")
+    c[3].metric("Best epoch", summary.get("best_epoch") or "—")
+    c[4].metric("Attempt", status.get("attempt") or "—")
+    if status.get("effective_state") == "failed":
+        st.error(f"Failed: {status.get('error')}")
+        with st.expander("Traceback"):
+            st.code(status.get("traceback") or "", language="text")
+    if status.get("effective_state") == "running":
+        live(root, run_id)
+    else:
+        curves(root, run_id)
+    tabs = st.tabs(["Confusion matrix", "Per-class F1", "Metrics", "Config", "Status", "Log", "Files"])
+    rows = store.epochs(run_id)
+    classes = summary.get("classes")
+    with tabs[0]:
+        if rows and classes:
+            epoch = st.select_slider("Epoch", [r["epoch"] for r in rows], value=summary.get("best_epoch") or rows[-1]["epoch"])
+            row = next(r for r in rows if r["epoch"] == epoch)
+            st.altair_chart(charts.confusion(row["test"]["confusion"], classes))
+            st.caption("Each row is a true class; cells are the share of its examples predicted as each class.")
+        else:
+            st.caption("Shown once the run has finished.")
+    with tabs[1]:
+        per_class = summary.get("per_class") or {}
+        if per_class.get("best"):
+            st.dataframe(pd.DataFrame({"class": per_class["classes"], "F1 before fine-tuning (probe)": per_class.get("probe"),
+                                       "F1 at the best epoch": per_class["best"]}), hide_index=True, width="stretch")
+        else:
+            st.caption("Recorded by runs made since per-class recovery was added.")
+    with tabs[2]:
+        if rows:
+            st.dataframe(pd.DataFrame([{"epoch": r["epoch"], "train loss": r["train_loss"], "lr": r.get("lr"),
+                                        **{f"{s} {k}": r[s][k] for s in ("validation", "test") if s in r
+                                           for k in ("accuracy", "f1_weighted", "f1_macro")},
+                                        "train s": r.get("train_s"), "eval s": r.get("eval_s")} for r in rows]),
+                         hide_index=True, width="stretch")
+        else:
+            st.caption("No finished epoch yet.")
+    with tabs[3]:
+        st.json(store.config(run_id) or {})
+        if summary:
+            st.json({k: summary[k] for k in ("corruption", "data", "params", "timing", "device", "hardware",
+                                             "weight_movement") if k in summary})
+    with tabs[4]:
+        st.json({k: v for k, v in status.items() if k != "traceback"})
+    with tabs[5]:
+        log = store.files(run_id).log
+        st.code("\n".join(log.read_text(errors="replace").splitlines()[-80:]) if log.is_file() else "(no log yet)",
+                language="text")
+    with tabs[6]:
+        files(store, run_id)
+
+
+main()
