@@ -70,6 +70,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--retry-failed", action="store_true", help="run failed runs again")
     g.add_argument("--process-per-run", action="store_true",
                    help="start a fresh process for every run instead of reusing worker processes")
+    g.add_argument("--fuse", type=int, default=0, metavar="K",
+                   help="train up to K runs that differ only in corruption and learning rate as one fused model "
+                        "(full fine-tuning; experimental) [0 = off]")
     g.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a base config key for every run, e.g. --set epochs=1")
 
@@ -196,7 +199,7 @@ def _grid(args: argparse.Namespace) -> int:
         print("nothing to do")
         return 0
     result = run_grid(plan, store, executor=args.executor, address=args.address, runs_per_gpu=args.runs_per_gpu,
-                      reuse_processes=not args.process_per_run)
+                      reuse_processes=not args.process_per_run, fuse=args.fuse)
     print(f"grid {plan.grid.name}: {result['completed']} completed, {result['failed']} failed, "
           f"{result['busy']} skipped (running elsewhere), {result['interrupted']} interrupted")
     for run_id, error in result.get("errors", {}).items():

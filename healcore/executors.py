@@ -84,26 +84,29 @@ class Worker:
                                          stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log_file, env=env,
                                          text=True, bufsize=1)
         self.store, self.slot, self.log, self.max_runs = store, slot, log, max_runs
-        self.job: RunConfig | None = None
+        self.job: list[RunConfig] | None = None
         self.job_started = 0.0
         self.runs = 0
         self.first_rss: int | None = None
 
-    def send(self, cfg: RunConfig) -> None:
-        self.job, self.job_started = cfg, time.time()
-        self.proc.stdin.write(json.dumps({"config": cfg.to_dict(), "store": str(self.store.root)}) + "\n")
+    def send(self, job: list[RunConfig]) -> None:
+        """A run, or (several configs) a fused group."""
+        self.job, self.job_started = job, time.time()
+        payload = {"config": job[0].to_dict()} if len(job) == 1 else {"configs": [c.to_dict() for c in job]}
+        self.proc.stdin.write(json.dumps({**payload, "store": str(self.store.root)}) + "\n")
         self.proc.stdin.flush()
 
-    def receive(self) -> dict:
-        """The result line of the job in hand (call when its stdout is readable); a dead worker's job failed."""
+    def receive(self) -> list[dict]:
+        """The results of the job in hand (call when its stdout is readable); a dead worker's runs failed."""
         line = self.proc.stdout.readline()
-        cfg, self.job = self.job, None
+        job, self.job = self.job, None
         if line.strip():
             self.runs += 1
             return json.loads(line)
         self.proc.wait()
-        return {"run_id": cfg.run_id, "state": "failed", "seconds": time.time() - self.job_started,
-                "error": f"the worker process died (exit code {self.proc.returncode}) during the run; {_tail(self.log)}"}
+        error = f"the worker process died (exit code {self.proc.returncode}) during the run; {_tail(self.log)}"
+        return [{"run_id": cfg.run_id, "state": "failed", "seconds": time.time() - self.job_started, "error": error}
+                for cfg in job]
 
     def should_retire(self) -> bool:
         if self.max_runs is not None and self.runs >= self.max_runs:
@@ -138,15 +141,18 @@ def _rss_bytes(pid: int) -> int | None:
 
 
 def run_local(configs: list[RunConfig], store: RunStore, workers: int = 1, runs_per_gpu: int = 1,
-              poll_s: float = 0.5, quiet: bool = False, reuse_processes: bool = True) -> dict:
+              poll_s: float = 0.5, quiet: bool = False, reuse_processes: bool = True, fuse: int = 0) -> dict:
     """Execute configs on up to `workers` worker processes (with GPUs: runs_per_gpu per visible GPU).
 
     A worker executes run after run, keeping what it loaded (reuse_processes=False gives every run a fresh
-    process, as healcore did before workers existed). Crashed workers are replaced; their run is failed."""
+    process, as healcore did before workers existed). Crashed workers are replaced; their run is failed.
+    With fuse=K, runs that can train fused go to a worker in groups of up to K (fused.py)."""
+    from .fused import fusion_groups
+
     slots: list[str | None] = gpu_slots(runs_per_gpu) or [None] * max(1, workers)
     threads = thread_share(len(slots))
     log_dir = store.grids_dir / "workers"
-    queue = deque(configs)
+    queue = deque(fusion_groups(configs, fuse) if fuse > 1 else [[c] for c in configs])
     pool: list[Worker] = []
     result = {"completed": 0, "failed": 0, "busy": 0, "interrupted": 0, "errors": {}}
     durations: list[float] = []
@@ -167,16 +173,16 @@ def run_local(configs: list[RunConfig], store: RunStore, workers: int = 1, runs_
                         if w.job is not None:
                             w.interrupt()
                 for w in _ready(pool, poll_s):
-                    out = w.receive()
-                    _count(result, out, stop.requested, durations)
+                    for out in w.receive():
+                        _count(result, out, stop.requested, durations)
                     if w.proc.poll() is not None or w.should_retire():
                         w.retire()
                         pool.remove(w)
-                progress.show(result, sum(1 for w in pool if w.job), len(queue), durations)
+                progress.show(result, sum(len(w.job) for w in pool if w.job), sum(len(j) for j in queue), durations)
         finally:
             for w in pool:
                 w.retire()
-    result["interrupted"] += len(queue) if stop.requested else 0
+    result["interrupted"] += sum(len(j) for j in queue) if stop.requested else 0
     return result
 
 

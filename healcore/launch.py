@@ -23,13 +23,14 @@ from .store import HOST, RunStore, atomic_write_json, now, pid_alive, read_json
 
 
 def run_grid(plan: GridPlan, store: RunStore, executor: str = "local", address: str | None = None,
-             runs_per_gpu: int = 1, reuse_processes: bool = True) -> dict:
+             runs_per_gpu: int = 1, reuse_processes: bool = True, fuse: int = 0) -> dict:
     """Execute a plan's runs to do, keeping the grid's record up to date; returns the executor's counts."""
     from .executors import run_local, run_ray
 
     store.ensure()
     record = {"name": plan.grid.name, "pid": os.getpid(), "host": HOST, "started": now(), "state": "running",
               "executor": executor, "address": address, "workers": plan.workers, "runs_per_gpu": runs_per_gpu,
+              "fuse": fuse,
               "run_ids": [c.run_id for c in plan.grid.configs],
               "configs": {c.run_id: c.to_dict() for c in plan.grid.configs}}
     path = store.grid_record_path(plan.grid.name)
@@ -39,7 +40,7 @@ def run_grid(plan: GridPlan, store: RunStore, executor: str = "local", address: 
             result = run_ray(plan.todo, store, address=address, runs_per_gpu=runs_per_gpu, record=path)
         else:
             result = run_local(plan.todo, store, workers=plan.workers, runs_per_gpu=runs_per_gpu,
-                               reuse_processes=reuse_processes)
+                               reuse_processes=reuse_processes, fuse=fuse)
     except BaseException:
         update_record(path, state="failed", ended=now())
         raise

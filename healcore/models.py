@@ -369,13 +369,21 @@ def _dropout_of(config) -> float:
 
 
 def build_classifier(encoder, num_labels: int, pooling: str, seed: int):
+    """Encoder + dropout + linear head (initialised from `seed`). Every classifier is of one class, so K of
+    them can be stacked into one fused model (fused.py)."""
+    return classifier_class()(encoder, num_labels, pooling, seed)
+
+
+@lru_cache(maxsize=1)
+def classifier_class():
+    """The classifier's class, made on first use so that importing this module does not import torch."""
     import torch
     import torch.nn as nn
 
     class Classifier(nn.Module):
         """Encoder + dropout + linear head. `pooled` is what t-SNE panels and the probe see."""
 
-        def __init__(self):
+        def __init__(self, encoder, num_labels: int, pooling: str, seed: int):
             super().__init__()
             self.encoder = encoder
             self.pooling = pooling
@@ -416,7 +424,7 @@ def build_classifier(encoder, num_labels: int, pooling: str, seed: int):
             logits = self.head(self.dropout(pooled))
             return (logits, pooled, states) if hidden_states else (logits, pooled)
 
-    return Classifier()
+    return Classifier
 
 
 def cpu_name() -> str:

@@ -50,13 +50,13 @@ class StopFlag:
     """Set by SIGTERM/SIGINT (in the main thread) or by a stop file in the run folder (any host); the training
     loop checks it between steps and stops cleanly."""
 
-    def __init__(self, handle: RunHandle) -> None:
-        self.handle = handle
+    def __init__(self, *handles: RunHandle) -> None:
+        self.handles = handles  # a fused group stops when any of its runs is asked to
         self.signalled = False
         self._old: dict[int, Any] = {}
 
     def __call__(self) -> bool:
-        return self.signalled or self.handle.stop_requested.is_set()
+        return self.signalled or any(h.stop_requested.is_set() for h in self.handles)
 
     def __enter__(self) -> "StopFlag":
         if threading.current_thread() is threading.main_thread():
@@ -83,11 +83,7 @@ def execute(cfg: RunConfig, store: RunStore, *, show_progress: bool = False,
         if status.get("state") == "completed" and handle.read_summary() is not None:
             return handle.read_summary()
         with StopFlag(handle) as stop:
-            attempt = int(status.get("attempt", 0) or 0) + 1
-            handle.set_status("running", started=status.get("started", now()), attempt=attempt, node=_ray_node())
-            handle.log(f"attempt {attempt} started (pid {os.getpid()}); data from {splits.source}; "
-                       f"sizes {splits.sizes()}" + "".join(f"; {n}" for n in splits.notes))
-            handle.start_heartbeat()
+            begin_attempt(handle, splits)
             try:
                 setup = set_up(cfg, splits, handle, loader)
                 probe = damage_probe(cfg, setup, handle)
@@ -99,6 +95,16 @@ def execute(cfg: RunConfig, store: RunStore, *, show_progress: bool = False,
         handle.set_status("completed", ended=now())
         handle.log("completed")
         return summary
+
+
+def begin_attempt(handle: RunHandle, splits: Splits, note: str = "") -> None:
+    """A new attempt of the run: status running (attempt + 1), a log line, the heartbeat."""
+    status = handle.read_status()
+    attempt = int(status.get("attempt", 0) or 0) + 1
+    handle.set_status("running", started=status.get("started", now()), attempt=attempt, node=_ray_node())
+    handle.log(f"attempt {attempt} started (pid {os.getpid()}){note}; data from {splits.source}; "
+               f"sizes {splits.sizes()}" + "".join(f"; {n}" for n in splits.notes))
+    handle.start_heartbeat()
 
 
 def record_failure(handle: RunHandle, err: BaseException) -> None:
@@ -265,18 +271,26 @@ def fine_tune(cfg: RunConfig, setup: Setup, handle: RunHandle, stop: Callable[[]
 
 def train_and_evaluate(cfg: RunConfig, setup: Setup, handle: RunHandle, optimizer, scheduler, epoch: int,
                        best: dict, stop: Callable[[], bool], progress: "_ProgressReporter") -> tuple[dict, bool]:
-    """One epoch: train, evaluate on validation and test, log the metrics line; at a new best epoch keep its
-    features and layer representations. Returns (metrics row, whether it is the new best)."""
-    from .evaluate import metrics
-    from .train import predict, train_epoch
+    """One epoch: train, then evaluate_epoch. Returns (metrics row, whether it is the new best)."""
+    from .train import train_epoch
 
-    K = len(setup.classes)
     stats = train_epoch(setup.model, setup.train, optimizer, scheduler, epoch=epoch, seed=cfg.seed,
                         batch_size=cfg.batch_size, device=setup.device, pad_id=setup.pad_id,
                         freeze_body=cfg.mode == "linear_probe", precision=cfg.precision, stop=stop,
                         on_step=lambda s, n, loss: progress.step(epoch, s, n, loss))
+    return evaluate_epoch(cfg, setup, handle, epoch, {**stats, "lr": scheduler.get_last_lr()[0]}, best)
+
+
+def evaluate_epoch(cfg: RunConfig, setup: Setup, handle: RunHandle, epoch: int, stats: dict,
+                   best: dict) -> tuple[dict, bool]:
+    """After an epoch's training: evaluate on validation and test and log the metrics line; at a new best epoch
+    keep its features and layer representations. Returns (metrics row, whether it is the new best)."""
+    from .evaluate import metrics
+    from .train import predict
+
+    K = len(setup.classes)
     t = time.perf_counter()
-    row: dict[str, Any] = {"epoch": epoch, **stats, "lr": scheduler.get_last_lr()[0]}
+    row: dict[str, Any] = {"epoch": epoch, **stats}
     if setup.validation is not None:
         val = predict(setup.model, setup.validation, setup.device, setup.pad_id, setup.max_tokens,
                       precision=cfg.precision)
@@ -297,7 +311,7 @@ def train_and_evaluate(cfg: RunConfig, setup: Setup, handle: RunHandle, optimize
     handle.append_metrics(row)
     handle.log(f"epoch {epoch}: loss {row['train_loss']:.4f}, "
                + (f"val F1 {row['validation']['f1_weighted']:.2f}, " if "validation" in row else "")
-               + f"test F1 {row['test']['f1_weighted']:.2f} ({stats['train_s']:.1f}s train, {row['eval_s']:.1f}s eval)")
+               + f"test F1 {row['test']['f1_weighted']:.2f} ({row['train_s']:.1f}s train, {row['eval_s']:.1f}s eval)")
     return row, improved
 
 

@@ -126,13 +126,19 @@ def epoch_rows(path: Path) -> list[dict]:
 
 
 def pid_alive(pid: int) -> bool:
+    """Whether a process of this host runs: a zombie (dead, not yet reaped, as a killed worker whose parent died
+    too can stay in a container without an init) counts as gone."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
         return True
-    return True
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return True
 
 
 def effective_state(status: dict | None, at: float | None = None) -> str:

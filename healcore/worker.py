@@ -3,7 +3,8 @@
 Imports, tokenizers, data splits, token ids and pretrained weights are loaded once and kept (resources.Loader);
 each run still gets a fresh copy of the model, its own run folder, lock, heartbeat and resume, exactly as a run
 in its own process. The protocol is one JSON object per line: a job on stdin {"config": {...}, "store": path},
-a result on the result channel {"run_id", "state", "error"?, "seconds"}; stdin closed = exit. The result channel
+its results on the result channel, one line: [{"run_id", "state", "error"?, "seconds"}, ...]; stdin closed = exit.
+A job {"configs": [...], "store": path} is a fused group (fused.py). The result channel
 is the process's original stdout; everything else the process prints goes to stderr (the worker's log), so a
 library that prints cannot corrupt the protocol.
 """
@@ -21,8 +22,19 @@ from .resources import Loader
 from .store import RunStore
 
 
-def execute_job(job: dict, loader: Loader) -> dict:
-    """One job -> its result line. Never raises for a run's own failure: the grid goes on."""
+def execute_job(job: dict, loader: Loader) -> list[dict]:
+    """One job -> its result lines: a run ({"config": ...}) or a fused group ({"configs": [...]}). Never raises for
+    a run's own failure: the grid goes on."""
+    if "configs" in job:
+        from .fused import execute_fused
+
+        t0 = time.time()
+        results = execute_fused([RunConfig.from_dict(c) for c in job["configs"]], RunStore(job["store"]), loader)
+        return [{**r, "seconds": time.time() - t0} for r in results]
+    return [execute_run(job, loader)]
+
+
+def execute_run(job: dict, loader: Loader) -> dict:
     from .run import execute
 
     t0 = time.time()
@@ -50,8 +62,7 @@ def main() -> int:
     for line in sys.stdin:
         if not line.strip():
             continue
-        result = execute_job(json.loads(line), loader)
-        results.write(json.dumps(result) + "\n")
+        results.write(json.dumps(execute_job(json.loads(line), loader)) + "\n")
         _release_memory()
     return 0
 

@@ -54,6 +54,17 @@ def tiny_bert(tmp_path_factory) -> str:
 
 
 @pytest.fixture(scope="session")
+def tiny_bert_no_dropout(tmp_path_factory) -> str:
+    """The tiny BERT without dropout: runs that must match bit for bit across training paths (fused vs single)."""
+    from transformers import BertConfig
+
+    cfg = BertConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=4, num_attention_heads=2,
+                     intermediate_size=64, max_position_embeddings=256, hidden_dropout_prob=0.0,
+                     attention_probs_dropout_prob=0.0)
+    return str(_save_tiny(tmp_path_factory.mktemp("tiny-bert-nodrop"), cfg))
+
+
+@pytest.fixture(scope="session")
 def tiny_distilbert(tmp_path_factory) -> str:
     from transformers import DistilBertConfig
 

@@ -1,0 +1,334 @@
+"""Horizontally fused runs (`healcore grid --fuse`): runs of a grid that differ only in their corruption and
+learning rate train as one model (HFTA, Wang et al., MLSys 2021).
+
+On a (model, dataset, seed), the paper's 9 corruption settings x 3 learning rates are 27 runs that see the same
+batches in the same order (data order depends on the seed alone). Fused, their parameters are stacked
+(`torch.func.stack_module_state`), one forward and backward serve every member (`vmap` over `functional_call`,
+dropout drawn independently per member, eager attention: SDPA has no batching rule), and one Adam step updates
+them all with a learning rate per member. Each member keeps its own run folder, written exactly as a single run
+writes it (metrics, probe, features, analysis, summary, checkpoints in the same format), plus `fused_with` in its
+summary. A member whose loss turns NaN/inf is failed and dropped; the others go on.
+
+What may fuse: FUSE_KEYS equal, mode full. Members resume together from their checkpoints (members at different
+epochs train as separate groups).
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from .config import RunConfig
+from .errors import HealcoreError, Interrupted, RunBusyError, TrainingDiverged, first_line
+from .resources import Loader
+from .store import RunHandle, RunStore, now
+
+# What the members of a fused group must share: the batches, the schedule and what each epoch evaluates.
+FUSE_KEYS = ("model", "dataset", "seed", "batch_size", "epochs", "max_length", "pooling", "split", "max_train",
+             "max_test", "val_fraction", "lr_schedule", "warmup_ratio", "weight_decay", "precision", "device",
+             "feature_samples", "probe_samples", "analysis_samples", "checkpoint_every")
+MAX_MEMBERS = 27  # the paper's 9 settings x 3 learning rates; memory grows with each member (16 bytes/parameter)
+
+
+def fusion_groups(configs: list[RunConfig], max_members: int = MAX_MEMBERS) -> list[list[RunConfig]]:
+    """configs split into groups that can train fused (at most max_members each); runs that cannot fuse
+    (another mode than full) are groups of one. Order follows the configs'."""
+    groups: dict[tuple, list[RunConfig]] = {}
+    alone = []
+    for cfg in configs:
+        if cfg.mode != "full":
+            alone.append([cfg])
+            continue
+        groups.setdefault(tuple(getattr(cfg, k) for k in FUSE_KEYS), []).append(cfg)
+    out = [g[i:i + max_members] for g in groups.values() for i in range(0, len(g), max_members)]
+    return out + alone
+
+
+@dataclass
+class Member:
+    cfg: RunConfig
+    handle: RunHandle
+    setup: Any = None  # run.Setup
+    probe: dict = field(default_factory=dict)
+    best: dict = field(default_factory=lambda: {"epoch": None, "score": -float("inf")})
+    start_epoch: int = 1
+    shadow: Any = None  # a torch optimizer and scheduler in the single-run format, for checkpoints
+    result: dict | None = None  # set once the member ends
+
+
+def execute_fused(configs: list[RunConfig], store: RunStore, loader: Loader | None = None) -> list[dict]:
+    """Run (or reuse, or resume) a group of fusable runs; one result per config:
+    {"run_id", "state": completed | failed | interrupted | busy, "error"?}."""
+    from .run import StopFlag, begin_attempt, damage_probe, preflight, record_failure, set_up
+
+    loader = loader or Loader(cache=True)
+    members, done = [], []
+    for cfg in configs:
+        splits = preflight(cfg, loader)
+        try:
+            handle = store.open_run(cfg)
+        except RunBusyError:
+            done.append({"run_id": cfg.run_id, "state": "busy"})
+            continue
+        status = handle.read_status()
+        if status.get("state") == "completed" and handle.read_summary() is not None:
+            handle.close()
+            done.append({"run_id": cfg.run_id, "state": "completed"})
+            continue
+        begin_attempt(handle, splits, note=f", fused with {len(configs) - 1} other run(s)")
+        members.append((Member(cfg, handle), splits))
+    live: list[Member] = []
+    for m, splits in members:
+        try:
+            m.setup = set_up(m.cfg, splits, m.handle, loader)
+            m.probe = damage_probe(m.cfg, m.setup, m.handle)
+            live.append(m)
+        except BaseException as err:  # noqa: BLE001 - this member fails; the group goes on without it
+            _end(m, err, record_failure)
+            if isinstance(err, KeyboardInterrupt):
+                raise
+    try:
+        with StopFlag(*[m.handle for m in live]) as stop:
+            for epoch_group in _by_resume_epoch(live):
+                _train(epoch_group, stop, record_failure)
+    except BaseException as err:  # noqa: BLE001 - an interrupt (or a bug) ends every member still going
+        for m in live:
+            if m.result is None:
+                _end(m, err, record_failure)
+        if not isinstance(err, (Interrupted, KeyboardInterrupt, HealcoreError)):
+            raise
+    finally:
+        for m, _ in members:
+            m.handle.close()
+    return done + [m.result for m, _ in members]
+
+
+def _end(m: Member, err: BaseException | None, record_failure) -> None:
+    if err is None:
+        m.handle.set_status("completed", ended=now())
+        m.handle.log("completed")
+        m.result = {"run_id": m.cfg.run_id, "state": "completed"}
+        return
+    record_failure(m.handle, err)
+    state = "interrupted" if isinstance(err, (Interrupted, KeyboardInterrupt)) else "failed"
+    m.result = {"run_id": m.cfg.run_id, "state": state, "error": first_line(err)}
+
+
+def _by_resume_epoch(members: list[Member]) -> list[list[Member]]:
+    """Members grouped by the epoch their checkpoints resume at (all at 1 for a fresh group)."""
+    groups: dict[int, list[Member]] = {}
+    for m in members:
+        latest = m.handle.latest_checkpoint()
+        m.start_epoch = latest[0] + 1 if latest else 1
+        groups.setdefault(m.start_epoch, []).append(m)
+    return [groups[e] for e in sorted(groups)]
+
+
+# ------------------------------------------------------------------------------------------ training
+class StackedAdam:
+    """Adam(W) over stacked parameters (member first), one learning rate per member: torch.optim.AdamW's
+    update, member by member, with its defaults (betas 0.9/0.999, eps 1e-8) and make_optimizer's rule of no
+    decay on biases and norms."""
+
+    def __init__(self, params: dict, lrs, weight_decay: float, betas=(0.9, 0.999), eps: float = 1e-8):
+        import torch
+
+        self.params, self.weight_decay, self.betas, self.eps = params, weight_decay, betas, eps
+        self.lrs = torch.as_tensor(lrs, dtype=torch.float32)
+        self.state = {n: {"step": 0, "exp_avg": torch.zeros_like(p), "exp_avg_sq": torch.zeros_like(p)}
+                      for n, p in params.items() if p.requires_grad}
+
+    @staticmethod
+    def decays(name: str, p) -> bool:
+        return p.dim() - 1 >= 2 and "norm" not in name.lower()  # as make_optimizer, per member (dim - 1)
+
+    def step(self, factor: float) -> None:
+        import torch
+
+        b1, b2 = self.betas
+        with torch.no_grad():
+            for name, p in self.params.items():
+                if p.grad is None or name not in self.state:
+                    continue
+                st = self.state[name]
+                st["step"] += 1
+                lr = (self.lrs.to(p.device) * factor).view(-1, *([1] * (p.dim() - 1)))
+                if self.weight_decay and self.decays(name, p):
+                    p.mul_(1 - lr * self.weight_decay)
+                st["exp_avg"].lerp_(p.grad, 1 - b1)
+                st["exp_avg_sq"].mul_(b2).addcmul_(p.grad, p.grad, value=1 - b2)
+                bias1, bias2 = 1 - b1 ** st["step"], 1 - b2 ** st["step"]
+                denom = (st["exp_avg_sq"].sqrt() / bias2 ** 0.5).add_(self.eps)
+                p.sub_(lr / bias1 * st["exp_avg"] / denom)
+                p.grad = None
+
+    def keep(self, index) -> None:
+        """Only the members at `index` (a list of positions) go on."""
+        import torch
+
+        idx = torch.as_tensor(index, dtype=torch.long)
+        self.lrs = self.lrs[idx]
+        for name, p in list(self.params.items()):
+            self.params[name] = p.detach()[idx.to(p.device)].clone().requires_grad_(p.requires_grad)
+            if name in self.state:
+                for k in ("exp_avg", "exp_avg_sq"):
+                    self.state[name][k] = self.state[name][k][idx.to(p.device)].clone()
+
+
+def _train(members: list[Member], stop, record_failure) -> None:
+    """Fused training of members that resume at the same epoch, then each member's summary."""
+    import copy
+
+    import torch
+    import torch.nn.functional as F
+    from torch.func import functional_call, stack_module_state, vmap
+
+    from .batching import collate, train_batches
+    from .run import _ProgressReporter, evaluate_epoch, summarise
+    from .train import autocast, load_state, lr_factor, make_optimizer
+
+    cfg0 = members[0].cfg
+    device = members[0].setup.device
+    steps_per_epoch = -(-len(members[0].setup.train) // cfg0.batch_size)
+    total = steps_per_epoch * cfg0.epochs
+    warmup = int(cfg0.warmup_ratio * total)
+    resumed_rng = None
+    for m in members:  # the single-run optimizer and scheduler: checkpoints stay readable by either path
+        opt = make_optimizer(m.setup.model, m.cfg.lr, m.cfg.weight_decay, device)
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, total, warmup, cfg0.lr_schedule))
+        m.shadow = (opt, sched)
+        latest = m.handle.latest_checkpoint()
+        if latest is not None:
+            meta = load_state(latest[1], m.setup.model, opt, sched)
+            resumed_rng = torch.get_rng_state()  # the same in every member's checkpoint: one process saved them
+            m.best = meta["best"]
+            m.handle.log(f"resumed from the checkpoint of epoch {latest[0]}")
+    start_epoch = members[0].start_epoch
+    template = copy.deepcopy(members[0].setup.model).to("meta")
+    template.encoder.config._attn_implementation = "eager"  # SDPA has no vmap batching rule
+    params, buffers = stack_module_state([m.setup.model for m in members])
+    optimizer = StackedAdam(params, [m.cfg.lr for m in members], cfg0.weight_decay)
+    _load_moments(optimizer, members)
+    names = list(params)
+    torch.manual_seed(cfg0.seed)  # as a single run: dropout draws from here on (or from the checkpoint's state)
+    if resumed_rng is not None:
+        torch.set_rng_state(resumed_rng)
+
+    def forward(p, b, ids, mask, types):
+        return functional_call(template, (p, b), (ids, mask, types))[0]
+
+    batched = vmap(forward, in_dims=(0, 0, None, None, None), randomness="different")
+    progress = [_ProgressReporter(m.cfg, m.handle, steps_per_epoch, total, start_epoch, False) for m in members]
+    step_index = (start_epoch - 1) * steps_per_epoch
+    for epoch in range(start_epoch, cfg0.epochs + 1):
+        rng = np.random.default_rng([cfg0.seed, epoch])
+        batches = train_batches(members[0].setup.train.lengths, cfg0.batch_size, rng)
+        loss_sum = torch.zeros(len(members), device=device)
+        useful = padded = 0
+        started = time.perf_counter()
+        template.train()
+        for step, idx in enumerate(batches):
+            if stop():
+                raise Interrupted("stop requested")
+            batch = collate(members[0].setup.train, idx, members[0].setup.pad_id, device)
+            labels = batch.pop("labels")
+            with autocast(device, cfg0.precision):
+                logits = batched(optimizer.params, buffers, batch["input_ids"], batch["attention_mask"],
+                                 batch.get("token_type_ids"))
+            losses = torch.stack([F.cross_entropy(logits[k].float(), labels) for k in range(len(members))])
+            losses.sum().backward()
+            optimizer.step(lr_factor(step_index, total, warmup, cfg0.lr_schedule))
+            step_index += 1
+            loss_sum += losses.detach()
+            useful += int(members[0].setup.train.lengths[idx].sum())
+            padded += int(batch["input_ids"].numel())
+            if (step + 1) % 25 == 0 or step + 1 == len(batches):
+                means = (loss_sum / (step + 1)).tolist()
+                keep = [k for k, v in enumerate(means) if np.isfinite(v)]
+                for k in [k for k in range(len(members)) if k not in keep]:
+                    _end(members[k], TrainingDiverged(
+                        f"training loss became {means[k]} at epoch {epoch} step {step + 1}; lower the learning "
+                        f"rate (lr) or check the corruption strength"), record_failure)
+                if len(keep) < len(members):
+                    if not keep:
+                        return
+                    members, progress = [members[k] for k in keep], [progress[k] for k in keep]
+                    optimizer.keep(keep)
+                    buffers = {n: b[torch.as_tensor(keep, device=b.device)] for n, b in buffers.items()}
+                    loss_sum = loss_sum[torch.as_tensor(keep, device=loss_sum.device)]
+                    means = [means[k] for k in keep]
+                for k, m in enumerate(members):
+                    progress[k].step(epoch, step + 1, len(batches), means[k])
+        seconds = time.perf_counter() - started
+        _unstack(optimizer, buffers, names, members)
+        for k, m in enumerate(members):
+            stats = {"train_loss": float(loss_sum[k]) / max(1, len(batches)), "steps": len(batches), "tokens": useful,
+                     "padded_tokens": padded, "train_s": seconds / len(members), "fused_train_s": seconds,
+                     "lr": m.cfg.lr * lr_factor(step_index - 1, total, warmup, cfg0.lr_schedule)}
+            row, improved = evaluate_epoch(m.cfg, m.setup, m.handle, epoch, stats, m.best)
+            if improved:
+                m.best = {"epoch": epoch, "score": row[m.cfg.select_on][m.cfg.metric]}
+            progress[k].epoch_done(epoch, row)
+            if epoch < m.cfg.epochs and m.cfg.checkpoint_every and epoch % m.cfg.checkpoint_every == 0:
+                _checkpoint(m, optimizer, k, step_index, epoch)
+    for m in members:
+        summary = summarise(m.cfg, m.setup, m.handle, m.probe, m.best)
+        summary["fused_with"] = sorted(other.cfg.run_id for other in members if other is not m)
+        m.handle.write_summary(summary)
+        _end(m, None, record_failure)
+
+
+def _unstack(optimizer: StackedAdam, buffers: dict, names: list[str], members: list[Member]) -> None:
+    """Each member's slice of the stacked weights into its own model (for evaluation, summaries, checkpoints)."""
+    import torch
+
+    with torch.no_grad():
+        for k, m in enumerate(members):
+            own = dict(m.setup.model.named_parameters())
+            for name in names:
+                own[name].copy_(optimizer.params[name][k])
+            own_buffers = dict(m.setup.model.named_buffers())
+            for name, b in buffers.items():
+                own_buffers[name].copy_(b[k])
+
+
+def _checkpoint(m: Member, optimizer: StackedAdam, k: int, step_index: int, epoch: int) -> None:
+    """The member's checkpoint in the single-run format: its weights, its Adam moments as torch's AdamW keeps
+    them, the scheduler at the same step, the torch RNG."""
+    import torch
+
+    from .train import save_state
+
+    opt, sched = m.shadow
+    params = dict(m.setup.model.named_parameters())
+    by_param = {id(p): n for n, p in params.items()}
+    for group in opt.param_groups:
+        for p in group["params"]:
+            st = optimizer.state[by_param[id(p)]]
+            opt.state[p] = {"step": torch.tensor(float(st["step"])), "exp_avg": st["exp_avg"][k].clone(),
+                            "exp_avg_sq": st["exp_avg_sq"][k].clone()}
+    sched.last_epoch = step_index  # where a single run's scheduler would be, and its optimizer's current rate
+    factor = sched.lr_lambdas[0](step_index)
+    for group in opt.param_groups:
+        group["lr"] = m.cfg.lr * factor
+    sched._last_lr = [group["lr"] for group in opt.param_groups]
+    save_state(m.handle.new_checkpoint_dir(epoch), m.setup.model, opt, sched, {"epoch": epoch, "best": m.best})
+    m.handle.commit_checkpoint(epoch)
+
+
+def _load_moments(optimizer: StackedAdam, members: list[Member]) -> None:
+    """Adam moments restored from the members' checkpoints (their shadow optimizers) into the stacks."""
+    import torch
+
+    for k, m in enumerate(members):
+        opt, _ = m.shadow
+        names = {id(p): n for n, p in m.setup.model.named_parameters()}
+        for p, st in opt.state.items():
+            name = names.get(id(p))
+            if name in optimizer.state and "exp_avg" in st:
+                optimizer.state[name]["step"] = int(float(st["step"]))
+                with torch.no_grad():
+                    optimizer.state[name]["exp_avg"][k].copy_(st["exp_avg"])
+                    optimizer.state[name]["exp_avg_sq"][k].copy_(st["exp_avg_sq"])
