@@ -5,7 +5,7 @@ Run (GPU):  python bench/throughput.py --device cuda   (adds BERT-base/large-siz
 
 (a) Trainer configured like run_glue.py's defaults: fp32, padding to max length 128, batch 32.
 (b) Trainer tuned as its docs allow: dynamic padding, length-grouped sampling, bf16 on GPU.
-(c) healcore's training loop (healcore.train.train_epoch), as every healcore run uses it, at the precision
+(c) healcore's training loop (healcore.train.train_epoch with its optimizer and schedule), as every run uses it, at the precision
     precision=auto picks on the device (bf16 autocast on AVX512-BF16/AMX CPUs, fp32 on CUDA); both are printed.
 Same model, data, batch size, learning rate and number of optimizer steps. Timing skips the first
 `--warmup` steps of each. Prints useful (non-padding) tokens per second and the ratios c/a and c/b, last.
@@ -136,47 +136,35 @@ def run_trainer(model_factory, tok, df, steps, batch, lr, device, tuned: bool, w
 
 
 def run_healcore(model_factory, tok, df, steps, batch, lr, device, warmup: int, precision: str = "auto"):
+    """healcore's real training loop (train.train_epoch, with make_optimizer and the LambdaLR schedule a run
+    builds): an untimed warm-up epoch of `warmup` batches, then a timed epoch over every example."""
     import torch
-    import torch.nn.functional as F
 
-    from healcore.batching import collate, encode, train_batches
-    from healcore.train import autocast, make_optimizer
+    from healcore.batching import encode
+    from healcore.run import _subset
+    from healcore.train import lr_factor, make_optimizer, train_epoch
 
     hf_model = model_factory()
 
-    class Wrapped(torch.nn.Module):  # same model as the Trainer's: encoder + pooler + dropout + classifier
+    class Wrapped(torch.nn.Module):  # same model as the Trainer's, with the (logits, pooled) a classifier returns
         def __init__(self, m):
             super().__init__()
             self.m = m
 
         def forward(self, **batch):
-            return self.m(**batch).logits
+            return self.m(**batch).logits, None
 
     model = Wrapped(hf_model).to(device)
     enc = encode(tok, df, 128)
     opt = make_optimizer(model, lr, 0.0, device)
-    rng = np.random.default_rng([0, 1])
-    batches = []
-    while len(batches) < steps:
-        batches.extend(train_batches(enc.lengths, batch, rng))
-    timer = StepTimer(warmup, device)
-    useful = 0
-    model.train()
-    for i, idx in enumerate(batches[:steps]):
-        timer.begin()
-        b = collate(enc, idx, tok.pad_token_id, device)
-        labels = b.pop("labels")
-        with autocast(device, precision):  # healcore's default: bf16 where the hardware has it
-            logits = model(**b)
-        loss = F.cross_entropy(logits.float(), labels)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        if i >= warmup:
-            useful += int(enc.lengths[idx].sum())
-    timer.end_all()
+    total = steps + warmup
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, total, 0, "linear"))
+    common = dict(seed=0, batch_size=batch, device=device, pad_id=tok.pad_token_id, precision=precision)
+    if warmup:
+        train_epoch(model, _subset(enc, np.arange(min(len(enc), warmup * batch))), opt, sched, epoch=0, **common)
+    stats = train_epoch(model, enc, opt, sched, epoch=1, **common)
     del model, opt
-    return useful / timer.seconds, useful
+    return stats["tokens"] / stats["train_s"], stats["tokens"]
 
 
 def bench(label, model_factory, tok, df, args, flops_params=None):
