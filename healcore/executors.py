@@ -1,4 +1,4 @@
-"""Where a grid's runs execute: persistent local worker processes, or tasks on a Ray cluster.
+"""Where a grid's runs execute on this machine: persistent local worker processes (Ray clusters: ray_executor.py).
 
 Both call the same recipe (run.execute). Locally, one `healcore worker` process per slot (a CPU worker, or a
 share of a GPU) executes run after run and keeps what it loaded, so a short run does not pay for imports and
@@ -20,7 +20,6 @@ from collections import deque
 from pathlib import Path
 
 from .config import RunConfig
-from .errors import StoreError
 from .store import RunStore
 
 
@@ -266,74 +265,3 @@ def _tail(path: Path) -> str:
         return lines[-1][:300] if lines else "it printed nothing"
     except OSError:
         return "it printed nothing"
-
-
-# ------------------------------------------------------------------------------------------ Ray
-def _ray_execute(config: dict, root: str) -> dict:
-    from .errors import HealcoreError, RunBusyError
-    from .run import execute
-
-    cfg = RunConfig.from_dict(config)
-    try:
-        summary = execute(cfg, RunStore(root))
-        return {"run_id": cfg.run_id, "state": "completed", "f1": summary["best"]["test"]["f1_weighted"]}
-    except RunBusyError:
-        return {"run_id": cfg.run_id, "state": "busy"}
-    except HealcoreError as err:
-        return {"run_id": cfg.run_id, "state": "failed", "error": str(err)}
-    except Exception as err:  # noqa: BLE001 - reported per run; the grid goes on
-        return {"run_id": cfg.run_id, "state": "failed", "error": f"{type(err).__name__}: {err}"}
-
-
-def _ray_check_store(root: str) -> str | None:
-    import socket
-
-    probe = Path(root) / ".grids" / f".ray-probe-{socket.gethostname()}-{os.getpid()}"
-    try:
-        probe.parent.mkdir(parents=True, exist_ok=True)
-        probe.write_text("ok")
-        probe.unlink()
-        return None
-    except OSError as err:
-        return f"{socket.gethostname()}: {err.strerror or err}"
-
-
-def run_ray(configs: list[RunConfig], store: RunStore, address: str | None = None, runs_per_gpu: int = 1,
-            cpus_per_run: float = 1.0, quiet: bool = False) -> dict:
-    """Submit each run as a Ray task (fractional GPUs allowed). The store must be on storage every node sees."""
-    import ray
-
-    if not ray.is_initialized():
-        if address:
-            ray.init(address=address, log_to_driver=False)
-        else:
-            ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False)
-    gpus = ray.cluster_resources().get("GPU", 0)
-    num_gpus = 1.0 / max(1, runs_per_gpu) if gpus else 0
-    check = ray.remote(num_cpus=0.01)(_ray_check_store)
-    nodes = [n for n in ray.nodes() if n.get("Alive")]
-    problems = [p for p in ray.get([check.remote(str(store.root)) for _ in nodes]) if p]
-    if problems:
-        raise StoreError(f"Ray workers cannot write the run store {store.root} ({'; '.join(problems)}); put the "
-                         f"store on storage that every node mounts at the same path and pass it with --store")
-    task = ray.remote(num_cpus=cpus_per_run, num_gpus=num_gpus, max_retries=0)(_ray_execute)
-    pending = [task.remote(c.to_dict(), str(store.root)) for c in configs]
-    result = {"completed": 0, "failed": 0, "busy": 0, "interrupted": 0, "errors": {}}
-    started = time.time()
-    try:
-        while pending:
-            done, pending = ray.wait(pending, num_returns=1, timeout=5.0)
-            for ref in done:
-                out = ray.get(ref)
-                key = {"completed": "completed", "busy": "busy"}.get(out["state"], "failed")
-                result[key] += 1
-                if key == "failed":
-                    result["errors"][out["run_id"]] = out.get("error", "")
-            if not quiet:
-                print(f"[grid/ray] {result['completed']} done, {result['failed']} failed, {len(pending)} pending, "
-                      f"{int(time.time() - started)}s elapsed", flush=True)
-    except KeyboardInterrupt:
-        for ref in pending:
-            ray.cancel(ref)
-        result["interrupted"] = len(pending)
-    return result

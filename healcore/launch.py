@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .config import RunConfig
-from .errors import ConfigError
+from .errors import ConfigError, StoreError
 from .plan import GridPlan, make_plan
 from .results import grid_records, load_runs
 from .store import HOST, RunStore, atomic_write_json, now, pid_alive, read_json
@@ -25,19 +25,31 @@ from .store import HOST, RunStore, atomic_write_json, now, pid_alive, read_json
 def run_grid(plan: GridPlan, store: RunStore, executor: str = "local", address: str | None = None,
              runs_per_gpu: int = 1, reuse_processes: bool = True, fuse: int = 0) -> dict:
     """Execute a plan's runs to do, keeping the grid's record up to date; returns the executor's counts."""
-    from .executors import run_local, run_ray
+    from .executors import run_local
 
     store.ensure()
+    if executor == "ray":  # the cluster answers and every node can write the store, before anything is written
+        from .ray_executor import check_store_on_every_node, connect
+
+        check_store_on_every_node(connect(address), str(store.root))
     record = {"name": plan.grid.name, "pid": os.getpid(), "host": HOST, "started": now(), "state": "running",
               "executor": executor, "address": address, "workers": plan.workers, "runs_per_gpu": runs_per_gpu,
               "fuse": fuse,
               "run_ids": [c.run_id for c in plan.grid.configs],
               "configs": {c.run_id: c.to_dict() for c in plan.grid.configs}}
     path = store.grid_record_path(plan.grid.name)
-    atomic_write_json(path, record)
+    try:
+        atomic_write_json(path, record)
+    except OSError as err:
+        raise StoreError(f"cannot write the grid's record {path} ({err.strerror or err}); the run store must be a "
+                         f"writable folder") from None
     try:
         if executor == "ray":
-            result = run_ray(plan.todo, store, address=address, runs_per_gpu=runs_per_gpu, record=path)
+            from .ray_executor import run_ray
+
+            # runs another driver left "running" are submitted too: still held, they come back busy and wait
+            result = run_ray(plan.todo + plan.parts["running"], store, address=address, runs_per_gpu=runs_per_gpu,
+                             record=path)
         else:
             result = run_local(plan.todo, store, workers=plan.workers, runs_per_gpu=runs_per_gpu,
                                reuse_processes=reuse_processes, fuse=fuse)

@@ -131,7 +131,7 @@ def test_two_grids_at_once_run_each_config_once(tmp_path, tiny_bert):
 
 def test_ray_executor_runs_a_small_grid(tmp_path, tiny_bert):
     ray = pytest.importorskip("ray")
-    from healcore.executors import run_ray
+    from healcore.ray_executor import run_ray
 
     store = RunStore(tmp_path / "runs")
     grid = expand(str(_grid_file(tmp_path, tiny_bert, levels=(0, 2))))
@@ -146,7 +146,7 @@ def test_ray_executor_runs_a_small_grid(tmp_path, tiny_bert):
 def test_ray_rejects_a_store_workers_cannot_write(tmp_path, tiny_bert):
     ray = pytest.importorskip("ray")
     from healcore.errors import StoreError
-    from healcore.executors import run_ray
+    from healcore.ray_executor import run_ray
 
     ro = tmp_path / "ro"
     (ro / ".grids").mkdir(parents=True)
@@ -157,7 +157,7 @@ def test_ray_rejects_a_store_workers_cannot_write(tmp_path, tiny_bert):
         (ro / ".grids").write_text("not a folder")
     grid = expand(str(_grid_file(tmp_path, tiny_bert, levels=(0,))))
     try:
-        with pytest.raises(StoreError, match="storage that every node mounts"):
+        with pytest.raises(StoreError, match="storage every node mounts"):
             run_ray(grid.configs, RunStore(ro), quiet=True)
     finally:
         ray.shutdown()

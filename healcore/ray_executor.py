@@ -1,0 +1,239 @@
+"""A grid on an existing Ray cluster (`healcore grid --executor ray --address ...`): each run is a Ray task.
+
+Ray schedules; healcore never does. What healcore adds is what a run needs to survive a cluster:
+- A task lost to its node or worker process (NodeDiedError, WorkerCrashedError, the node's OOM killer) is retried
+  by Ray (`max_retries`); the retry opens the same run folder on the shared store and resumes from its last
+  checkpoint (attempt + 1). A run's own errors (bad data, NaN loss) are results, never retried. A task that
+  still fails becomes a `failed` run with the reason, and the grid goes on.
+- Before any task, one probe is pinned to every alive node (NodeAffinitySchedulingStrategy) to prove that node
+  can write the store; the grid is refused, naming the nodes that cannot.
+- The grid's record (.grids/<name>.json) holds the Ray address and job id; `healcore cancel --grid` (from any
+  host that mounts the store) sets `cancel_requested` there, and the driver cancels its tasks and asks each
+  running run to stop (its stop file): they end `interrupted`, resumable.
+- A run another process holds (a task of a driver that was killed and is still winding down) comes back
+  `busy`; the driver submits it again a little later, so a restarted grid never runs a config twice at once.
+Ray reuses worker processes between tasks, so a worker keeps what it loaded (resources.Loader) like a local one.
+"""
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import time
+from pathlib import Path
+
+from .config import RunConfig
+from .errors import ConfigError, StoreError, first_line
+from .resources import Loader
+from .store import RunStore, atomic_write_json, now, read_json
+
+MAX_RETRIES = 3  # system failures (a node or a worker process lost) per run; a run's own errors are not retried
+BUSY_RETRY_S = 15.0  # a run held by another process is submitted again after this long
+POLL_S = 2.0
+_LOADER = Loader(cache=True)  # kept by each Ray worker process across the tasks it executes
+
+
+def connect(address: str | None):
+    """ray.init on the cluster at `address` (None: a local single-node Ray), or one line saying what to do."""
+    import ray
+
+    if ray.is_initialized():
+        return ray
+    if address and address not in ("auto", "local") and not address.startswith("ray://"):
+        host, _, port = address.rpartition(":")
+        try:
+            socket.create_connection((host or "127.0.0.1", int(port)), timeout=5).close()
+        except (OSError, ValueError):
+            raise ConfigError(_unreachable(address, "nothing answers there")) from None
+    try:
+        if address:
+            ray.init(address=address, log_to_driver=False, logging_level="ERROR")
+        else:
+            ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False, logging_level="ERROR")
+    except (ConnectionError, TimeoutError) as err:
+        raise ConfigError(_unreachable(address, first_line(err))) from None
+    except RuntimeError as err:
+        text = str(err)
+        if "Version mismatch" in text:
+            cluster = text.split("Ray:", 1)[1].split()[0] if "Ray:" in text else "another version"
+            raise ConfigError(f"Ray version mismatch: the cluster at {address} runs Ray {cluster}, this process Ray "
+                              f"{ray.__version__}; install ray=={cluster} here, or start the cluster with this "
+                              f"version") from None
+        raise
+    return ray
+
+
+def _unreachable(address: str | None, why: str) -> str:
+    return (f"cannot reach a Ray cluster at {address} ({why}); start one with `ray start --head` on the head node "
+            f"and `ray start --address <head>:6379` on the others, then pass --address <head>:6379 (or auto on a node "
+            f"of the cluster)")
+
+
+def check_store_on_every_node(ray, root: str) -> list[str]:
+    """One probe pinned to each alive node writes and removes a file in the store; returns the node ids probed.
+    StoreError naming the nodes that cannot write it."""
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    nodes = [n for n in ray.nodes() if n.get("Alive")]
+    probe = ray.remote(num_cpus=0)(_probe_store)
+    refs = [probe.options(scheduling_strategy=NodeAffinitySchedulingStrategy(n["NodeID"], soft=False)).remote(root)
+            for n in nodes]
+    answers = ray.get(refs, timeout=120)
+    bad = [f"{n.get('NodeManagerAddress')} (node {n['NodeID'][:12]}): {problem}"
+           for n, (_, problem) in zip(nodes, answers) if problem]
+    if bad:
+        raise StoreError(f"the run store {root} cannot be written from {len(bad)} Ray node(s): {'; '.join(bad)}; put "
+                         f"the store on storage every node mounts at the same path (NFS, Lustre) and pass it with "
+                         f"--store")
+    return [node for node, _ in answers]
+
+
+def _probe_store(root: str) -> tuple[str, str | None]:
+    import ray
+
+    node = ray.get_runtime_context().get_node_id()
+    probe = Path(root) / ".grids" / f".ray-probe-{node[:12]}-{os.getpid()}"
+    try:
+        probe.parent.mkdir(parents=True, exist_ok=True)
+        probe.write_text("ok")
+        probe.unlink()
+        return node, None
+    except OSError as err:
+        return node, err.strerror or str(err)
+
+
+def run_task(config: dict, root: str, submitted: float) -> dict:
+    """A Ray task: one run, through the same recipe as everywhere (a retry resumes from the checkpoint)."""
+    from .errors import HealcoreError, Interrupted, RunBusyError
+    from .run import execute
+
+    started = time.time()
+    cfg = RunConfig.from_dict(config)
+    out = {"run_id": cfg.run_id, "queued_s": started - submitted}
+    try:
+        execute(cfg, RunStore(root), loader=_LOADER)
+        out["state"] = "completed"
+    except RunBusyError:
+        out["state"] = "busy"
+    except (Interrupted, KeyboardInterrupt):
+        out["state"] = "interrupted"
+    except HealcoreError as err:
+        out.update(state="failed", error=first_line(err))
+    except Exception as err:  # noqa: BLE001 - a run's own error is its result; the grid goes on
+        out.update(state="failed", error=f"{type(err).__name__}: {first_line(err)}")
+    out["run_s"] = time.time() - started
+    return out
+
+
+def run_ray(configs: list[RunConfig], store: RunStore, address: str | None = None, runs_per_gpu: int = 1,
+            cpus_per_run: float = 1.0, quiet: bool = False, record: Path | None = None,
+            max_retries: int = MAX_RETRIES) -> dict:
+    """Submit each run as a Ray task (a fractional GPU with runs_per_gpu > 1); returns the grid's counts."""
+    ray = connect(address)
+    check_store_on_every_node(ray, str(store.root))  # again: nodes may have joined since the grid checked
+    gpus = ray.cluster_resources().get("GPU", 0)
+    task = ray.remote(num_cpus=cpus_per_run, num_gpus=1.0 / max(1, runs_per_gpu) if gpus else 0,
+                      max_retries=max_retries, retry_exceptions=False)(run_task)
+    if record is not None:
+        _update(record, address=address or "local", ray_job_id=ray.get_runtime_context().get_job_id(),
+                ray_version=ray.__version__)
+    by_id = {c.run_id: c for c in configs}
+    pending = {task.remote(c.to_dict(), str(store.root), time.time()): c for c in configs}
+    later: list[tuple[float, RunConfig]] = []  # busy runs, submitted again after BUSY_RETRY_S
+    result = {"completed": 0, "failed": 0, "busy": 0, "interrupted": 0, "errors": {}, "queued_s": []}
+    started, cancelled = time.time(), False
+    previous = signal.signal(signal.SIGTERM, _interrupt) if _main_thread() else None
+    try:
+        while pending or later:
+            if not cancelled and record is not None and (read_json(record, {}) or {}).get("cancel_requested"):
+                cancelled = True
+                _cancel(ray, pending, store)
+                result["interrupted"] += len(later)
+                later = []
+            now_s = time.time()
+            for due, cfg in [x for x in later if x[0] <= now_s]:
+                later.remove((due, cfg))
+                pending[task.remote(cfg.to_dict(), str(store.root), now_s)] = cfg
+            if not pending:
+                time.sleep(min(POLL_S, max(0.0, min(d for d, _ in later) - now_s)))
+                continue
+            done, _ = ray.wait(list(pending), num_returns=1, timeout=POLL_S)
+            for ref in done:
+                cfg = pending.pop(ref)
+                out = _outcome(ray, ref, cfg, store, cancelled)
+                if out["state"] == "busy" and not cancelled:
+                    later.append((time.time() + BUSY_RETRY_S, by_id[out["run_id"]]))
+                    continue
+                key = out["state"] if out["state"] in ("completed", "busy", "interrupted") else "failed"
+                result[key] += 1
+                if key == "failed":
+                    result["errors"][out["run_id"]] = out.get("error", "")
+                if "queued_s" in out:
+                    result["queued_s"].append(out["queued_s"])
+            if not quiet and done:
+                print(f"[grid/ray] {result['completed']} done, {result['failed']} failed, {len(pending)} submitted, "
+                      f"{len(later)} waiting (busy elsewhere), {int(time.time() - started)}s elapsed", flush=True)
+    except KeyboardInterrupt:  # SIGINT/SIGTERM of the driver: the same as a cancel
+        _cancel(ray, pending, store)
+        ray.wait(list(pending), num_returns=len(pending), timeout=30)  # the runs write `interrupted` first
+        result["interrupted"] += len(pending) + len(later)
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+    return result
+
+
+def _interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt
+
+
+def _main_thread() -> bool:
+    import threading
+
+    return threading.current_thread() is threading.main_thread()
+
+
+def _outcome(ray, ref, cfg: RunConfig, store: RunStore, cancelled: bool) -> dict:
+    """A finished task's result; a task Ray gave up on (retries spent, or cancelled) as a result too."""
+    from ray.exceptions import RayError, TaskCancelledError
+
+    try:
+        return ray.get(ref)
+    except TaskCancelledError:
+        return {"run_id": cfg.run_id, "state": "interrupted"}
+    except RayError as err:
+        if cancelled:
+            return {"run_id": cfg.run_id, "state": "interrupted"}
+        reason = f"Ray gave up on the task ({type(err).__name__}: {first_line(err)[:200]})"
+        _mark_failed(store, cfg, reason)
+        return {"run_id": cfg.run_id, "state": "failed", "error": reason}
+
+
+def _mark_failed(store: RunStore, cfg: RunConfig, reason: str) -> None:
+    """Write `failed` into the run folder, if no process holds it (its node is gone, say)."""
+    from .errors import RunBusyError
+
+    try:
+        handle = store.open_run(cfg)
+    except (RunBusyError, StoreError):
+        return
+    with handle:
+        if handle.read_status().get("state") != "completed":
+            handle.set_status("failed", ended=now(), error=reason[:500])
+            handle.log(f"failed: {reason}")
+
+
+def _cancel(ray, pending: dict, store: RunStore) -> None:
+    """Stop every submitted task: each running run is asked to stop (its stop file, read on any node), then Ray
+    cancels the tasks (a KeyboardInterrupt inside them); they end interrupted and resumable."""
+    for cfg in pending.values():
+        if store.has_run(cfg.run_id) and store.status(cfg.run_id).get("effective_state") == "running":
+            store.request_stop(cfg.run_id)
+    for ref in pending:
+        ray.cancel(ref, force=False)
+
+
+def _update(record: Path, **fields) -> None:
+    current = read_json(record, {}) or {}
+    current.update(fields)
+    atomic_write_json(record, current)
