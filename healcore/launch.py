@@ -93,6 +93,11 @@ def launch(spec: dict, store_root: str | Path, workers: int = 1, retry_failed: b
     with open(log_path, "ab") as log:
         proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                 start_new_session=True, cwd=str(store.root.parent))
+    # until the grid process writes its own record: a grid that stops before its first run stays visible
+    atomic_write_json(store.grid_record_path(grid_plan.grid.name), {
+        "name": grid_plan.grid.name, "pid": proc.pid, "host": HOST, "started": now(), "state": "starting",
+        "executor": executor, "address": address, "workers": workers, "runs_per_gpu": runs_per_gpu,
+        "run_ids": [c.run_id for c in grid_plan.grid.configs]})
     return {"name": grid_plan.grid.name, "pid": proc.pid, "runs": len(grid_plan.grid.configs), "log": str(log_path)}
 
 

@@ -39,10 +39,12 @@ def connect(address: str | None):
 
     if ray.is_initialized():
         return ray
+    answered = False
     if address and address not in ("auto", "local") and not address.startswith("ray://"):
         host, _, port = address.rpartition(":")
         try:
             socket.create_connection((host or "127.0.0.1", int(port)), timeout=5).close()
+            answered = True
         except (OSError, ValueError):
             raise ConfigError(_unreachable(address, "nothing answers there")) from None
     try:
@@ -51,6 +53,11 @@ def connect(address: str | None):
         else:
             ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False, logging_level="ERROR")
     except (ConnectionError, TimeoutError) as err:
+        if answered:  # the cluster is there and turned this process away: most often its token authentication
+            raise ConfigError(f"the Ray cluster at {address} answered but refused this process "
+                              f"({first_line(err)}); if it uses token authentication (ray start's default), set "
+                              f"RAY_AUTH_MODE=token here and give this process the cluster's token (RAY_AUTH_TOKEN, "
+                              f"or the head's ~/.ray/auth_token)") from None
         raise ConfigError(_unreachable(address, first_line(err))) from None
     except RuntimeError as err:
         text = str(err)
@@ -67,6 +74,13 @@ def _unreachable(address: str | None, why: str) -> str:
     return (f"cannot reach a Ray cluster at {address} ({why}); start one with `ray start --head` on the head node "
             f"and `ray start --address <head>:6379` on the others, then pass --address <head>:6379 (or auto on a node "
             f"of the cluster)")
+
+
+def task_environment() -> dict[str, str]:
+    """What a run reads from its environment, from the driver's: healcore's settings (HEALCORE_DATA...) and the
+    Hugging Face offline and cache switches; a node started without them then behaves like this machine."""
+    keep = ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_DATASETS_OFFLINE", "HF_HOME", "HF_HUB_CACHE")
+    return {k: v for k, v in os.environ.items() if k.startswith("HEALCORE_") or k in keep}
 
 
 def check_store_on_every_node(ray, root: str) -> list[str]:
@@ -133,7 +147,8 @@ def run_ray(configs: list[RunConfig], store: RunStore, address: str | None = Non
     check_store_on_every_node(ray, str(store.root))  # again: nodes may have joined since the grid checked
     gpus = ray.cluster_resources().get("GPU", 0)
     task = ray.remote(num_cpus=cpus_per_run, num_gpus=1.0 / max(1, runs_per_gpu) if gpus else 0,
-                      max_retries=max_retries, retry_exceptions=False)(run_task)
+                      max_retries=max_retries, retry_exceptions=False,
+                      runtime_env={"env_vars": task_environment()})(run_task)
     if record is not None:
         _update(record, address=address or "local", ray_job_id=ray.get_runtime_context().get_job_id(),
                 ray_version=ray.__version__)

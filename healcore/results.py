@@ -153,7 +153,7 @@ def grid_records(store: RunStore) -> list[dict]:
         if not isinstance(rec, dict) or not rec.get("name"):
             continue
         pid = rec.get("pid")
-        rec["alive"] = rec.get("state") == "running" and isinstance(pid, int) and (
+        rec["alive"] = rec.get("state") in ("running", "starting") and isinstance(pid, int) and (
             rec.get("host") != HOST or pid_alive(pid))
         records.append(rec)
     return sorted(records, key=lambda r: r.get("started", 0) or 0, reverse=True)

@@ -151,7 +151,7 @@ def watch(root: str) -> None:
                     f"{g['completed']} done, {g['running']} running, {g['queued']} queued, {g['failed']} failed · "
                     f"elapsed {fmt_seconds(g['elapsed_s'])} · ETA {fmt_seconds(g['eta_s']) if g['alive'] else '–'}")
         st.progress(g["share"])
-        error = grid_error(store, g["name"]) if rec.get("state") == "failed" else None
+        error = grid_error(store, g["name"]) if rec.get("state") in ("failed", "starting") and not g["alive"] else None
         if error:
             st.error(f"The grid stopped before running: {error}")
         mine = runs[runs["run_id"].isin(rec.get("run_ids", []))] if len(runs) else runs

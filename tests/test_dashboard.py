@@ -362,6 +362,33 @@ def test_launch_page_starts_a_real_run(tmp_path, monkeypatch, tiny_bert):
     assert json.loads((done[0].parent / "config.json").read_text())["lr_schedule"] == "linear"
 
 
+def test_a_grid_started_on_an_unreachable_ray_address_says_why_on_launch(tmp_path, monkeypatch, tiny_bert):
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    monkeypatch.setenv("HEALCORE_RUNS", str(tmp_path / "runs"))
+    monkeypatch.setenv("HEALCORE_ALLOWED_ROOTS", tiny_bert)
+    at = open_page("Launch")
+    at.radio[0].set_value("Build a grid").run()
+    next(m for m in at.multiselect if m.label == "Models").set_value([tiny_bert]).run()
+    next(m for m in at.multiselect if m.label.startswith("Corruption levels")).set_value(["0%"]).run()
+    next(t for t in at.text_input if t.label == "Grid name").set_value("on-ray").run()
+    at.radio(key="executor").set_value("a Ray cluster").run()
+    next(t for t in at.text_input if t.label == "Ray address").set_value(f"127.0.0.1:{port}").run()
+    next(b for b in at.button if b.label == "Start").click().run()
+    assert any("Started grid on-ray" in s.value for s in at.success)
+    deadline = time.time() + 120
+    while time.time() < deadline and "cannot reach" not in (tmp_path / "runs" / ".grids" / "on-ray.log").read_text():
+        time.sleep(0.5)
+    time.sleep(1)
+    at = open_page("Launch")
+    shown = " ".join(e.value for e in at.error)
+    assert f"The grid stopped before running: cannot reach a Ray cluster at 127.0.0.1:{port}" in shown, shown
+    assert not list((tmp_path / "runs").glob("*/config.json"))
+
+
 def test_paths_outside_the_allowed_folders_are_refused(tmp_path, monkeypatch, tiny_bert):
     monkeypatch.setenv("HEALCORE_RUNS", str(tmp_path / "runs"))
     at = open_page("Launch")
