@@ -17,7 +17,7 @@ from healcore.charts import cell_id
 from healcore.errors import HealcoreError
 from healcore.paths import confine
 from healcore.results import as_text, setting_label  # noqa: F401 - pages use common.setting_label
-from healcore.store import RunStore
+from healcore.store import RunStore, fingerprint
 
 ROOT = Path(__file__).resolve().parent.parent
 # (file, title, icon, url path, section): the navigation, in order
@@ -133,29 +133,8 @@ def store_root() -> str:
 
 
 def store_version(root: str) -> tuple:
-    """Changes whenever a run folder's status or summary changes, or a grid record does, so cached tables
-    refresh (a scan of directory entries; no file is read)."""
-    p = Path(root)
-    if not p.is_dir():
-        return (0, 0.0)
-    latest, n = 0.0, 0
-    with os.scandir(p) as entries:
-        for e in entries:
-            if e.is_dir() and not e.name.startswith("."):
-                n += 1
-                for name in ("status.json", "summary.json"):
-                    try:
-                        latest = max(latest, os.stat(os.path.join(e.path, name)).st_mtime)
-                    except OSError:
-                        pass
-    grids = p / ".grids"
-    if grids.is_dir():
-        for rec in grids.glob("*.json"):
-            try:
-                latest = max(latest, rec.stat().st_mtime)
-            except OSError:
-                pass
-    return (n, latest)
+    """Changes whenever a run folder's status or summary, or a grid record, changes: the cache key of the tables."""
+    return fingerprint(root)
 
 
 @st.cache_data(show_spinner=False, max_entries=8)

@@ -120,70 +120,78 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _dispatch(args: argparse.Namespace) -> int:
-    if args.command == "run":
-        from .run import execute
+    # Each command imports what it needs when it is chosen: `healcore status` and `--help` never load torch.
+    commands = {"run": _run, "exec": _exec, "worker": _worker, "grid": _grid, "status": _status, "cancel": _cancel,
+                "report": _report, "data": _data}
+    return commands[args.command](args)
 
-        if args.config:
-            base = _read_json_file(args.config)
-            flags = {k: v for k, v in vars(args).items() if k in {f.name for f in dataclasses.fields(RunConfig)}
-                     and v is not None}
-            cfg = RunConfig.from_dict({**base, **flags})
-        else:
-            cfg = _config_from_args(args)
-        store = RunStore(args.store)
-        summary = execute(cfg, store, show_progress=not args.quiet)
-        best = summary["best"]["test"]
-        print(f"run {cfg.run_id}: best epoch {summary['best_epoch']} (on {summary['selected_on']}), "
-              f"test weighted F1 {best['f1_weighted']:.2f}, accuracy {best['accuracy']:.2f}; "
-              f"probe before fine-tuning {summary['probe'].get('f1_weighted', float('nan')):.2f}")
-        print(f"folder: {store.path(cfg.run_id)}")
+
+def _run(args: argparse.Namespace) -> int:
+    from .run import execute
+
+    if args.config:
+        fields = {f.name for f in dataclasses.fields(RunConfig)}
+        flags = {k: v for k, v in vars(args).items() if k in fields and v is not None}
+        cfg = RunConfig.from_dict({**_read_json_file(args.config), **flags})
+    else:
+        cfg = _config_from_args(args)
+    store = RunStore(args.store)
+    summary = execute(cfg, store, show_progress=not args.quiet)
+    best = summary["best"]["test"]
+    print(f"run {cfg.run_id}: best epoch {summary['best_epoch']} (on {summary['selected_on']}), "
+          f"test weighted F1 {best['f1_weighted']:.2f}, accuracy {best['accuracy']:.2f}; "
+          f"probe before fine-tuning {summary['probe'].get('f1_weighted', float('nan')):.2f}")
+    print(f"folder: {store.path(cfg.run_id)}")
+    return 0
+
+
+def _exec(args: argparse.Namespace) -> int:
+    from .run import execute
+
+    execute(RunConfig.from_dict(_read_json_file(args.config_file)), RunStore(args.store))
+    return 0
+
+
+def _worker(args: argparse.Namespace) -> int:
+    from .worker import main as worker_main
+
+    return worker_main()
+
+
+def _status(args: argparse.Namespace) -> int:
+    from .launch import status_lines, store_status
+
+    status = store_status(RunStore(args.store))
+    print(json.dumps(status) if args.json else "\n".join(status_lines(status)))
+    return 0
+
+
+def _cancel(args: argparse.Namespace) -> int:
+    from .launch import cancel
+
+    print(cancel(RunStore(args.store), grid=args.grid, run_ids=args.run_ids).line())
+    return 0
+
+
+def _report(args: argparse.Namespace) -> int:
+    from .report import write_report
+
+    print(f"wrote {write_report(args.store, args.out, args.title, args.name, args.command_line, args.note)}")
+    return 0
+
+
+def _data(args: argparse.Namespace) -> int:
+    from . import data
+
+    if args.data_command == "export":
+        out = data.export(args.name, args.dir)
+        print(f"wrote {out}/train.csv.gz and {out}/test.csv.gz")
         return 0
-    if args.command == "exec":
-        from .run import execute
-
-        cfg = RunConfig.from_dict(_read_json_file(args.config_file))
-        execute(cfg, RunStore(args.store))
-        return 0
-    if args.command == "worker":
-        from .worker import main as worker_main
-
-        return worker_main()
-    if args.command == "grid":
-        return _grid(args)
-    if args.command == "status":
-        from .launch import status_lines, store_status
-
-        status = store_status(RunStore(args.store))
-        if args.json:
-            print(json.dumps(status))
-        else:
-            print("\n".join(status_lines(status)))
-        return 0
-    if args.command == "cancel":
-        from .launch import cancel
-
-        print(cancel(RunStore(args.store), grid=args.grid, run_ids=args.run_ids).line())
-        return 0
-    if args.command == "report":
-        from .report import write_report
-
-        path = write_report(args.store, args.out, args.title, args.name, args.command_line, args.note)
-        print(f"wrote {path}")
-        return 0
-    if args.command == "data":
-        from . import data
-
-        if args.data_command == "export":
-            out = data.export(args.name, args.dir)
-            print(f"wrote {out}/train.csv.gz and {out}/test.csv.gz")
-            return 0
-        root = data.data_root()
-        for name, info in data.REGISTRY.items():
-            local = root is not None and (root / name).is_dir()
-            print(f"{name:30s} {len(info.classes):3d} classes  "
-                  f"{'folder ' + str(root / name) if local else 'hub ' + info.hub_id}")
-        return 0
-    raise AssertionError(args.command)
+    root = data.data_root()
+    for name, info in data.REGISTRY.items():
+        local = root is not None and (root / name).is_dir()
+        print(f"{name:30s} {len(info.classes):3d} classes  {'folder ' + str(root / name) if local else 'hub ' + info.hub_id}")
+    return 0
 
 
 def _grid(args: argparse.Namespace) -> int:

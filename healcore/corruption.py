@@ -92,6 +92,17 @@ def parse_layers(text: str) -> LayerSelection:
         f"corrupt={text!r} is not a layer selection; use none, bottom:k, top:k, bottom:P%, top:P% or a list 1,2,6")
 
 
+def setting_label(side: str, level: float) -> str:
+    """A corruption setting in words, as every table, chart and message names it: clean (0%), bottom 25%, all (100%)."""
+    if side == "clean":
+        return "clean (0%)"
+    if side == "all":
+        return "all (100%)"
+    if not isinstance(level, (int, float)) or not math.isfinite(level):
+        return str(side)
+    return f"{side} {int(round(level * 100))}%"
+
+
 def canonical_layers(text: str) -> str:
     return parse_layers(text).canonical()
 

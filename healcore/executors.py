@@ -20,6 +20,8 @@ from collections import deque
 from pathlib import Path
 
 from .config import RunConfig
+from .fused import fusion_groups
+from .stopping import on_stop_signals
 from .store import RunStore
 
 
@@ -146,8 +148,6 @@ def run_local(configs: list[RunConfig], store: RunStore, workers: int = 1, runs_
     A worker executes run after run, keeping what it loaded (reuse_processes=False gives every run a fresh
     process, as healcore did before workers existed). Crashed workers are replaced; their run is failed.
     With fuse=K, runs that can train fused go to a worker in groups of up to K (fused.py)."""
-    from .fused import fusion_groups
-
     slots: list[str | None] = gpu_slots(runs_per_gpu) or [None] * max(1, workers)
     threads = thread_share(len(slots))
     log_dir = store.grids_dir / "workers"
@@ -244,19 +244,17 @@ class _StopOnSignals:
 
     def __init__(self):
         self.requested = False
-        self._old: dict = {}
+        self._signals = on_stop_signals(self._on_signal)
 
-    def __enter__(self) -> "_StopOnSignals":
-        for s in (signal.SIGTERM, signal.SIGINT):
-            self._old[s] = signal.signal(s, self._on_signal)
-        return self
-
-    def _on_signal(self, signum, frame) -> None:
+    def _on_signal(self, signum: int) -> None:
         self.requested = True
 
+    def __enter__(self) -> "_StopOnSignals":
+        self._signals.__enter__()
+        return self
+
     def __exit__(self, *exc) -> None:
-        for s, h in self._old.items():
-            signal.signal(s, h)
+        self._signals.__exit__(*exc)
 
 
 def _tail(path: Path) -> str:

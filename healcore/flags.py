@@ -15,6 +15,8 @@ import math
 import numpy as np
 import pandas as pd
 
+from .corruption import setting_label
+
 COLLAPSE_MARGIN = 1.0  # F1 points above the majority-class F1 that still count as "predicts one class"
 FLAT_LOSS = 0.98  # a final loss above this share of the first epoch's did not fall
 SEED_OUTLIER_POINTS = 10.0  # a seed this far (F1 points) from the median of its siblings is suspect...
@@ -91,12 +93,13 @@ def cell_surprises(table: pd.DataFrame, line_keys: list[str]) -> list[list[str]]
                 continue
             # more corruption scored higher: the surprise belongs to this side's cell of the step (clean and
             # all-layers cells are the references both sides share)
+            here, there = setting_label(cur.side, cur.level), setting_label(prev.side, prev.level)
             if cur.side in ("bottom", "top"):
                 out[position[cur.Index]].append(
-                    f"non-monotone: {_name(cur)} {cur.f1:.2f} above {_name(prev)} {prev.f1:.2f} with less corruption")
+                    f"non-monotone: {here} {cur.f1:.2f} above {there} {prev.f1:.2f} with less corruption")
             elif prev.side in ("bottom", "top"):
                 out[position[prev.Index]].append(
-                    f"non-monotone: {_name(prev)} {prev.f1:.2f} below {_name(cur)} {cur.f1:.2f} with more corruption")
+                    f"non-monotone: {there} {prev.f1:.2f} below {here} {cur.f1:.2f} with more corruption")
         for i, reason in _off_trend(line):
             out[position[line[i].Index]].append(reason)
     return out
@@ -143,10 +146,6 @@ def _text(values: pd.Series) -> pd.Series:
 def _std(r) -> float:
     value = getattr(r, "f1_std", 0.0)
     return float(value) if _num(value) else 0.0
-
-
-def _name(r) -> str:
-    return "clean" if r.side == "clean" else "all layers" if r.side == "all" else f"{r.side} {int(round(r.level * 100))}%"
 
 
 # ------------------------------------------------------------------------------------------ counts

@@ -179,105 +179,149 @@ class StackedAdam:
 
 def _train(members: list[Member], stop, record_failure) -> None:
     """Fused training of members that resume at the same epoch, then each member's summary."""
-    import copy
+    from .run import summarise
 
-    import torch
-    import torch.nn.functional as F
-    from torch.func import functional_call, stack_module_state, vmap
+    group = FusedGroup(members, record_failure)
+    for epoch in range(members[0].start_epoch, members[0].cfg.epochs + 1):
+        seconds, batches, useful, padded = group.train_epoch(epoch, stop)
+        if not group.members:
+            return  # every member diverged
+        group.end_epoch(epoch, seconds, batches, useful, padded)
+    for m in group.members:
+        summary = summarise(m.cfg, m.setup, m.handle, m.probe, m.best)
+        summary["fused_with"] = sorted(other.cfg.run_id for other in group.members if other is not m)
+        m.handle.write_summary(summary)
+        _end(m, None, record_failure)
 
-    from .batching import collate, train_batches
-    from .run import _ProgressReporter, evaluate_epoch, summarise
-    from .train import autocast, load_state, lr_factor, make_optimizer
 
-    cfg0 = members[0].cfg
-    device = members[0].setup.device
-    steps_per_epoch = -(-len(members[0].setup.train) // cfg0.batch_size)
-    total = steps_per_epoch * cfg0.epochs
-    warmup = int(cfg0.warmup_ratio * total)
-    resumed_rng = None
-    for m in members:  # the single-run optimizer and scheduler: checkpoints stay readable by either path
-        opt = make_optimizer(m.setup.model, m.cfg.lr, m.cfg.weight_decay, device)
-        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, total, warmup, cfg0.lr_schedule))
-        m.shadow = (opt, sched)
-        latest = m.handle.latest_checkpoint()
-        if latest is not None:
-            meta = load_state(latest[1], m.setup.model, opt, sched)
-            resumed_rng = torch.get_rng_state()  # the same in every member's checkpoint: one process saved them
-            m.best = meta["best"]
-            m.handle.log(f"resumed from the checkpoint of epoch {latest[0]}")
-    start_epoch = members[0].start_epoch
-    template = copy.deepcopy(members[0].setup.model).to("meta")
-    template.encoder.config._attn_implementation = "eager"  # SDPA has no vmap batching rule
-    params, buffers = stack_module_state([m.setup.model for m in members])
-    optimizer = StackedAdam(params, [m.cfg.lr for m in members], cfg0.weight_decay)
-    _load_moments(optimizer, members)
-    names = list(params)
-    torch.manual_seed(cfg0.seed)  # as a single run: dropout draws from here on (or from the checkpoint's state)
-    if resumed_rng is not None:
-        torch.set_rng_state(resumed_rng)
+class FusedGroup:
+    """The members' models stacked into one: a vmapped forward, one StackedAdam, the shared schedule."""
 
-    def forward(p, b, ids, mask, types):
-        return functional_call(template, (p, b), (ids, mask, types))[0]
+    def __init__(self, members: list[Member], record_failure):
+        import copy
 
-    batched = vmap(forward, in_dims=(0, 0, None, None, None), randomness="different")
-    progress = [_ProgressReporter(m.cfg, m.handle, steps_per_epoch, total, start_epoch, False) for m in members]
-    step_index = (start_epoch - 1) * steps_per_epoch
-    for epoch in range(start_epoch, cfg0.epochs + 1):
-        rng = np.random.default_rng([cfg0.seed, epoch])
-        batches = train_batches(members[0].setup.train.lengths, cfg0.batch_size, rng)
-        loss_sum = torch.zeros(len(members), device=device)
+        import torch
+        from torch.func import functional_call, stack_module_state, vmap
+
+        from .run import _ProgressReporter
+        from .train import lr_factor
+
+        self.members, self.record_failure = members, record_failure
+        cfg0 = self.cfg = members[0].cfg
+        self.device = members[0].setup.device
+        self.steps_per_epoch = -(-len(members[0].setup.train) // cfg0.batch_size)
+        total = self.steps_per_epoch * cfg0.epochs
+        warmup = int(cfg0.warmup_ratio * total)
+        self.factor = lambda step: lr_factor(step, total, warmup, cfg0.lr_schedule)  # noqa: E731
+        resumed_rng = _shadow_optimizers(members, self.factor, self.device)
+        self.template = copy.deepcopy(members[0].setup.model).to("meta")
+        self.template.encoder.config._attn_implementation = "eager"  # SDPA has no vmap batching rule
+        params, self.buffers = stack_module_state([m.setup.model for m in members])
+        self.names = list(params)
+        self.optimizer = StackedAdam(params, [m.cfg.lr for m in members], cfg0.weight_decay)
+        _load_moments(self.optimizer, members)
+        torch.manual_seed(cfg0.seed)  # as a single run: dropout draws from here on (or from the checkpoint's state)
+        if resumed_rng is not None:
+            torch.set_rng_state(resumed_rng)
+
+        def forward(p, b, ids, mask, types):
+            return functional_call(self.template, (p, b), (ids, mask, types))[0]
+
+        self.forward = vmap(forward, in_dims=(0, 0, None, None, None), randomness="different")
+        self.progress = [_ProgressReporter(m.cfg, m.handle, self.steps_per_epoch, total, m.start_epoch, False)
+                         for m in members]
+        self.step_index = (members[0].start_epoch - 1) * self.steps_per_epoch
+
+    def train_epoch(self, epoch: int, stop) -> tuple[float, int, int, int]:
+        """One pass over the shared batches; a member whose loss turns NaN/inf is failed and dropped."""
+        import torch
+        import torch.nn.functional as F
+
+        from .batching import collate, train_batches
+        from .train import autocast
+
+        setup = self.members[0].setup
+        batches = train_batches(setup.train.lengths, self.cfg.batch_size, np.random.default_rng([self.cfg.seed, epoch]))
+        self.loss_sum = torch.zeros(len(self.members), device=self.device)
         useful = padded = 0
         started = time.perf_counter()
-        template.train()
+        self.template.train()
         for step, idx in enumerate(batches):
             if stop():
                 raise Interrupted("stop requested")
-            batch = collate(members[0].setup.train, idx, members[0].setup.pad_id, device)
+            batch = collate(setup.train, idx, setup.pad_id, self.device)
             labels = batch.pop("labels")
-            with autocast(device, cfg0.precision):
-                logits = batched(optimizer.params, buffers, batch["input_ids"], batch["attention_mask"],
-                                 batch.get("token_type_ids"))
-            losses = torch.stack([F.cross_entropy(logits[k].float(), labels) for k in range(len(members))])
+            with autocast(self.device, self.cfg.precision):
+                logits = self.forward(self.optimizer.params, self.buffers, batch["input_ids"], batch["attention_mask"],
+                                      batch.get("token_type_ids"))
+            losses = torch.stack([F.cross_entropy(logits[k].float(), labels) for k in range(len(self.members))])
             losses.sum().backward()
-            optimizer.step(lr_factor(step_index, total, warmup, cfg0.lr_schedule))
-            step_index += 1
-            loss_sum += losses.detach()
-            useful += int(members[0].setup.train.lengths[idx].sum())
+            self.optimizer.step(self.factor(self.step_index))
+            self.step_index += 1
+            self.loss_sum += losses.detach()
+            useful += int(setup.train.lengths[idx].sum())
             padded += int(batch["input_ids"].numel())
-            if (step + 1) % 25 == 0 or step + 1 == len(batches):
-                means = (loss_sum / (step + 1)).tolist()
-                keep = [k for k, v in enumerate(means) if np.isfinite(v)]
-                for k in [k for k in range(len(members)) if k not in keep]:
-                    _end(members[k], TrainingDiverged(
-                        f"training loss became {means[k]} at epoch {epoch} step {step + 1}; lower the learning "
-                        f"rate (lr) or check the corruption strength"), record_failure)
-                if len(keep) < len(members):
-                    if not keep:
-                        return
-                    members, progress = [members[k] for k in keep], [progress[k] for k in keep]
-                    optimizer.keep(keep)
-                    buffers = {n: b[torch.as_tensor(keep, device=b.device)] for n, b in buffers.items()}
-                    loss_sum = loss_sum[torch.as_tensor(keep, device=loss_sum.device)]
-                    means = [means[k] for k in keep]
-                for k, m in enumerate(members):
-                    progress[k].step(epoch, step + 1, len(batches), means[k])
-        seconds = time.perf_counter() - started
-        _unstack(optimizer, buffers, names, members)
-        for k, m in enumerate(members):
-            stats = {"train_loss": float(loss_sum[k]) / max(1, len(batches)), "steps": len(batches), "tokens": useful,
-                     "padded_tokens": padded, "train_s": seconds / len(members), "fused_train_s": seconds,
-                     "lr": m.cfg.lr * lr_factor(step_index - 1, total, warmup, cfg0.lr_schedule)}
+            if (step + 1) % 25 == 0 or step + 1 == len(batches):  # one host sync every 25 steps
+                means = (self.loss_sum / (step + 1)).tolist()
+                self._drop_diverged(means, epoch, step + 1)
+                if not self.members:
+                    break
+                for k, m in enumerate(self.members):
+                    self.progress[k].step(epoch, step + 1, len(batches), float(self.loss_sum[k]) / (step + 1))
+        return time.perf_counter() - started, len(batches), useful, padded
+
+    def _drop_diverged(self, means: list[float], epoch: int, step: int) -> None:
+        import torch
+
+        keep = [k for k, v in enumerate(means) if np.isfinite(v)]
+        if len(keep) == len(self.members):
+            return
+        for k in sorted(set(range(len(self.members))) - set(keep)):
+            _end(self.members[k], TrainingDiverged(
+                f"training loss became {means[k]} at epoch {epoch} step {step}; lower the learning rate (lr) or "
+                f"check the corruption strength"), self.record_failure)
+        self.members = [self.members[k] for k in keep]
+        self.progress = [self.progress[k] for k in keep]
+        if keep:
+            self.optimizer.keep(keep)
+            self.buffers = {n: b[torch.as_tensor(keep, device=b.device)] for n, b in self.buffers.items()}
+            self.loss_sum = self.loss_sum[torch.as_tensor(keep, device=self.loss_sum.device)]
+
+    def end_epoch(self, epoch: int, seconds: float, batches: int, useful: int, padded: int) -> None:
+        """Each member evaluates, logs its metrics line and checkpoints, as a single run does."""
+        from .run import evaluate_epoch
+
+        _unstack(self.optimizer, self.buffers, self.names, self.members)
+        for k, m in enumerate(self.members):
+            stats = {"train_loss": float(self.loss_sum[k]) / max(1, batches), "steps": batches, "tokens": useful,
+                     "padded_tokens": padded, "train_s": seconds / len(self.members), "fused_train_s": seconds,
+                     "lr": m.cfg.lr * self.factor(self.step_index - 1)}
             row, improved = evaluate_epoch(m.cfg, m.setup, m.handle, epoch, stats, m.best)
             if improved:
                 m.best = {"epoch": epoch, "score": row[m.cfg.select_on][m.cfg.metric]}
-            progress[k].epoch_done(epoch, row)
+            self.progress[k].epoch_done(epoch, row)
             if epoch < m.cfg.epochs and m.cfg.checkpoint_every and epoch % m.cfg.checkpoint_every == 0:
-                _checkpoint(m, optimizer, k, step_index, epoch)
+                _checkpoint(m, self.optimizer, k, self.step_index, epoch)
+
+
+def _shadow_optimizers(members: list[Member], factor, device: str):
+    """Each member's optimizer and scheduler in the single-run format (checkpoints stay readable by either
+    path), loaded from its checkpoint when it has one. Returns the torch RNG state the checkpoints kept."""
+    import torch
+
+    from .train import load_state, make_optimizer
+
+    resumed_rng = None
     for m in members:
-        summary = summarise(m.cfg, m.setup, m.handle, m.probe, m.best)
-        summary["fused_with"] = sorted(other.cfg.run_id for other in members if other is not m)
-        m.handle.write_summary(summary)
-        _end(m, None, record_failure)
+        opt = make_optimizer(m.setup.model, m.cfg.lr, m.cfg.weight_decay, device)
+        m.shadow = (opt, torch.optim.lr_scheduler.LambdaLR(opt, factor))
+        latest = m.handle.latest_checkpoint()
+        if latest is not None:
+            meta = load_state(latest[1], m.setup.model, *m.shadow)
+            resumed_rng = torch.get_rng_state()  # the same in every member's checkpoint: one process saved them
+            m.best = meta["best"]
+            m.handle.log(f"resumed from the checkpoint of epoch {latest[0]}")
+    return resumed_rng
 
 
 def _unstack(optimizer: StackedAdam, buffers: dict, names: list[str], members: list[Member]) -> None:

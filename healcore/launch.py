@@ -15,8 +15,8 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from .config import RunConfig
 from .errors import ConfigError, StoreError
+from .executors import run_local
 from .plan import GridPlan, make_plan
 from .results import grid_records, load_runs
 from .store import HOST, RunStore, atomic_write_json, now, pid_alive, read_json
@@ -25,8 +25,6 @@ from .store import HOST, RunStore, atomic_write_json, now, pid_alive, read_json
 def run_grid(plan: GridPlan, store: RunStore, executor: str = "local", address: str | None = None,
              runs_per_gpu: int = 1, reuse_processes: bool = True, fuse: int = 0) -> dict:
     """Execute a plan's runs to do, keeping the grid's record up to date; returns the executor's counts."""
-    from .executors import run_local
-
     store.ensure()
     if executor == "ray":  # the cluster answers and every node can write the store, before anything is written
         from .ray_executor import check_store_on_every_node, connect
@@ -193,7 +191,3 @@ def status_lines(status: dict) -> list[str]:
         extra += "".join(f"; damaged {d}" for d in a["damaged"])
         lines.append(f"  {a['state']:11s} {a['run_id']}{extra}")
     return lines
-
-
-def configs_of(record: dict) -> list[RunConfig]:
-    return [RunConfig.from_stored(c) for c in (record.get("configs") or {}).values()]

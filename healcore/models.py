@@ -14,7 +14,7 @@ import threading
 from functools import lru_cache
 from pathlib import Path
 
-from .errors import ModelError
+from .errors import ModelError, first_line
 
 # transformers 5 resolves its public names lazily, and that first resolution is not thread-safe: two threads
 # asking at once (the dashboard runs page scripts in threads that can overlap: reruns, several browser
@@ -134,7 +134,7 @@ def _friendly_load_error(name: str, err: Exception) -> ModelError:
                           f"choose a standard transformers architecture")
     if "Unrecognized model" in text or "does not recognize this architecture" in text:
         return ModelError(f"model {name!r} is not an architecture transformers knows; use a BERT-family encoder")
-    first = text.strip().splitlines()[0][:200] if text.strip() else type(err).__name__
+    first = first_line(err)[:200]
     return ModelError(f"cannot load model {name!r} ({first}); offline? use a local folder or minilm-l6")
 
 
@@ -283,7 +283,7 @@ def _safetensors_header_problem(path: Path) -> str | None:
                 return "its header runs past the end of the file"
             header = json.loads(f.read(n).decode("utf-8"))
     except (OSError, ValueError, UnicodeDecodeError) as err:
-        return f"unreadable header: {str(err).splitlines()[0][:80]}"
+        return f"unreadable header: {first_line(err)[:80]}"
     ends = [v["data_offsets"][1] for k, v in header.items() if k != "__metadata__" and isinstance(v, dict)
             and isinstance(v.get("data_offsets"), list) and len(v["data_offsets"]) == 2]
     if ends and 8 + n + max(ends) > size:

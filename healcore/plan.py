@@ -17,8 +17,12 @@ import pandas as pd
 
 from .config import RunConfig
 from .corruption import parse_layers
+from .data import load_splits
 from .errors import ModelError
 from .grid import Grid, expand
+from .models import (KNOWN_LAYERS, SHORT_NAMES, check_architecture, check_model_offline, check_weights,
+                     non_embedding_params, num_layers, this_machine)
+from .results import load_runs
 from .store import RunStore
 
 # Priors for a store with no finished run (replaced by measurements as soon as runs finish):
@@ -69,9 +73,6 @@ def make_plan(spec, store: RunStore, overrides: dict | None = None, retry_failed
 def preflight(grid: Grid, deep: bool = False) -> None:
     """Check every distinct model and dataset of a grid once (layers, weights, data), before any run.
     Torch-free unless deep: then each model is also built on the meta device to prove its layers are found."""
-    from .data import load_splits
-    from .models import check_architecture, check_model_offline, check_weights, num_layers
-
     layers: dict[str, int] = {}
     seen_data: set[tuple] = set()
     for cfg in grid.configs:
@@ -90,8 +91,6 @@ def preflight(grid: Grid, deep: bool = False) -> None:
 
 def _hub_model_known_offline(model: str) -> bool:
     """The paper's hub models are checked when their run loads them (no hub round trip offline)."""
-    from .models import KNOWN_LAYERS, SHORT_NAMES
-
     return model in KNOWN_LAYERS and model not in SHORT_NAMES and not Path(model).expanduser().exists()
 
 
@@ -120,8 +119,6 @@ def estimate_seconds(configs: list[RunConfig], store: RunStore) -> tuple[float |
     Each run is priced from the closest finished runs: same hardware as this machine, else the same device kind
     (cpu/cuda), else any; within those, the same fine-tuning mode (a frozen body trains several times faster
     per token), else the same model. Runs of models nothing was measured for take the prior."""
-    from .results import load_runs
-
     if not configs:
         return 0.0, "nothing to run", False
     runs = load_runs(store.root, include_queued=False)
@@ -151,7 +148,7 @@ def estimate_seconds(configs: list[RunConfig], store: RunStore) -> tuple[float |
         return None, "no finished run to measure from, and the models' sizes are unknown offline", False
     notes = [f"{n} run(s) {label}" for label, n in used.items()]
     if prior_runs:
-        kind, name = _this_machine()
+        kind, name = this_machine()
         notes.append(f"{prior_runs} run(s) from a prior (model FLOPs at a typical rate for {name}; expect within "
                      f"2x), replaced by measurements as runs finish")
     head = f"from measured throughput of {len(done)} finished run(s); priced " if used else "priced "
@@ -162,13 +159,11 @@ def prior_seconds(cfg: RunConfig, train_tokens: float) -> float | None:
     """A run's time before anything was measured: its FLOPs at this hardware class's typical rate."""
     import os
 
-    from .models import non_embedding_params
-
     try:
         params = non_embedding_params(cfg.model)
     except (ModelError, OSError):
         return None
-    kind, _ = _this_machine()
+    kind, _ = this_machine()
     if cfg.device == "cpu":
         kind = "cpu"
     threads = int(os.environ.get("OMP_NUM_THREADS", "0") or 0) or (os.cpu_count() or 1)
@@ -218,12 +213,6 @@ def _overhead(done) -> float:
     return overhead
 
 
-def _this_machine() -> tuple[str, str]:
-    from .models import this_machine
-
-    return this_machine()
-
-
 def _hardware_family(name: str) -> str:
     """A recorded hardware name without the thread count a run had ("CPU: X (2 threads)" -> "CPU: X")."""
     return name.split(" (")[0] if name.startswith("CPU:") else name
@@ -232,7 +221,7 @@ def _hardware_family(name: str) -> str:
 def _runs_like_this_machine(done) -> list[tuple[str, object, bool]]:
     """Finished runs in order of how well their speed predicts this machine's: same hardware, same kind, any.
     Each tier: (label for the note, its runs, whether they ran on this very hardware)."""
-    kind, here = _this_machine()
+    kind, here = this_machine()
     hardware = done["hardware"].fillna("").astype(str).map(_hardware_family) if "hardware" in done else None
     tiers = []
     if hardware is not None:
@@ -249,8 +238,6 @@ def _tokens_per_epoch(cfg: RunConfig, done) -> float:
                     (done["max_length"] == cfg.max_length) & (done["split"] == cfg.split)]
         if len(same):
             return float(same["tokens_per_epoch"].median())
-    from .data import load_splits
-
     train = load_splits(cfg).train  # characters / 4 is a fair token count for English WordPiece
     chars = train["text"].str.len() + (train["text_pair"].str.len() if "text_pair" in train else 0)
     return float((chars / 4 + 3).clip(upper=cfg.max_length).sum())

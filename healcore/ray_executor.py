@@ -25,6 +25,7 @@ from pathlib import Path
 from .config import RunConfig
 from .errors import ConfigError, StoreError, first_line
 from .resources import Loader
+from .stopping import on_stop_signals, raise_interrupt
 from .store import RunStore, atomic_write_json, now, read_json
 
 MAX_RETRIES = 3  # system failures (a node or a worker process lost) per run; a run's own errors are not retried
@@ -106,7 +107,7 @@ def _probe_store(root: str) -> tuple[str, str | None]:
     import ray
 
     node = ray.get_runtime_context().get_node_id()
-    probe = Path(root) / ".grids" / f".ray-probe-{node[:12]}-{os.getpid()}"
+    probe = RunStore(root).grids_dir / f".ray-probe-{node[:12]}-{os.getpid()}"
     try:
         probe.parent.mkdir(parents=True, exist_ok=True)
         probe.write_text("ok")
@@ -154,10 +155,16 @@ def run_ray(configs: list[RunConfig], store: RunStore, address: str | None = Non
                 ray_version=ray.__version__)
     by_id = {c.run_id: c for c in configs}
     pending = {task.remote(c.to_dict(), str(store.root), time.time()): c for c in configs}
-    later: list[tuple[float, RunConfig]] = []  # busy runs, submitted again after BUSY_RETRY_S
     result = {"completed": 0, "failed": 0, "busy": 0, "interrupted": 0, "errors": {}, "queued_s": []}
+    with on_stop_signals(raise_interrupt, signals=(signal.SIGTERM,)):
+        return _drive(ray, task, store, record, pending, by_id, result, quiet)
+
+
+def _drive(ray, task, store: RunStore, record: Path | None, pending: dict, by_id: dict, result: dict,
+           quiet: bool) -> dict:
+    """Wait for the tasks, resubmitting busy runs, until all are done or the grid is cancelled."""
+    later: list[tuple[float, RunConfig]] = []  # busy runs, submitted again after BUSY_RETRY_S
     started, cancelled = time.time(), False
-    previous = signal.signal(signal.SIGTERM, _interrupt) if _main_thread() else None
     try:
         while pending or later:
             if not cancelled and record is not None and (read_json(record, {}) or {}).get("cancel_requested"):
@@ -192,20 +199,7 @@ def run_ray(configs: list[RunConfig], store: RunStore, address: str | None = Non
         _cancel(ray, pending, store)
         ray.wait(list(pending), num_returns=len(pending), timeout=30)  # the runs write `interrupted` first
         result["interrupted"] += len(pending) + len(later)
-    finally:
-        if previous is not None:
-            signal.signal(signal.SIGTERM, previous)
     return result
-
-
-def _interrupt(signum, frame) -> None:
-    raise KeyboardInterrupt
-
-
-def _main_thread() -> bool:
-    import threading
-
-    return threading.current_thread() is threading.main_thread()
 
 
 def _outcome(ray, ref, cfg: RunConfig, store: RunStore, cancelled: bool) -> dict:

@@ -24,9 +24,9 @@ import pandas as pd
 
 from . import flags
 from .config import LEGACY_VALUES, NON_IDENTITY_FIELDS, RunConfig
-from .corruption import parse_layers
+from .corruption import parse_layers, setting_label  # noqa: F401 - pages and charts read it from here
 from .errors import HealcoreError
-from .store import HOST, RunStore, effective_state, epoch_rows, pid_alive, read_json
+from .store import HOST, RunStore, pid_alive, read_json
 
 # A cell is every run that differs only in learning rate and seed (and in how or where it executed).
 _NOT_CELL = {"lr", "seed", "corrupt", "feature_samples", "probe_samples", *NON_IDENTITY_FIELDS}
@@ -51,17 +51,6 @@ def side_of(layers: list[int], L: int) -> tuple[str, int]:
     if layers == list(range(L - k + 1, L + 1)):
         return "top", k
     return "custom", k
-
-
-def setting_label(side: str, level: float) -> str:
-    """A corruption setting in words: clean (0%), bottom 25%, all (100%)."""
-    if side == "clean":
-        return "clean (0%)"
-    if side == "all":
-        return "all (100%)"
-    if not isinstance(level, (int, float)) or not math.isfinite(level):
-        return str(side)
-    return f"{side} {int(round(level * 100))}%"
 
 
 def as_text(values: pd.Series) -> pd.Series:
@@ -354,7 +343,8 @@ def claims(table: pd.DataFrame) -> pd.DataFrame:
             c = clean.iloc[0]
             recovered = [r for r in corrupted.itertuples() if r.f1 >= c.f1 - max(float(c.f1_std or 0), 0.0)]
             verdict = "holds" if not recovered else ("fails" if len(recovered) == len(corrupted) else "mixed")
-            ev = f"clean {c.f1:.2f}; " + (f"reached by {', '.join(_label(r) for r in recovered)}" if recovered
+            reached = ", ".join(setting_label(r.side, r.level) for r in recovered)
+            ev = f"clean {c.f1:.2f}; " + (f"reached by {reached}" if recovered
                                           else f"best corrupted {corrupted['f1'].max():.2f}")
             out.append((model, dataset, "corrupted models never fully recover", verdict, ev))
         else:
@@ -367,7 +357,8 @@ def claims(table: pd.DataFrame) -> pd.DataFrame:
             for a, b in zip(rows, rows[1:]):
                 steps += 1
                 if b.f1 > a.f1 + max(tol(a), tol(b)):
-                    bad.append(f"{side}: {_label(a)} {a.f1:.2f} < {_label(b)} {b.f1:.2f}")
+                    bad.append(f"{side}: {setting_label(a.side, a.level)} {a.f1:.2f} < "
+                               f"{setting_label(b.side, b.level)} {b.f1:.2f}")
         verdict = "insufficient" if steps == 0 else ("holds" if not bad else ("fails" if len(bad) == steps else "mixed"))
         out.append((model, dataset, "more corruption, worse", verdict,
                     f"{steps - len(bad)}/{steps} steps non-increasing" + (f"; exceptions: {'; '.join(bad[:3])}" if bad else "")))
@@ -385,12 +376,6 @@ def claims(table: pd.DataFrame) -> pd.DataFrame:
         else:
             out.append((model, dataset, "bottom corruption hurts more than top", "insufficient", "needs bottom and top cells"))
     return pd.DataFrame(out, columns=["model", "dataset", "claim", "verdict", "evidence"])
-
-
-def _label(r) -> str:
-    if r.side == "clean":
-        return "clean"
-    return f"{r.side} {int(round(r.level * 100))}%"
 
 
 def _paired_p(a: list[float], b: list[float]) -> float:

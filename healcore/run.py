@@ -12,9 +12,7 @@ A completed run is returned as is; an interrupted or failed one resumes from its
 from __future__ import annotations
 
 import os
-import signal
 import sys
-import threading
 import time
 import traceback
 from dataclasses import dataclass
@@ -22,12 +20,21 @@ from typing import Any, Callable
 
 import numpy as np
 
+from . import corruption
+from .analysis import cka_matrix
+from .batching import Encoded
 from .config import RunConfig
 from .corruption import CorruptionSpec, parse_layers
 from .data import Splits, stratified_take
 from .errors import CorruptionSpecError, HealcoreError, Interrupted, TrainingDiverged, first_line
+from .evaluate import majority_f1, metrics, probe
+from .models import build_classifier, check_architecture, check_weights, hardware_name, pick_device
 from .resources import Loader
+from .stopping import on_stop_signals
 from .store import RunHandle, RunStore, now
+
+# Importing this module stays torch-free (a grid worker imports it before it needs torch); the functions that
+# train import torch, internals and train (which import torch) when they run.
 
 FEATURE_SEED = 0  # the same test rows are stored for every run of a dataset, so panels compare alike
 ANALYSIS_SEED = 1  # and the same rows (another draw) carry the per-layer representations
@@ -35,8 +42,6 @@ ANALYSIS_SEED = 1  # and the same rows (another draw) carry the per-layer repres
 
 def preflight(cfg: RunConfig, loader: Loader | None = None) -> Splits:
     """Everything that can be wrong with the inputs, checked before anything is written."""
-    from .models import check_architecture, check_weights
-
     cfg.validate()
     L = check_architecture(cfg.model)
     check_weights(cfg.model)
@@ -53,23 +58,20 @@ class StopFlag:
     def __init__(self, *handles: RunHandle) -> None:
         self.handles = handles  # a fused group stops when any of its runs is asked to
         self.signalled = False
-        self._old: dict[int, Any] = {}
+        self._signals = on_stop_signals(self._handle)
 
     def __call__(self) -> bool:
         return self.signalled or any(h.stop_requested.is_set() for h in self.handles)
 
-    def __enter__(self) -> "StopFlag":
-        if threading.current_thread() is threading.main_thread():
-            for sig in (signal.SIGTERM, signal.SIGINT):
-                self._old[sig] = signal.signal(sig, self._handle)
-        return self
-
-    def _handle(self, signum, frame) -> None:
+    def _handle(self, signum: int) -> None:
         self.signalled = True
 
+    def __enter__(self) -> "StopFlag":
+        self._signals.__enter__()
+        return self
+
     def __exit__(self, *exc) -> None:
-        for sig, old in self._old.items():
-            signal.signal(sig, old)
+        self._signals.__exit__(*exc)
 
 
 def execute(cfg: RunConfig, store: RunStore, *, show_progress: bool = False,
@@ -165,9 +167,7 @@ class Setup:
 def set_up(cfg: RunConfig, splits: Splits, handle: RunHandle, loader: Loader) -> Setup:
     import torch
 
-    from . import corruption
     from .internals import encoder_layers, snapshot
-    from .models import build_classifier, pick_device
     from .train import eval_max_tokens
 
     t0 = time.perf_counter()
@@ -207,7 +207,6 @@ def set_up(cfg: RunConfig, splits: Splits, handle: RunHandle, loader: Loader) ->
 # ------------------------------------------------------------------------------------------ damage probe
 def damage_probe(cfg: RunConfig, setup: Setup, handle: RunHandle) -> dict:
     """How much task signal the corrupted, frozen body still carries: logistic regression on its features."""
-    from .evaluate import probe
     from .train import pooled_features
 
     done = handle.read_probe()
@@ -285,7 +284,6 @@ def evaluate_epoch(cfg: RunConfig, setup: Setup, handle: RunHandle, epoch: int, 
                    best: dict) -> tuple[dict, bool]:
     """After an epoch's training: evaluate on validation and test and log the metrics line; at a new best epoch
     keep its features and layer representations. Returns (metrics row, whether it is the new best)."""
-    from .evaluate import metrics
     from .train import predict
 
     K = len(setup.classes)
@@ -317,8 +315,6 @@ def evaluate_epoch(cfg: RunConfig, setup: Setup, handle: RunHandle, epoch: int, 
 
 def save_analysis(handle: RunHandle, setup: Setup, layers: np.ndarray, epoch: int) -> None:
     """analysis.npz at the best epoch: the per-layer representations and their CKA to the pretrained model."""
-    from .analysis import cka_matrix
-
     arrays = {"layers": _half(layers), "index": setup.analysis_rows, "epoch": np.array(epoch),
               "corrupted_layers": np.array(setup.corruption["layers"], dtype=np.int64)}
     if setup.pretrained_layers is not None:
@@ -364,9 +360,7 @@ def summarise(cfg: RunConfig, setup: Setup, handle: RunHandle, probe_result: dic
     import torch
     import transformers
 
-    from .evaluate import majority_f1
     from .internals import weight_movement
-    from .models import hardware_name
     from .train import use_bf16
 
     rows = handle.epochs()
@@ -415,8 +409,6 @@ def _half(x: np.ndarray) -> np.ndarray:
 
 
 def _subset(enc, idx: np.ndarray):
-    from .batching import Encoded
-
     lengths = enc.lengths[idx]
     offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
     ids = np.concatenate([enc.ids[enc.offsets[i]:enc.offsets[i + 1]] for i in idx]) if len(idx) else enc.ids[:0]

@@ -41,7 +41,7 @@ from pathlib import Path
 from typing import Any
 
 from .config import RunConfig, valid_run_id
-from .errors import RunBusyError, StoreError
+from .errors import RunBusyError, StoreError, first_line
 
 STATES = ("queued", "running", "completed", "failed", "interrupted")
 HEARTBEAT_S = 10.0  # how often a live run touches status.json (and looks for a stop request)
@@ -91,7 +91,7 @@ def read_json_checked(path: Path) -> tuple[Any, str | None]:
     try:
         return json.loads(text), None
     except ValueError as err:
-        return None, f"not valid JSON ({'empty file' if not text.strip() else str(err).splitlines()[0]})"
+        return None, f"not valid JSON ({'empty file' if not text.strip() else first_line(err)})"
 
 
 def read_json(path: Path, default: Any = None) -> Any:
@@ -161,6 +161,9 @@ def effective_state(status: dict | None, at: float | None = None) -> str:
 
 
 # ------------------------------------------------------------------------------------------ layout
+_STATUS, _SUMMARY, _GRIDS = "status.json", "summary.json", ".grids"
+
+
 class RunFiles:
     """Where each part of one run folder lives."""
 
@@ -168,11 +171,11 @@ class RunFiles:
         self.dir = run_dir
         self.lock = run_dir / ".lock"
         self.config = run_dir / "config.json"
-        self.status = run_dir / "status.json"
+        self.status = run_dir / _STATUS
         self.stop_request = run_dir / "stop"
         self.metrics = run_dir / "metrics.jsonl"
         self.probe = run_dir / "probe.json"
-        self.summary = run_dir / "summary.json"
+        self.summary = run_dir / _SUMMARY
         self.analysis = run_dir / "analysis.npz"
         self.log = run_dir / "log.txt"
         self.checkpoints = run_dir / "checkpoint"
@@ -206,6 +209,30 @@ class StoredRun:
         return effective_state(self.status)
 
 
+def fingerprint(root: str | Path) -> tuple[int, float]:
+    """(run folders, newest status/summary/grid-record time): changes whenever a reader's tables would; a scan of
+    directory entries, no file read (the dashboard's cache key)."""
+    p = Path(root)
+    if not p.is_dir():
+        return (0, 0.0)
+    latest, n = 0.0, 0
+    with os.scandir(p) as entries:
+        for e in entries:
+            if e.is_dir() and not e.name.startswith("."):
+                n += 1
+                for name in (_STATUS, _SUMMARY):
+                    try:
+                        latest = max(latest, os.stat(os.path.join(e.path, name)).st_mtime)
+                    except OSError:
+                        pass
+    for rec in (p / _GRIDS).glob("*.json"):
+        try:
+            latest = max(latest, rec.stat().st_mtime)
+        except OSError:
+            pass
+    return (n, latest)
+
+
 # ------------------------------------------------------------------------------------------ store
 class RunStore:
     def __init__(self, root: str | Path = "runs"):
@@ -224,7 +251,7 @@ class RunStore:
     # -- store-level folders -----------------------------------------------------------------------
     @property
     def grids_dir(self) -> Path:
-        return self.root / ".grids"
+        return self.root / _GRIDS
 
     def grid_record_path(self, name: str) -> Path:
         return self.grids_dir / f"{name}.json"
@@ -260,13 +287,13 @@ class RunStore:
         return RunFiles(self.path(run_id))
 
     def has_run(self, run_id: str) -> bool:
-        return (self.root / run_id / "config.json").is_file() if valid_run_id(run_id) else False
+        return RunFiles(self.root / run_id).config.is_file() if valid_run_id(run_id) else False
 
     def run_ids(self) -> list[str]:
         if not self.root.is_dir():
             return []
         return sorted(p.name for p in self.root.iterdir()
-                      if p.is_dir() and valid_run_id(p.name) and (p / "config.json").is_file())
+                      if p.is_dir() and valid_run_id(p.name) and RunFiles(p).config.is_file())
 
     def config(self, run_id: str) -> dict | None:
         return read_json(self.files(run_id).config)

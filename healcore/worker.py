@@ -18,7 +18,9 @@ import time
 
 from .config import RunConfig
 from .errors import HealcoreError, Interrupted, RunBusyError, first_line
+from .fused import execute_fused
 from .resources import Loader
+from .run import execute
 from .store import RunStore
 
 
@@ -26,8 +28,6 @@ def execute_job(job: dict, loader: Loader) -> list[dict]:
     """One job -> its result lines: a run ({"config": ...}) or a fused group ({"configs": [...]}). Never raises for
     a run's own failure: the grid goes on."""
     if "configs" in job:
-        from .fused import execute_fused
-
         t0 = time.time()
         results = execute_fused([RunConfig.from_dict(c) for c in job["configs"]], RunStore(job["store"]), loader)
         return [{**r, "seconds": time.time() - t0} for r in results]
@@ -35,8 +35,6 @@ def execute_job(job: dict, loader: Loader) -> list[dict]:
 
 
 def execute_run(job: dict, loader: Loader) -> dict:
-    from .run import execute
-
     t0 = time.time()
     cfg = RunConfig.from_dict(job["config"])
     out = {"run_id": cfg.run_id}

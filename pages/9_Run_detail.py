@@ -95,21 +95,19 @@ def main() -> None:
         live(root, run_id)
     else:
         curves(root, run_id)
+    details(store, run_id, summary, status)
+
+
+def details(store: RunStore, run_id: str, summary: dict, status: dict) -> None:
     tabs = st.tabs(["Confusion matrix", "Per-class F1", "Metrics", "Config", "Status", "Log", "Files"])
     rows = store.epochs(run_id)
-    classes = summary.get("classes")
     with tabs[0]:
-        if rows and classes:
-            epoch = st.select_slider("Epoch", [r["epoch"] for r in rows], value=summary.get("best_epoch") or rows[-1]["epoch"])
-            row = next(r for r in rows if r["epoch"] == epoch)
-            st.altair_chart(charts.confusion(row["test"]["confusion"], classes))
-            st.caption("Each row is a true class; cells are the share of its examples predicted as each class.")
-        else:
-            st.caption("Shown once the run has finished.")
+        confusion_tab(rows, summary)
     with tabs[1]:
         per_class = summary.get("per_class") or {}
         if per_class.get("best"):
-            st.dataframe(pd.DataFrame({"class": per_class["classes"], "F1 before fine-tuning (probe)": per_class.get("probe"),
+            st.dataframe(pd.DataFrame({"class": per_class["classes"],
+                                       "F1 before fine-tuning (probe)": per_class.get("probe"),
                                        "F1 at the best epoch": per_class["best"]}), hide_index=True, width="stretch")
         else:
             st.caption("Recorded by runs made since per-class recovery was added.")
@@ -126,7 +124,7 @@ def main() -> None:
         st.json(store.config(run_id) or {})
         if summary:
             st.json({k: summary[k] for k in ("corruption", "data", "params", "timing", "device", "hardware",
-                                             "weight_movement") if k in summary})
+                                             "weight_movement", "fused_with") if k in summary})
     with tabs[4]:
         st.json({k: v for k, v in status.items() if k != "traceback"})
     with tabs[5]:
@@ -136,5 +134,15 @@ def main() -> None:
     with tabs[6]:
         files(store, run_id)
 
+
+def confusion_tab(rows: list[dict], summary: dict) -> None:
+    classes = summary.get("classes")
+    if not rows or not classes:
+        st.caption("Shown once the run has finished.")
+        return
+    epoch = st.select_slider("Epoch", [r["epoch"] for r in rows], value=summary.get("best_epoch") or rows[-1]["epoch"])
+    row = next(r for r in rows if r["epoch"] == epoch)
+    st.altair_chart(charts.confusion(row["test"]["confusion"], classes))
+    st.caption("Each row is a true class; cells are the share of its examples predicted as each class.")
 
 main()

@@ -1,6 +1,5 @@
 """Horizontally fused runs: K members trained as one model give each member the metrics it gets alone, write
 the same run folders, drop a diverging member, and resume after kill -9 like single runs."""
-import json
 import signal
 import subprocess
 import sys

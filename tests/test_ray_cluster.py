@@ -4,7 +4,6 @@ probe reaches every node; a cancelled grid's runs end interrupted; bad addresses
 import json
 import os
 import re
-import signal
 import socket
 import subprocess
 import sys

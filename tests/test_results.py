@@ -133,7 +133,7 @@ def test_a_three_level_grid_reports_a_dip_below_all_layers_as_non_monotone_not_o
     cell is non-monotone), not a cell judged against the line from clean to all."""
     t = _synthetic({("clean", 0): 90, ("bottom", 2 / 6): 55, ("top", 2 / 6): 85, ("all", 1.0): 62})
     surprises = dict(zip(zip(t["side"], t["level"]), cell_surprises(t, line_keys(t))))
-    assert surprises[("bottom", 2 / 6)] == ["non-monotone: bottom 33% 55.00 below all layers 62.00 with more "
+    assert surprises[("bottom", 2 / 6)] == ["non-monotone: bottom 33% 55.00 below all (100%) 62.00 with more "
                                             "corruption"]
     assert surprises[("all", 1.0)] == [] and surprises[("top", 2 / 6)] == [] and surprises[("clean", 0)] == []
     assert t["n_failures"].sum() == 0  # a finding, never a convergence failure
