@@ -21,8 +21,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("HEALCORE_DATA", str(ROOT.parent / "shared" / "data"))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
-PAGES = ["1_Launch", "2_Grid_heatmaps", "3_Degradation_curves", "4_Healing_over_epochs", "5_Outliers",
-         "6_Embeddings", "7_Run_detail", "8_Export"]
+PAGES = ["1_Launch", "2_Runs", "3_Grid_heatmaps", "4_Degradation_curves", "5_Healing_over_epochs",
+         "6_Where_healing_happens", "7_Failures_and_surprises", "8_Embeddings", "9_Run_detail", "10_Export"]
 
 
 def tiny_model(folder: Path) -> str:

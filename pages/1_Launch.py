@@ -1,5 +1,6 @@
 """Launch: pick a preset or build a grid, see its size and cost, start it as a background process (here or on a
 Ray cluster), and watch every grid on the store live: elapsed time, ETA, epoch and step of each running run."""
+import json
 import time
 
 import pandas as pd
@@ -91,33 +92,45 @@ def _is_float(x) -> bool:
         return False
 
 
-def plan_summary(spec: dict, root: str) -> dict | None:
-    """Run count, what is done, and the cost estimate; a problem is explained next to them, not raised."""
+@st.cache_data(show_spinner="Checking models and data...", max_entries=32)
+def checked_plan(spec_json: str, root: str, version: tuple) -> dict:
+    """The plan of a spec against the store, its problem included: the same spec and store state are checked
+    once (an offline hub lookup can take half a minute)."""
+    spec = json.loads(spec_json)
     try:
         check_spec_paths(spec)
         confine(root, "run store")
         grid = grids.expand(spec)
-        store = RunStore(root)
-        parts = plan(grid, store)
+        parts = plan(grid, RunStore(root))
     except HealcoreError as err:
-        st.error(f"This grid cannot run: {err}")
+        return {"error": str(err)}
+    out = {"name": grid.name, "runs": len(grid.configs), "completed": len(parts["completed"]),
+           "todo": len(parts["todo"]), "notes": grid.notes}
+    try:
+        preflight(grids.Grid(grid.name, parts["todo"]))
+        out["cost"], out["how"], out["prior"] = estimate_seconds(parts["todo"], RunStore(root))
+    except HealcoreError as err:
+        out["problem"] = str(err)
+    return out
+
+
+def plan_summary(spec: dict, root: str) -> dict | None:
+    """Run count, what is done, and the cost estimate; a problem is explained next to them, not raised."""
+    p = checked_plan(json.dumps(spec, sort_keys=True, default=str), root, common.store_version(root))
+    if "error" in p:
+        st.error(f"This grid cannot run: {p['error']}")
         return None
     c = st.columns(4)
-    c[0].metric("Runs", len(grid.configs))
-    c[1].metric("Already finished", len(parts["completed"]))
-    c[2].metric("To run", len(parts["todo"]))
-    problem = None
-    try:
-        with st.spinner("Checking models and data..."):
-            preflight(grids.Grid(grid.name, parts["todo"]))
-        cost, how, prior = estimate_seconds(parts["todo"], store)
-        c[3].metric("Estimated run time" + (" (prior)" if prior else ""), fmt_duration(cost))
-        st.caption(f"Estimate {how}. " + " ".join(grid.notes))
-    except HealcoreError as err:
-        problem = str(err)
+    c[0].metric("Runs", p["runs"])
+    c[1].metric("Already finished", p["completed"])
+    c[2].metric("To run", p["todo"])
+    if "problem" in p:
         c[3].metric("Estimated run time", "–")
-        st.error(f"This grid cannot run: {problem}")
-    return {"grid": grid, "todo": len(parts["todo"]), "ok": problem is None}
+        st.error(f"This grid cannot run: {p['problem']}")
+    else:
+        c[3].metric("Estimated run time" + (" (prior)" if p["prior"] else ""), fmt_duration(p["cost"]))
+        st.caption(f"Estimate {p['how']}. " + " ".join(p["notes"]))
+    return {"todo": p["todo"], "ok": "problem" not in p}
 
 
 def executor_choice() -> tuple[str, str | None, int, int]:
