@@ -14,7 +14,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from .store import RunStore
+from .store import RunStore, read_npz
 
 
 def linear_cka(X: np.ndarray, Y: np.ndarray) -> float:
@@ -54,14 +54,7 @@ def layer_names(n: int) -> list[str]:
 
 
 def load_analysis(store: RunStore, run_id: str) -> dict | None:
-    path = store.files(run_id).analysis
-    if not path.is_file():
-        return None
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            return {k: z[k] for k in z.files}
-    except (OSError, ValueError):
-        return None
+    return read_npz(store.files(run_id).analysis)
 
 
 # ------------------------------------------------------------------------------------------ pairing

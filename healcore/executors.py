@@ -21,7 +21,7 @@ from pathlib import Path
 
 from .config import RunConfig
 from .fused import fusion_groups
-from .stopping import on_stop_signals
+from .stopping import SignalFlag
 from .store import RunStore
 
 
@@ -162,7 +162,7 @@ def run_local(configs: list[RunConfig], store: RunStore, workers: int = 1, runs_
         return Worker(store, slot, threads, log_dir / f"worker-{os.getpid()}-{next(numbers)}.log",
                       None if reuse_processes else 1)
 
-    with _StopOnSignals() as stop:
+    with SignalFlag() as stop:  # SIGTERM/SIGINT: stop handing out runs, interrupt those in flight
         try:
             while (queue and not stop.requested) or any(w.job for w in pool):
                 if not stop.requested:
@@ -237,24 +237,6 @@ class _ProgressPrinter:
         if not self.quiet and (counts != self.last_counts or time.time() - self.last_print > 60):
             self.last_print, self.last_counts = time.time(), counts
             print(_progress_line(*counts, self.started, durations, self.workers), flush=True)
-
-
-class _StopOnSignals:
-    """SIGTERM/SIGINT to the grid process: stop handing out runs and interrupt the ones in flight."""
-
-    def __init__(self):
-        self.requested = False
-        self._signals = on_stop_signals(self._on_signal)
-
-    def _on_signal(self, signum: int) -> None:
-        self.requested = True
-
-    def __enter__(self) -> "_StopOnSignals":
-        self._signals.__enter__()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._signals.__exit__(*exc)
 
 
 def _tail(path: Path) -> str:

@@ -7,20 +7,13 @@ from __future__ import annotations
 
 import numpy as np
 
-from .store import RunFiles, atomic_write_npz
+from .store import RunFiles, atomic_write_npz, read_npz
 
 METHODS = ("tsne", "umap")
 
 
 def load_features(files: RunFiles, which: str = "best") -> dict | None:
-    path = files.features(which)
-    if not path.is_file():
-        return None
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            return {k: z[k] for k in z.files}
-    except (OSError, ValueError):
-        return None
+    return read_npz(files.features(which))
 
 
 def quality(X: np.ndarray, labels: np.ndarray) -> dict:

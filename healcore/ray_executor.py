@@ -119,25 +119,11 @@ def _probe_store(root: str) -> tuple[str, str | None]:
 
 def run_task(config: dict, root: str, submitted: float) -> dict:
     """A Ray task: one run, through the same recipe as everywhere (a retry resumes from the checkpoint)."""
-    from .errors import HealcoreError, Interrupted, RunBusyError
-    from .run import execute
+    from .run import outcome
 
     started = time.time()
-    cfg = RunConfig.from_dict(config)
-    out = {"run_id": cfg.run_id, "queued_s": started - submitted}
-    try:
-        execute(cfg, RunStore(root), loader=_LOADER)
-        out["state"] = "completed"
-    except RunBusyError:
-        out["state"] = "busy"
-    except (Interrupted, KeyboardInterrupt):
-        out["state"] = "interrupted"
-    except HealcoreError as err:
-        out.update(state="failed", error=first_line(err))
-    except Exception as err:  # noqa: BLE001 - a run's own error is its result; the grid goes on
-        out.update(state="failed", error=f"{type(err).__name__}: {first_line(err)}")
-    out["run_s"] = time.time() - started
-    return out
+    out = outcome(RunConfig.from_dict(config), RunStore(root), _LOADER)
+    return {**out, "queued_s": started - submitted, "run_s": time.time() - started}
 
 
 def run_ray(configs: list[RunConfig], store: RunStore, address: str | None = None, runs_per_gpu: int = 1,

@@ -8,6 +8,7 @@ reaches the next one.
 from __future__ import annotations
 
 import copy
+import os
 from pathlib import Path
 
 from .config import RunConfig
@@ -22,24 +23,22 @@ class Loader:
         self._encoders: dict[str, object] = {}
         self._encoded: dict[tuple, object] = {}
 
-    def splits(self, cfg: RunConfig) -> Splits:
-        import os
-
-        key = (cfg.dataset, cfg.split, cfg.max_train, cfg.max_test, cfg.val_fraction, os.environ.get("HEALCORE_DATA"))
+    def _kept(self, table: dict, key, load):
+        """load(), once per key when caching; every time otherwise."""
         if not self.cache:
-            return load_splits(cfg)
-        if key not in self._splits:
-            self._splits[key] = load_splits(cfg)
-        return self._splits[key]
+            return load()
+        if key not in table:
+            table[key] = load()
+        return table[key]
+
+    def splits(self, cfg: RunConfig) -> Splits:
+        key = (cfg.dataset, cfg.split, cfg.max_train, cfg.max_test, cfg.val_fraction, os.environ.get("HEALCORE_DATA"))
+        return self._kept(self._splits, key, lambda: load_splits(cfg))
 
     def tokenizer(self, model: str):
         from .models import load_tokenizer
 
-        if not self.cache:
-            return load_tokenizer(model)
-        if model not in self._tokenizers:
-            self._tokenizers[model] = load_tokenizer(model)
-        return self._tokenizers[model]
+        return self._kept(self._tokenizers, model, lambda: load_tokenizer(model))
 
     def encoder(self, model: str):
         """A pretrained encoder this run may corrupt and train (a fresh copy when cached)."""
@@ -47,16 +46,10 @@ class Loader:
 
         if not self.cache:
             return load_encoder(model)
-        if model not in self._encoders:
-            self._encoders[model] = load_encoder(model)
-        return copy.deepcopy(self._encoders[model])
+        return copy.deepcopy(self._kept(self._encoders, model, lambda: load_encoder(model)))
 
     def encode(self, tokenizer, frame, max_length: int, cache_dir: Path | None):
         from .batching import cache_key, encode
 
-        if not self.cache:
-            return encode(tokenizer, frame, max_length, cache_dir)
-        key = (cache_key(tokenizer, frame, max_length), str(cache_dir))
-        if key not in self._encoded:
-            self._encoded[key] = encode(tokenizer, frame, max_length, cache_dir)
-        return self._encoded[key]
+        key = (cache_key(tokenizer, frame, max_length), str(cache_dir)) if self.cache else None
+        return self._kept(self._encoded, key, lambda: encode(tokenizer, frame, max_length, cache_dir))

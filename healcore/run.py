@@ -26,11 +26,11 @@ from .batching import Encoded
 from .config import RunConfig
 from .corruption import CorruptionSpec, parse_layers
 from .data import Splits, stratified_take
-from .errors import CorruptionSpecError, HealcoreError, Interrupted, TrainingDiverged, first_line
+from .errors import CorruptionSpecError, HealcoreError, Interrupted, RunBusyError, TrainingDiverged, first_line
 from .evaluate import majority_f1, metrics, probe
 from .models import build_classifier, check_architecture, check_weights, hardware_name, pick_device
 from .resources import Loader
-from .stopping import on_stop_signals
+from .stopping import SignalFlag
 from .store import RunHandle, RunStore, now
 
 # Importing this module stays torch-free (a grid worker imports it before it needs torch); the functions that
@@ -57,21 +57,17 @@ class StopFlag:
 
     def __init__(self, *handles: RunHandle) -> None:
         self.handles = handles  # a fused group stops when any of its runs is asked to
-        self.signalled = False
-        self._signals = on_stop_signals(self._handle)
+        self.signals = SignalFlag()
 
     def __call__(self) -> bool:
-        return self.signalled or any(h.stop_requested.is_set() for h in self.handles)
-
-    def _handle(self, signum: int) -> None:
-        self.signalled = True
+        return self.signals.requested or any(h.stop_requested.is_set() for h in self.handles)
 
     def __enter__(self) -> "StopFlag":
-        self._signals.__enter__()
+        self.signals.__enter__()
         return self
 
     def __exit__(self, *exc) -> None:
-        self._signals.__exit__(*exc)
+        self.signals.__exit__(*exc)
 
 
 def execute(cfg: RunConfig, store: RunStore, *, show_progress: bool = False,
@@ -97,6 +93,24 @@ def execute(cfg: RunConfig, store: RunStore, *, show_progress: bool = False,
         handle.set_status("completed", ended=now())
         handle.log("completed")
         return summary
+
+
+def outcome(cfg: RunConfig, store: RunStore, loader: Loader | None = None) -> dict:
+    """execute() as a result instead of an exception: {"run_id", "state", "error"?}; what a worker or a Ray task
+    reports for a run while the grid goes on."""
+    out = {"run_id": cfg.run_id}
+    try:
+        execute(cfg, store, loader=loader)
+        out["state"] = "completed"
+    except RunBusyError:
+        out["state"] = "busy"
+    except (Interrupted, KeyboardInterrupt):
+        out["state"] = "interrupted"
+    except HealcoreError as err:
+        out.update(state="failed", error=first_line(err))
+    except Exception as err:  # noqa: BLE001 - a run's own error is its result
+        out.update(state="failed", error=f"{type(err).__name__}: {first_line(err)}")
+    return out
 
 
 def begin_attempt(handle: RunHandle, splits: Splits, note: str = "") -> None:

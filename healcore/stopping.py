@@ -31,3 +31,21 @@ def on_stop_signals(handler: Callable[[int], None], signals=STOP_SIGNALS) -> Ite
 def raise_interrupt(signum: int) -> None:
     """A handler that turns the signal into KeyboardInterrupt (SIGTERM included), for code that cleans up on it."""
     raise KeyboardInterrupt
+
+
+class SignalFlag:
+    """`requested` turns true on SIGTERM/SIGINT inside the `with` block (main thread; elsewhere never)."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        self._signals = on_stop_signals(self._set)
+
+    def _set(self, signum: int) -> None:
+        self.requested = True
+
+    def __enter__(self) -> "SignalFlag":
+        self._signals.__enter__()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._signals.__exit__(*exc)

@@ -80,6 +80,19 @@ def atomic_write_npz(path: Path, **arrays) -> None:
     atomic_write_bytes(path, buf.getvalue())
 
 
+def read_npz(path: Path) -> dict | None:
+    """The arrays of an .npz file (never pickled objects), or None when it is missing or unreadable."""
+    import numpy as np
+
+    if not path.is_file():
+        return None
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            return {k: z[k] for k in z.files}
+    except (OSError, ValueError):
+        return None
+
+
 def read_json_checked(path: Path) -> tuple[Any, str | None]:
     """(value, None) for a readable file, (None, None) for a missing one, (None, why) for a damaged one."""
     try:

@@ -17,10 +17,9 @@ import sys
 import time
 
 from .config import RunConfig
-from .errors import HealcoreError, Interrupted, RunBusyError, first_line
 from .fused import execute_fused
 from .resources import Loader
-from .run import execute
+from .run import outcome
 from .store import RunStore
 
 
@@ -36,21 +35,8 @@ def execute_job(job: dict, loader: Loader) -> list[dict]:
 
 def execute_run(job: dict, loader: Loader) -> dict:
     t0 = time.time()
-    cfg = RunConfig.from_dict(job["config"])
-    out = {"run_id": cfg.run_id}
-    try:
-        execute(cfg, RunStore(job["store"]), loader=loader)
-        out["state"] = "completed"
-    except RunBusyError:
-        out["state"] = "busy"
-    except (Interrupted, KeyboardInterrupt):
-        out["state"] = "interrupted"
-    except HealcoreError as err:
-        out.update(state="failed", error=first_line(err))
-    except Exception as err:  # noqa: BLE001 - reported per run; the worker takes the next job
-        out.update(state="failed", error=f"{type(err).__name__}: {first_line(err)}")
-    out["seconds"] = time.time() - t0
-    return out
+    out = outcome(RunConfig.from_dict(job["config"]), RunStore(job["store"]), loader)
+    return {**out, "seconds": time.time() - t0}
 
 
 def main() -> int:

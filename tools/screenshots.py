@@ -1,7 +1,8 @@
 """Screenshots of every dashboard page, for the README and docs.
 
-Run: python tools/screenshots.py --store runs --out docs/screenshots
-Starts `streamlit run app.py` on a free port against the store and drives Debian's chromium with Playwright.
+Run: python tools/screenshots.py --store runs/schedule --out docs/screenshots
+Starts `streamlit run app.py` on a free port against the store and drives Debian's chromium with Playwright, at
+1280x800 (the window the layout is tested at), full page.
 """
 import argparse
 import os
@@ -14,9 +15,12 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
          "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage"]
-PAGES = {"home": "", "launch": "Launch", "heatmaps": "Grid_heatmaps", "curves": "Degradation_curves",
-         "epochs": "Healing_over_epochs", "outliers": "Outliers", "embeddings": "Embeddings",
-         "run_detail": "Run_detail", "export": "Export"}
+sys.path.insert(0, str(ROOT))
+from dashboard.common import PAGES  # noqa: E402
+
+SHOTS = {url.lower() or "home": url for _, _, _, url, _ in PAGES}
+SHOTS.update({"heatmaps": SHOTS.pop("grid_heatmaps"), "curves": SHOTS.pop("degradation_curves"),
+              "epochs": SHOTS.pop("healing_over_epochs")})
 
 
 def main() -> None:
@@ -39,11 +43,11 @@ def main() -> None:
         out.mkdir(parents=True, exist_ok=True)
         with sync_playwright() as p:
             browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=FLAGS)
-            page = browser.new_page(viewport={"width": 1500, "height": 1000})
-            for name, path in PAGES.items():
+            page = browser.new_page(viewport={"width": 1280, "height": 800})
+            for name, path in SHOTS.items():
                 page.goto(f"http://127.0.0.1:{port}/{path}")
                 page.wait_for_selector("h1", timeout=60_000)
-                page.wait_for_timeout(6000 if name == "embeddings" else 2500)
+                page.wait_for_timeout(8000 if name in ("embeddings", "where_healing_happens") else 3000)
                 page.screenshot(path=str(out / f"{name}.png"), full_page=True)
                 print("saved", out / f"{name}.png")
             browser.close()
