@@ -28,12 +28,12 @@ DATASETS = ("sst2", "imdb", "ag_news", "emotion", "dbpedia_14", "twitter_financi
 def build_store(root: Path, n: int):
     from healcore import synthetic as syn
 
-    per_model = n // len(MODELS)
+    per_model = -(-n // len(MODELS))
     store = None
     for model, L in MODELS.items():
         levels = (0, L // 4, L // 2, 3 * L // 4, L) if L >= 12 else (0, L // 2, L)
         store = syn.build(root, models=((model, L),), datasets=DATASETS, levels=levels, lrs=(1e-5, 2e-5, 5e-5),
-                          seeds=tuple(range(6)), epochs=10, limit=per_model)
+                          seeds=tuple(range(12)), epochs=10, limit=per_model)
     ids = store.run_ids()
     for i, run_id in enumerate(ids[::97]):  # a few of each kind of trouble
         (syn.fail, syn.collapse, syn.flatten, syn.stray)[i % 4](store, run_id)

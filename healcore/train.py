@@ -50,14 +50,28 @@ def make_optimizer(model, lr: float, weight_decay: float, device: str) -> torch.
 def use_bf16(device: str, precision: str = "auto") -> bool:
     """bf16 autocast (weights stay fp32): when asked for, or under 'auto' where it was measured to pay.
 
-    auto = bf16 on CPUs with AVX512-BF16/AMX (about 1.25x on matrix multiplies, docs/PERFORMANCE.md) and fp32 on
+    auto = bf16 on CPUs with AVX512-BF16/AMX instructions (about 1.5x there, docs/PERFORMANCE.md) and fp32 on
     CUDA: at batch 32 on an H100, eager bf16 autocast trained 1.5-4x slower than fp32 for minilm-l6, BERT-base and
     BERT-large (bench/throughput.py), these runs being launch-bound; precision=bf16 still turns it on."""
     if precision != "auto":
         return precision == "bf16"
     if device.startswith("cuda"):
         return False
-    return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    return native_cpu_bf16()
+
+
+def native_cpu_bf16() -> bool:
+    """Whether this CPU has bf16 instructions (AVX512-BF16 or AMX). oneDNN also says yes on AVX-512 CPUs without
+    them, and emulates bf16 there: on such a Xeon bf16 autocast trained 3x slower than fp32 (bench/throughput.py,
+    docs/PERFORMANCE.md). Linux's /proc/cpuinfo decides; elsewhere oneDNN's answer stands."""
+    try:
+        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as f:
+            flags = next((line.split(":", 1)[1].split() for line in f if line.startswith("flags")), None)
+    except OSError:
+        flags = None
+    if flags is None:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
 def autocast(device: str, precision: str = "auto"):
