@@ -18,6 +18,7 @@ import sys
 import time
 from collections import deque
 from pathlib import Path
+from typing import Callable
 
 from .config import RunConfig
 from .fused import fusion_groups
@@ -142,15 +143,17 @@ def _rss_bytes(pid: int) -> int | None:
 
 
 def run_local(configs: list[RunConfig], store: RunStore, workers: int = 1, runs_per_gpu: int = 1,
-              poll_s: float = 0.5, quiet: bool = False, reuse_processes: bool = True, fuse: int = 0) -> dict:
+              poll_s: float = 0.5, quiet: bool = False, reuse_processes: bool = True, fuse: int = 0,
+              cancelled: Callable[[], bool] | None = None) -> dict:
     """Execute configs on up to `workers` worker processes (with GPUs: runs_per_gpu per visible GPU).
 
     A worker executes run after run, keeping what it loaded (reuse_processes=False gives every run a fresh
     process, as healcore did before workers existed). Crashed workers are replaced; their run is failed.
-    With fuse=K, runs that can train fused go to a worker in groups of up to K (fused.py)."""
+    With fuse=K, runs that can train fused go to a worker in groups of up to K (fused.py). `cancelled` (the grid
+    record's stop request, which `healcore cancel --grid` writes from any host) stops the grid like SIGTERM does."""
     slots: list[str | None] = gpu_slots(runs_per_gpu) or [None] * max(1, workers)
     threads = thread_share(len(slots))
-    log_dir = store.grids_dir / "workers"
+    log_dir = store.worker_logs
     queue = deque(fusion_groups(configs, fuse) if fuse > 1 else [[c] for c in configs])
     pool: list[Worker] = []
     result = {"completed": 0, "failed": 0, "busy": 0, "interrupted": 0, "errors": {}}
@@ -164,7 +167,11 @@ def run_local(configs: list[RunConfig], store: RunStore, workers: int = 1, runs_
 
     with SignalFlag() as stop:  # SIGTERM/SIGINT: stop handing out runs, interrupt those in flight
         try:
+            checked = 0.0
             while (queue and not stop.requested) or any(w.job for w in pool):
+                if cancelled is not None and time.time() - checked > 2.0:
+                    checked = time.time()
+                    stop.requested = stop.requested or cancelled()
                 if not stop.requested:
                     _fill(pool, queue, slots, spawn)
                 if stop.requested:

@@ -12,6 +12,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,7 +20,7 @@ from .errors import ConfigError, StoreError
 from .executors import run_local
 from .plan import GridPlan, make_plan
 from .results import grid_records, load_runs
-from .store import HOST, RunStore, atomic_write_json, now, pid_alive, read_json
+from .store import HEARTBEAT_S, HOST, RunStore, atomic_write_json, now, pid_alive, read_json
 
 
 def run_grid(plan: GridPlan, store: RunStore, executor: str = "local", address: str | None = None,
@@ -41,6 +42,7 @@ def run_grid(plan: GridPlan, store: RunStore, executor: str = "local", address: 
     except OSError as err:
         raise StoreError(f"cannot write the grid's record {path} ({err.strerror or err}); the run store must be a "
                          f"writable folder") from None
+    beating = _heartbeat(store.grid_heartbeat_path(plan.grid.name))
     try:
         if executor == "ray":
             from .ray_executor import run_ray
@@ -50,12 +52,35 @@ def run_grid(plan: GridPlan, store: RunStore, executor: str = "local", address: 
                              record=path)
         else:
             result = run_local(plan.todo, store, workers=plan.workers, runs_per_gpu=runs_per_gpu,
-                               reuse_processes=reuse_processes, fuse=fuse)
+                               reuse_processes=reuse_processes, fuse=fuse, cancelled=lambda: _cancel_requested(path))
     except BaseException:
         update_record(path, state="failed", ended=now())
         raise
+    finally:
+        beating.set()
     update_record(path, result=result, ended=now(), state="interrupted" if result["interrupted"] else "finished")
     return result
+
+
+def _heartbeat(path: Path) -> threading.Event:
+    """Touch `path` every HEARTBEAT_S until the returned event is set (a driver's sign of life for other hosts)."""
+    done = threading.Event()
+
+    def beat() -> None:
+        while True:
+            try:
+                path.touch()
+            except OSError:
+                pass  # a full or read-only disk must not stop the grid from a side thread
+            if done.wait(HEARTBEAT_S):
+                return
+
+    threading.Thread(target=beat, name="healcore-grid-heartbeat", daemon=True).start()
+    return done
+
+
+def _cancel_requested(path: Path) -> bool:
+    return bool((read_json(path, {}) or {}).get("cancel_requested"))
 
 
 def update_record(path: Path, **fields) -> None:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import time
 from pathlib import Path
 
 import numpy as np
@@ -26,7 +27,7 @@ from . import flags
 from .config import LEGACY_VALUES, NON_IDENTITY_FIELDS, RunConfig
 from .corruption import parse_layers, setting_label  # noqa: F401 - pages and charts read it from here
 from .errors import HealcoreError
-from .store import HOST, RunStore, pid_alive, read_json
+from .store import HOST, STALE_S, RunStore, pid_alive, read_json
 
 # A cell is every run that differs only in learning rate and seed (and in how or where it executed).
 _NOT_CELL = {"lr", "seed", "corrupt", "feature_samples", "probe_samples", *NON_IDENTITY_FIELDS}
@@ -134,7 +135,8 @@ def _queued_rows(store: RunStore, present: set[str], defaults: dict) -> list[dic
 
 
 def grid_records(store: RunStore) -> list[dict]:
-    """Every grid started on this store, newest first, each with whether its process is alive."""
+    """Every grid started on this store, newest first, each with whether its driver is alive: on this host, its
+    process; on another, its heartbeat file touched within STALE_S (or, just started, its record)."""
     records = []
     folder = store.grids_dir
     for p in folder.glob("*.json") if folder.is_dir() else []:
@@ -142,8 +144,15 @@ def grid_records(store: RunStore) -> list[dict]:
         if not isinstance(rec, dict) or not rec.get("name"):
             continue
         pid = rec.get("pid")
-        rec["alive"] = rec.get("state") in ("running", "starting") and isinstance(pid, int) and (
-            rec.get("host") != HOST or pid_alive(pid))
+        running = rec.get("state") in ("running", "starting") and isinstance(pid, int)
+        if running and rec.get("host") == HOST:
+            rec["alive"] = pid_alive(pid)
+        elif running:
+            beat = store.grid_heartbeat_path(rec["name"])
+            last = beat.stat().st_mtime if beat.exists() else float(rec.get("started") or 0)
+            rec["alive"] = time.time() - last < STALE_S
+        else:
+            rec["alive"] = False
         records.append(rec)
     return sorted(records, key=lambda r: r.get("started", 0) or 0, reverse=True)
 

@@ -19,8 +19,8 @@ runs/<run_id>/
   checkpoint/     latest.json -> epoch-N/ (safetensors + JSON); removed when the run completes
   log.txt
 
-runs/.grids/      <name>.json (a grid's record), <name>.log, specs/<name>.yaml (grids started from the dashboard),
-                  configs/<run_id>.json and <run_id>.out (what a local worker ran, and what it printed)
+runs/.grids/      <name>.json (a grid's record), <name>.heartbeat (its driver's sign of life), <name>.log,
+                  specs/<name>.yaml (grids started from the dashboard), workers/ (each local worker's log)
 runs/.cache/      tokens/ (tokenisation cache)
 
 Every JSON file is written to a temp file in the same folder and renamed over the target. One process
@@ -269,19 +269,20 @@ class RunStore:
     def grid_record_path(self, name: str) -> Path:
         return self.grids_dir / f"{name}.json"
 
+    def grid_heartbeat_path(self, name: str) -> Path:
+        """Touched by a running grid's driver every HEARTBEAT_S: readers on other hosts tell a live grid by it."""
+        return self.grids_dir / f"{name}.heartbeat"
+
     def grid_log_path(self, name: str) -> Path:
         return self.grids_dir / f"{name}.log"
 
     def grid_spec_path(self, name: str) -> Path:
         return self.grids_dir / "specs" / f"{name}.yaml"
 
-    def exec_config_path(self, run_id: str) -> Path:
-        """The config file a local worker was handed for a run."""
-        return self.grids_dir / "configs" / f"{run_id}.json"
-
-    def exec_output_path(self, run_id: str) -> Path:
-        """What a local worker printed while it ran a run (the last line explains a crash)."""
-        return self.grids_dir / "configs" / f"{run_id}.out"
+    @property
+    def worker_logs(self) -> Path:
+        """Each local worker's log (what it printed; the last line explains a crash)."""
+        return self.grids_dir / "workers"
 
     @property
     def tokens_cache(self) -> Path:

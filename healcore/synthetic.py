@@ -179,8 +179,9 @@ def damage(store: RunStore, run_id: str, name: str = "summary") -> None:
 
 
 def queue(store: RunStore, name: str, configs: list[RunConfig]) -> None:
-    """A grid in progress on another host whose runs have no folder yet (they read as queued)."""
+    """A grid in progress on another host (its heartbeat fresh) whose runs have no folder yet: they read as queued."""
     atomic_write_json(store.grid_record_path(name), {
         "name": name, "pid": 1, "host": HOST + "-elsewhere", "started": now() - 120, "state": "running",
         "executor": "local", "workers": 1, "run_ids": [c.run_id for c in configs],
         "configs": {c.run_id: c.to_dict() for c in configs}})
+    store.grid_heartbeat_path(name).touch()

@@ -283,6 +283,19 @@ def test_running_and_queued_runs_show_as_such(troubled):
     assert running["epoch"] == "1/3" and running["step"] == "5/10" and running["ETA"] != "–"
 
 
+def test_a_grid_whose_driver_on_another_host_went_silent_is_not_shown_running(troubled):
+    """Its heartbeat file stale beyond 90 s, the grid's unstarted runs are no longer counted as queued."""
+    import os
+
+    from healcore.results import grid_records, load_runs
+
+    beat = troubled.grid_heartbeat_path("more")
+    assert grid_records(troubled)[0]["alive"] and (load_runs(troubled.root)["state"] == "queued").sum() == 6
+    os.utime(beat, (time.time() - 200, time.time() - 200))
+    assert not grid_records(troubled)[0]["alive"]
+    assert (load_runs(troubled.root)["state"] == "queued").sum() == 0
+
+
 def test_pages_of_a_store_whose_runs_are_all_in_flight_say_so(tmp_path, monkeypatch):
     from healcore import synthetic as syn
 

@@ -230,3 +230,27 @@ def test_estimate_scales_another_mode_by_a_ratio_measured_elsewhere(tiny_store, 
     full_cost, note, _ = estimate_seconds([base.replace(mode="full")], RunStore(store))
     assert "scaled by the full/linear_probe ratio measured on NVIDIA Test GPU" in note
     assert full_cost / probe_cost == pytest.approx(3.0)
+
+
+def test_a_cancel_request_in_the_record_stops_a_local_grid(tmp_path, tiny_bert):
+    """What `healcore cancel --grid` does from a host that cannot signal the driver: the request in the grid's
+    record stops the grid (no new run starts) and its running run ends interrupted."""
+    from healcore.launch import update_record
+
+    spec = _grid_file(tmp_path, tiny_bert, levels=(0, 1, 2, 3))
+    store = RunStore(tmp_path / "runs")
+    proc = subprocess.Popen([sys.executable, "-m", "healcore", "--store", str(store.root), "grid", str(spec)],
+                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.time() + 240
+    while time.time() < deadline and not any(store.status(r).get("effective_state") == "running"
+                                             for r in store.run_ids()):
+        time.sleep(0.2)
+    update_record(store.root / ".grids" / "t.json", cancel_requested=time.time())
+    for run_id in store.run_ids():
+        if store.status(run_id).get("effective_state") == "running":
+            store.request_stop(run_id)
+    out = proc.communicate(timeout=240)[0]
+    assert proc.returncode == 1, out  # interrupted
+    states = [store.status(r)["effective_state"] for r in store.run_ids()]
+    assert "running" not in states and "interrupted" in states and len(states) < 4, (states, out)
+    assert json.loads((store.root / ".grids" / "t.json").read_text())["state"] == "interrupted"
