@@ -82,7 +82,7 @@ def main() -> None:
             at.sidebar.text_input(key="runs-q").set_value(query).run()
             filters.append(time.perf_counter() - t)
         t = time.perf_counter()
-        at.multiselect(key="url-group").set_value(["model", "side"]).run()
+        at.multiselect(key="urls-group").set_value(["model", "side"]).run()
         grouping = time.perf_counter() - t
         print(f"runs table: new filter {statistics.median(filters):.2f}s median, {max(filters):.2f}s worst; "
               f"group by model and side {grouping:.2f}s")

@@ -92,8 +92,8 @@ def url_multiselect(label: str, options: list, key: str, default: list | None = 
     container = container or st
     options = list(options)
     by_text = {str(o): o for o in options}
-    state_key = f"url-{key}"
-    if state_key not in st.session_state:
+    state_key = f"urls-{key}"  # not url-{key}: a page may keep the same URL key in a select box (one value)
+    if state_key not in st.session_state or not isinstance(st.session_state[state_key], list):
         wanted = [by_text[v] for v in st.query_params.get_all(key) if v in by_text]
         st.session_state[state_key] = wanted or (default if default is not None else options)
     st.session_state[state_key] = [v for v in st.session_state[state_key] if v in options]

@@ -254,15 +254,28 @@ def test_a_copied_url_reopens_the_same_view_and_widgets_write_the_url(troubled):
     at = open_page("Grid heatmaps", {"metric": "Macro F1", "dataset": "ag_news"})
     assert not at.exception
     assert at.selectbox(key="url-metric").value == "Macro F1"
-    assert at.sidebar.multiselect(key="url-dataset").value == ["ag_news"]
+    assert at.sidebar.multiselect(key="urls-dataset").value == ["ag_news"]
     at.selectbox(key="url-metric").set_value("Accuracy").run()
     assert at.query_params["metric"] in ("Accuracy", ["Accuracy"])
-    at.sidebar.multiselect(key="url-dataset").set_value(["sst2", "ag_news"]).run()
+    at.sidebar.multiselect(key="urls-dataset").set_value(["sst2", "ag_news"]).run()
     assert "dataset" not in at.query_params  # every option chosen: the URL stays clean
     at = open_page("Run detail", {"run": troubled.run_ids()[3]})
     assert at.selectbox(key="url-run").value == troubled.run_ids()[3]
     at = open_page("Home", {"store": str(troubled.root)})
     assert at.sidebar.text_input[0].value == str(troubled.root)
+
+
+def test_pages_sharing_a_url_key_in_different_widgets_do_not_clash(troubled):
+    """Datasets are a multiselect filter on Grid heatmaps and a single choice on Where healing happens."""
+    from dashboard.common import page
+
+    at = open_page("Grid heatmaps", {"dataset": "ag_news"})
+    at.switch_page(page("Where healing happens")).run()
+    assert not at.exception and at.selectbox(key="url-dataset").value in ("ag_news", "sst2")
+    at.switch_page(page("Grid heatmaps")).run()
+    assert not at.exception
+    assert set(at.sidebar.multiselect(key="urls-dataset").value) <= {"ag_news", "sst2"}
+    assert at.sidebar.multiselect(key="urls-dataset").value  # never emptied into "nothing shown"
 
 
 # ------------------------------------------------------------------------------------------ live
