@@ -50,10 +50,10 @@ def test_bad_grid_specs_name_the_key(spec, match):
         expand({"name": "t", "models": ["minilm-l6"], **spec})
 
 
-def _grid_file(tmp_path, tiny_bert, levels=(0, 1, 4), seeds=(0,)):
+def _grid_file(tmp_path, tiny_bert, levels=(0, 1, 4), seeds=(0,), epochs=2):
     spec = {"name": "t", "models": [tiny_bert], "datasets": ["sst2"],
             "corruption": {"sides": ["bottom"], "levels": list(levels)}, "lrs": [1e-3], "seeds": list(seeds),
-            "base": {"epochs": 2, "batch_size": 16, "max_length": 48, "max_train": 120, "max_test": 60,
+            "base": {"epochs": epochs, "batch_size": 16, "max_length": 48, "max_train": 120, "max_test": 60,
                      "feature_samples": 20, "probe_samples": 40}}
     path = tmp_path / "grid.yaml"
     path.write_text(yaml.safe_dump(spec))
@@ -237,7 +237,8 @@ def test_a_cancel_request_in_the_record_stops_a_local_grid(tmp_path, tiny_bert):
     record stops the grid (no new run starts) and its running run ends interrupted."""
     from healcore.launch import update_record
 
-    spec = _grid_file(tmp_path, tiny_bert, levels=(0, 1, 2, 3))
+    # runs long enough (40 epochs, tens of seconds on a fast CPU) that the request reaches one in flight
+    spec = _grid_file(tmp_path, tiny_bert, levels=(0, 1, 2, 3), epochs=40)
     store = RunStore(tmp_path / "runs")
     proc = subprocess.Popen([sys.executable, "-m", "healcore", "--store", str(store.root), "grid", str(spec)],
                             cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
