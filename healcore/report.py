@@ -276,7 +276,8 @@ def tsne(s: Study) -> list[str]:
 def where_healing_happens(s: Study) -> list[str]:
     """CKA of healed layers to the clean fine-tuned and the pretrained model, weight movement, per-class
     recovery: per (model, dataset) whose re-initialised runs kept their layer analyses."""
-    done = results.reinit_only(s.done[(s.done["pooling"] == "cls") & (s.done["mode"] == "full")])
+    done = results.scored_runs(results.reinit_only(s.done[(s.done["pooling"] == "cls") & (s.done["mode"] == "full")]),
+                               s.table)
     with_analysis = done[done["has_analysis"]]
     if not len(with_analysis):
         return []
@@ -285,7 +286,7 @@ def where_healing_happens(s: Study) -> list[str]:
              "over a sentence's tokens) of a fixed sample of test sentences: of each corrupted-then-fine-tuned layer "
              "against the same layer of the clean model fine-tuned the same way (same learning rate and seed where "
              "one exists) and of the pretrained model before corruption. Weight movement is ||W_T − W_0|| / ||W_0|| "
-             "per block over fine-tuning. Means over seeds.", ""]
+             "per block over fine-tuning. Each cell's runs at its kept learning rate (Table 1's runs); means over seeds.", ""]
     for (model, dataset), sub in with_analysis.groupby(["model", "dataset"]):
         line = done[(done["model"] == model) & (done["dataset"] == dataset)]
         layers = analysis.similarity_table(s.store, line, results.CONFIG_KEYS)

@@ -311,6 +311,13 @@ def scored(table: pd.DataFrame) -> pd.DataFrame:
 PLATEAU_POINTS = 1.0  # a clean model whose last third of epochs still adds this much validation F1 was cut short
 
 
+def scored_runs(runs: pd.DataFrame, table: pd.DataFrame) -> pd.DataFrame:
+    """The runs the cells score: each cell's runs at its kept learning rate. Analyses read beside a cell's F1
+    (layer similarity, weight movement, per-class F1) use these, not every learning rate tried."""
+    kept = {i for ids in table["run_ids"] for i in ids}
+    return runs[runs["run_id"].isin(kept)]
+
+
 def clean_run_ids(table: pd.DataFrame) -> list[str]:
     """The runs behind the clean cells: the epochs plateau() needs (not every run's)."""
     return [i for ids in table[table["side"] == "clean"]["run_ids"] for i in ids]

@@ -48,14 +48,16 @@ def main() -> None:
         st.info("These runs kept no layer analyses: runs made before healcore recorded them, or run with "
                 "analysis_samples=0. Run the grid again in a new store (or another grid) to see where healing happens.")
         return
+    # each cell's runs at its kept learning rate: the runs whose F1 the heatmaps show
+    sub = results.scored_runs(sub, common.cells_table(root, common.store_version(root)))
     t = tables(root, common.store_version(root), tuple(sub["run_id"]))
     st.subheader("Healed layers against the clean fine-tuned model (linear CKA)")
     if len(t["matrices"]):
         matrices = with_setting(t["matrices"])
         st.altair_chart(charts.cka_small_multiples(matrices))
         st.caption("Rows: layers of the corrupted-then-fine-tuned model; columns: layers of the clean model fine-tuned "
-                   "the same way (same learning rate and seed where one exists), on the same test sentences; mean "
-                   "over seeds. A bright diagonal: each layer came back to its original function; brightness off the "
+                   "the same way (same learning rate and seed where one exists), on the same test sentences; each "
+                   "cell's runs at its kept learning rate, mean over seeds. A bright diagonal: each layer came back to its original function; brightness off the "
                    "diagonal: other layers took the role.")
     else:
         st.caption("Needs the clean run of this line with its layer analyses.")
