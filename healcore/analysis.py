@@ -163,14 +163,22 @@ def mean_cka_matrices(store: RunStore, runs: pd.DataFrame, config_keys: list[str
                                        "clean_depth", "cka", "runs"])
 
 
+def block_order(block: str) -> int:
+    """Where a block sits from input to output: embeddings, layer 1..L, pooler, head. (summary.json stores the
+    movement with sorted keys, so its own order puts the head second.)"""
+    if block.startswith("layer "):
+        return int(block.split()[1])
+    return {"embeddings": 0, "pooler": 1000, "head": 1001}.get(block, 999)
+
+
 def movement_table(store: RunStore, runs: pd.DataFrame) -> pd.DataFrame:
     """One row per (completed run, block): relative weight movement during fine-tuning."""
     rows = []
     for r in runs[runs["state"] == "completed"].itertuples():
         moved = (store.summary(r.run_id) or {}).get("weight_movement") or {}
-        for depth, (block, value) in enumerate(moved.items()):
+        for block, value in moved.items():
             rows.append({"run_id": r.run_id, "model": r.model, "dataset": r.dataset, "side": r.side,
-                         "level": r.level, "lr": r.lr, "seed": r.seed, "block": block, "order": depth,
+                         "level": r.level, "lr": r.lr, "seed": r.seed, "block": block, "order": block_order(block),
                          "movement": value})
     return pd.DataFrame(rows, columns=["run_id", "model", "dataset", "side", "level", "lr", "seed", "block", "order",
                                        "movement"])

@@ -66,6 +66,11 @@ def test_full_fine_tuning_records_movement_per_layer(tiny_bert, store):
     assert list(moved) == ["embeddings", "layer 1", "layer 2", "layer 3", "layer 4", "pooler", "head"]
     assert all(v > 0 for v in moved.values())
     assert not store.files(cfg.run_id).analysis.exists()  # analysis_samples=0 keeps none
+    # read back from summary.json (whose keys are sorted), the blocks still go from input to output
+    from healcore import analysis, results
+
+    table = analysis.movement_table(store, results.load_runs(store.root))
+    assert list(table.sort_values("order")["block"]) == list(moved)
     assert "analysis_samples" not in json.loads(cfg.canonical_json())  # an artefact setting, not the run's identity
 
 

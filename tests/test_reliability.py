@@ -13,11 +13,15 @@ from healcore.run import execute
 from healcore.store import RunStore
 
 
-def _wait(predicate, timeout=240, every=0.2):
+def _wait(predicate, timeout=600, every=0.2, proc: subprocess.Popen | None = None):
+    """Poll until predicate() holds. Generous (a loaded 2-core machine can take minutes to reach a first
+    checkpoint), but never longer than `proc` lives: a process that ended without it has failed the wait."""
     deadline = time.time() + timeout
     while time.time() < deadline:
         if predicate():
             return True
+        if proc is not None and proc.poll() is not None:
+            return predicate()
         time.sleep(every)
     return False
 
@@ -38,7 +42,7 @@ def test_kill_9_mid_epoch_resumes_to_identical_metrics(tiny_bert, tmp_path):
     run_dir = store.root / cfg.run_id
     # wait until epoch 1 is checkpointed and epoch 2 is under way, then kill without warning
     assert _wait(lambda: (run_dir / "checkpoint" / "latest.json").is_file() and
-                 (json.loads((run_dir / "status.json").read_text()).get("progress") or {}).get("epoch") == 2)
+                 (json.loads((run_dir / "status.json").read_text()).get("progress") or {}).get("epoch") == 2, proc=proc)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert store.status(cfg.run_id)["effective_state"] == "interrupted"  # the pid is gone
@@ -55,7 +59,7 @@ def test_sigterm_marks_interrupted_and_keeps_the_checkpoint(tiny_bert, tmp_path)
     store = RunStore(tmp_path / "runs")
     proc = _start_run_process(cfg, store, tmp_path)
     run_dir = store.root / cfg.run_id
-    assert _wait(lambda: (run_dir / "checkpoint" / "latest.json").is_file())
+    assert _wait(lambda: (run_dir / "checkpoint" / "latest.json").is_file(), proc=proc)
     subprocess.run([sys.executable, "-m", "healcore", "--store", str(store.root), "cancel", cfg.run_id],
                    cwd=ROOT, check=True, capture_output=True)
     proc.wait(timeout=60)
