@@ -305,8 +305,8 @@ def cka_small_multiples(frame: pd.DataFrame, columns: int = FACET_COLUMNS) -> al
     the diagonal means other layers took their role."""
     order = [f"{d}" for d in sorted(frame["healed"].unique(), key=lambda n: frame[frame["healed"] == n]["healed_depth"].iloc[0])]
     return alt.Chart(frame).mark_rect().encode(
-        x=alt.X("clean:N", sort=order, title="layer of the clean fine-tuned model", axis=alt.Axis(labelAngle=-40)),
-        y=alt.Y("healed:N", sort=order, title="layer of the healed model"),
+        x=alt.X("clean:N", sort=order, title="clean model's layer", axis=alt.Axis(labelAngle=-40)),
+        y=alt.Y("healed:N", sort=order, title="healed model's layer"),
         color=alt.Color("cka:Q", title="linear CKA", scale=alt.Scale(scheme="viridis", domain=[0, 1])),
         tooltip=["setting", "healed", "clean", alt.Tooltip("cka:Q", format=".3f"), "runs"]).properties(
         width=alt.Step(22), height=alt.Step(22)).facet(
