@@ -91,7 +91,7 @@ def main() -> None:
         chosen = {k: list(map(str, common.url_multiselect(k, sorted(as_text(table[k]).unique()), key=f"f_{k}")))
                   for k in by}
     shown = apply_filters(table, query, only_failed, chosen)
-    c = st.columns([3, 2, 1, 2])
+    c = st.columns([3, 2, 1.5, 2])
     columns = common.url_multiselect("Columns", list(table.columns), key="cols",
                                      default=[k for k in DEFAULT_COLUMNS if k in table], all_means_none=False,
                                      container=c[0])

@@ -57,8 +57,10 @@ def main() -> None:
         st.altair_chart(charts.cka_small_multiples(matrices))
         st.caption("Rows: layers of the corrupted-then-fine-tuned model; columns: layers of the clean model fine-tuned "
                    "the same way (same learning rate and seed where one exists), on the same test sentences; each "
-                   "cell's runs at its kept learning rate, mean over seeds. A bright diagonal: each layer came back to its original function; brightness off the "
-                   "diagonal: other layers took the role.")
+                   "cell's runs at its kept learning rate, mean over seeds. A bright diagonal: each layer computes "
+                   "what the clean model's does; brightness off the diagonal: other layers took the role. A "
+                   "re-initialised layer can look alike without relearning anything, because the residual "
+                   "connection carries its input through it: read it with the weight movement below.")
     else:
         st.caption("Needs the clean run of this line with its layer analyses.")
     st.subheader("Similarity of each layer to the same layer of a reference model")

@@ -40,12 +40,12 @@ def main() -> None:
     if odd.empty:
         st.success("No surprise: every cell follows its neighbours' trend, and more corruption never scored higher.")
     else:
-        st.dataframe(pd.DataFrame({
+        surprises = pd.DataFrame({
             "model": odd["model"], "dataset": odd["dataset"],
             "setting": [common.setting_label(s, l) for s, l in zip(odd["side"], odd["level"])],
-            "variant": common.variant_label(odd), "F1": odd["f1"], "why": odd["surprises"].map("; ".join)}),
-            hide_index=True, width="stretch", column_config={"why": st.column_config.TextColumn(width="large"),
-                                                             "F1": st.column_config.NumberColumn(format="%.2f")})
+            "variant": common.variant_label(odd), "F1": odd["f1"], "why": odd["surprises"].map("; ".join)})
+        # a static table wraps the long "why" sentences, where a data grid would cut them at its column's edge
+        st.table(surprises.style.hide(axis="index").format({"F1": "{:.2f}"}))
 
 
 def inspect(root: str, runs: pd.DataFrame, run_id: str) -> None:

@@ -134,6 +134,9 @@ def test_flag_counts_agree_across_pages_report_and_exports(troubled, tmp_path):
         assert line in texts(open_page(title)), title
     page = open_page("Failures and surprises")
     assert [m.value for m in page.metric] == [str(v) for v in counts.values()]
+    # each surprising cell is listed with its whole reason (a static table: nothing cut at a column's edge)
+    shown = page.table[0].value
+    assert len(shown) == counts["surprising cells"] and all(len(why) > 20 for why in shown["why"])
     frame = heatmap_frame(table, "f1").drop_duplicates("cell_id")
     assert int((frame["failures"] > 0).sum()) == counts["cells with convergence failures"]
     assert int(frame["failures"].sum()) == counts["runs with convergence failures"]

@@ -33,7 +33,10 @@ def main() -> None:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    env = {**os.environ, "HEALCORE_RUNS": str(Path(args.store).resolve())}
+    store = Path(args.store).resolve()
+    # a store inside the repository is shown as the user would type it (runs/...), not as this machine's path
+    shown = store.relative_to(ROOT) if store.is_relative_to(ROOT) else store
+    env = {**os.environ, "HEALCORE_RUNS": str(shown)}
     proc = subprocess.Popen([sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port)],
                             cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             start_new_session=True)
