@@ -185,6 +185,11 @@ def line_over(frame: pd.DataFrame, x: str, y: str, colour: str, x_title: str, y_
 EPOCH_AXIS = alt.Axis(tickMinStep=1, format="d")
 
 
+# Charts that stretch to their column: fit the width only. With Vega's default "fit" the height given is the
+# whole chart's, so a legend of long run names below it squeezed the plot to a few pixels.
+FIT_WIDTH = alt.AutoSizeParams(type="fit-x", contains="padding")
+
+
 def epoch_curves(f1: pd.DataFrame, losses: pd.DataFrame, series: str = "label") -> alt.HConcatChart | alt.VConcatChart:
     """Per run: weighted F1 per epoch from the damage probe (epoch 0) on, validation dashed and test solid, and
     the training loss per epoch; one colour per run, named in the legend below."""
@@ -195,12 +200,12 @@ def epoch_curves(f1: pd.DataFrame, losses: pd.DataFrame, series: str = "label") 
         color=alt.Color(f"{series}:N", legend=legend),
         strokeDash=alt.StrokeDash("split:N", title="split", legend=alt.Legend(orient="bottom")),
         tooltip=[series, "split", "epoch", alt.Tooltip("F1:Q", format=".2f")]).properties(
-        width="container", height=280)
+        width="container", height=280, autosize=FIT_WIDTH)
     loss_chart = alt.Chart(losses).mark_line(point=True).encode(
         x=alt.X("epoch:Q", title="epoch", axis=EPOCH_AXIS), y=alt.Y("train_loss:Q", title="training loss"),
         color=alt.Color(f"{series}:N", legend=None),
         tooltip=[series, "epoch", alt.Tooltip("train_loss:Q", format=".4f")]).properties(
-        width="container", height=280)
+        width="container", height=280, autosize=FIT_WIDTH)
     return f1_chart, loss_chart
 
 
@@ -215,7 +220,7 @@ def run_curves(epochs: pd.DataFrame, title: str = "") -> alt.LayerChart:
         x=alt.X("epoch:Q", title="epoch", axis=EPOCH_AXIS), y=alt.Y("F1:Q", title="weighted F1",
                                                                     scale=alt.Scale(zero=False)),
         color=colour, strokeDash=alt.StrokeDash("split:N", title="split", legend=alt.Legend(orient="bottom")),
-        tooltip=list(long.columns)).properties(width="container", height=240)
+        tooltip=list(long.columns)).properties(width="container", height=240, autosize=FIT_WIDTH)
 
 
 def loss_curve(epochs: pd.DataFrame) -> alt.Chart:
@@ -223,7 +228,7 @@ def loss_curve(epochs: pd.DataFrame) -> alt.Chart:
     return alt.Chart(epochs).mark_line(point=True).encode(
         x=alt.X("epoch:Q", title="epoch", axis=EPOCH_AXIS), y=alt.Y("train_loss:Q", title="training loss"),
         color=colour, tooltip=[c for c in ("run", "epoch", "train_loss") if c in epochs]).properties(
-        width="container", height=240)
+        width="container", height=240, autosize=FIT_WIDTH)
 
 
 # ------------------------------------------------------------------------------------------ embeddings

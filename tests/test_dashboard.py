@@ -490,3 +490,20 @@ def test_sidebar_store_choice_is_kept_across_pages(troubled, tmp_path, monkeypat
     at.sidebar.text_input[0].set_value(str(troubled.root)).run()
     at.switch_page(page("Run detail")).run()
     assert not at.exception and at.selectbox[0].options and at.sidebar.text_input[0].value == str(troubled.root)
+
+
+def test_charts_that_stretch_to_their_column_keep_their_plot_height_under_a_long_legend():
+    """Vega's default autosize ("fit") counts a legend in the chart's height: four long run names below the F1
+    chart squeezed its plot to a few pixels. Charts that fit their column's width fit the width only."""
+    from healcore import charts
+
+    names = [f"minilm-l6 · ag_news · setting {i} · lr 5e-05 · seed 0" for i in range(4)]
+    f1 = pd.DataFrame([{"label": n, "split": s, "epoch": e, "F1": 80.0 + e} for n in names
+                       for s in ("validation", "test") for e in range(3)])
+    losses = pd.DataFrame([{"label": n, "epoch": e, "train_loss": 1.0 / e} for n in names for e in (1, 2)])
+    runs = pd.DataFrame([{"run": n, "epoch": e, "validation_f1_weighted": 80.0, "test_f1_weighted": 81.0}
+                         for n in names for e in (1, 2)])
+    stretched = [*charts.epoch_curves(f1, losses), charts.run_curves(runs), charts.loss_curve(runs.assign(train_loss=1.0))]
+    for chart in stretched:
+        spec = chart.to_dict()
+        assert spec["width"] == "container" and spec["autosize"]["type"] == "fit-x", spec.get("autosize")
