@@ -140,12 +140,10 @@ class StackedAdam:
         self.state = {n: {"step": 0, "exp_avg": torch.zeros_like(p), "exp_avg_sq": torch.zeros_like(p)}
                       for n, p in params.items() if p.requires_grad}
 
-    @staticmethod
-    def decays(name: str, p) -> bool:
-        return p.dim() - 1 >= 2 and "norm" not in name.lower()  # as make_optimizer, per member (dim - 1)
-
     def step(self, factor: float) -> None:
         import torch
+
+        from .train import decays
 
         b1, b2 = self.betas
         with torch.no_grad():
@@ -155,7 +153,7 @@ class StackedAdam:
                 st = self.state[name]
                 st["step"] += 1
                 lr = (self.lrs.to(p.device) * factor).view(-1, *([1] * (p.dim() - 1)))
-                if self.weight_decay and self.decays(name, p):
+                if self.weight_decay and decays(name, p.dim() - 1):  # a member's parameter: without axis 0
                     p.mul_(1 - lr * self.weight_decay)
                 st["exp_avg"].lerp_(p.grad, 1 - b1)
                 st["exp_avg_sq"].mul_(b2).addcmul_(p.grad, p.grad, value=1 - b2)
@@ -204,15 +202,13 @@ class FusedGroup:
         from torch.func import functional_call, stack_module_state, vmap
 
         from .run import _ProgressReporter
-        from .train import lr_factor
+        from .train import schedule_of
 
         self.members, self.record_failure = members, record_failure
         cfg0 = self.cfg = members[0].cfg
         self.device = members[0].setup.device
-        self.steps_per_epoch = -(-len(members[0].setup.train) // cfg0.batch_size)
-        total = self.steps_per_epoch * cfg0.epochs
-        warmup = int(cfg0.warmup_ratio * total)
-        self.factor = lambda step: lr_factor(step, total, warmup, cfg0.lr_schedule)  # noqa: E731
+        self.steps_per_epoch, total, self.factor = schedule_of(len(members[0].setup.train), cfg0.batch_size,
+                                                               cfg0.epochs, cfg0.warmup_ratio, cfg0.lr_schedule)
         resumed_rng = _shadow_optimizers(members, self.factor, self.device)
         self.template = copy.deepcopy(members[0].setup.model).to("meta")
         self.template.encoder.config._attn_implementation = "eager"  # SDPA has no vmap batching rule
@@ -289,7 +285,7 @@ class FusedGroup:
 
     def end_epoch(self, epoch: int, seconds: float, batches: int, useful: int, padded: int) -> None:
         """Each member evaluates, logs its metrics line and checkpoints, as a single run does."""
-        from .run import evaluate_epoch
+        from .run import checkpoint_due, evaluate_epoch
 
         _unstack(self.optimizer, self.buffers, self.names, self.members)
         for k, m in enumerate(self.members):
@@ -300,7 +296,7 @@ class FusedGroup:
             if improved:
                 m.best = {"epoch": epoch, "score": row[m.cfg.select_on][m.cfg.metric]}
             self.progress[k].epoch_done(epoch, row)
-            if epoch < m.cfg.epochs and m.cfg.checkpoint_every and epoch % m.cfg.checkpoint_every == 0:
+            if checkpoint_due(m.cfg, epoch):
                 _checkpoint(m, self.optimizer, k, self.step_index, epoch)
 
 

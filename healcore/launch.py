@@ -20,7 +20,7 @@ from .errors import ConfigError, StoreError
 from .executors import run_local
 from .plan import GridPlan, make_plan
 from .results import grid_records, load_runs
-from .store import HEARTBEAT_S, HOST, RunStore, atomic_write_json, now, pid_alive, read_json
+from .store import HEARTBEAT_S, HOST, RunStore, atomic_write_json, now, pid_alive, read_json, update_json
 
 
 def run_grid(plan: GridPlan, store: RunStore, executor: str = "local", address: str | None = None,
@@ -54,11 +54,11 @@ def run_grid(plan: GridPlan, store: RunStore, executor: str = "local", address: 
             result = run_local(plan.todo, store, workers=plan.workers, runs_per_gpu=runs_per_gpu,
                                reuse_processes=reuse_processes, fuse=fuse, cancelled=lambda: _cancel_requested(path))
     except BaseException:
-        update_record(path, state="failed", ended=now())
+        update_json(path, state="failed", ended=now())
         raise
     finally:
         beating.set()
-    update_record(path, result=result, ended=now(), state="interrupted" if result["interrupted"] else "finished")
+    update_json(path, result=result, ended=now(), state="interrupted" if result["interrupted"] else "finished")
     return result
 
 
@@ -81,12 +81,6 @@ def _heartbeat(path: Path) -> threading.Event:
 
 def _cancel_requested(path: Path) -> bool:
     return bool((read_json(path, {}) or {}).get("cancel_requested"))
-
-
-def update_record(path: Path, **fields) -> None:
-    record = read_json(path, {}) or {}
-    record.update(fields)
-    atomic_write_json(path, record)
 
 
 def launch(spec: dict, store_root: str | Path, workers: int = 1, retry_failed: bool = False,
@@ -155,7 +149,7 @@ def cancel(store: RunStore, grid: str | None = None, run_ids: list[str] | tuple 
         if not isinstance(record, dict):
             raise ConfigError(f"no grid named {grid!r} in {store.root}; see healcore status")
         if record.get("state") == "running":
-            update_record(record_path, cancel_requested=now())
+            update_json(record_path, cancel_requested=now())
             requested += 1
             if record.get("host") == HOST and isinstance(record.get("pid"), int) and pid_alive(record["pid"]):
                 pids.add(record["pid"])

@@ -26,7 +26,7 @@ from .config import RunConfig
 from .errors import ConfigError, StoreError, first_line
 from .resources import Loader
 from .stopping import on_stop_signals, raise_interrupt
-from .store import RunStore, atomic_write_json, now, read_json
+from .store import RunStore, now, read_json, update_json
 
 MAX_RETRIES = 3  # system failures (a node or a worker process lost) per run; a run's own errors are not retried
 BUSY_RETRY_S = 15.0  # a run held by another process is submitted again after this long
@@ -137,7 +137,7 @@ def run_ray(configs: list[RunConfig], store: RunStore, address: str | None = Non
                       max_retries=max_retries, retry_exceptions=False,
                       runtime_env={"env_vars": task_environment()})(run_task)
     if record is not None:
-        _update(record, address=address or "local", ray_job_id=ray.get_runtime_context().get_job_id(),
+        update_json(record, address=address or "local", ray_job_id=ray.get_runtime_context().get_job_id(),
                 ray_version=ray.__version__)
     by_id = {c.run_id: c for c in configs}
     pending = {task.remote(c.to_dict(), str(store.root), time.time()): c for c in configs}
@@ -226,9 +226,3 @@ def _cancel(ray, pending: dict, store: RunStore) -> None:
             store.request_stop(cfg.run_id)
     for ref in pending:
         ray.cancel(ref, force=False)
-
-
-def _update(record: Path, **fields) -> None:
-    current = read_json(record, {}) or {}
-    current.update(fields)
-    atomic_write_json(record, current)

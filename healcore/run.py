@@ -250,14 +250,13 @@ def fine_tune(cfg: RunConfig, setup: Setup, handle: RunHandle, stop: Callable[[]
     """The epoch loop, resumed from the last checkpoint; returns the best epoch {epoch, score}."""
     import torch
 
-    from .train import load_state, lr_factor, make_optimizer, save_state
+    from .train import load_state, make_optimizer, save_state, schedule_of
 
     model = setup.model
     optimizer = make_optimizer(model, cfg.lr, cfg.weight_decay, setup.device)
-    steps_per_epoch = -(-len(setup.train) // cfg.batch_size)
-    total = steps_per_epoch * cfg.epochs
-    warmup = int(cfg.warmup_ratio * total)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, total, warmup, cfg.lr_schedule))
+    steps_per_epoch, total, factor = schedule_of(len(setup.train), cfg.batch_size, cfg.epochs, cfg.warmup_ratio,
+                                                 cfg.lr_schedule)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
     # dropout and batch order draw from here on: the same stream however the model was loaded (cached or not)
     torch.manual_seed(cfg.seed)
     start_epoch, best = 1, {"epoch": None, "score": -float("inf")}
@@ -273,13 +272,18 @@ def fine_tune(cfg: RunConfig, setup: Setup, handle: RunHandle, stop: Callable[[]
         if improved:
             best = {"epoch": epoch, "score": row[cfg.select_on][cfg.metric]}
         progress.epoch_done(epoch, row)
-        if epoch < cfg.epochs and cfg.checkpoint_every and epoch % cfg.checkpoint_every == 0:
+        if checkpoint_due(cfg, epoch):
             save_state(handle.new_checkpoint_dir(epoch), model, optimizer, scheduler, {"epoch": epoch, "best": best})
             handle.commit_checkpoint(epoch)
         if on_epoch is not None:
             on_epoch(row)
     progress.close()
     return best
+
+
+def checkpoint_due(cfg: RunConfig, epoch: int) -> bool:
+    """Whether a checkpoint follows this epoch: every checkpoint_every epochs, never after the last."""
+    return epoch < cfg.epochs and bool(cfg.checkpoint_every) and epoch % cfg.checkpoint_every == 0
 
 
 def train_and_evaluate(cfg: RunConfig, setup: Setup, handle: RunHandle, optimizer, scheduler, epoch: int,

@@ -80,6 +80,13 @@ def atomic_write_npz(path: Path, **arrays) -> None:
     atomic_write_bytes(path, buf.getvalue())
 
 
+def update_json(path: Path, **fields) -> None:
+    """Set fields of a JSON object file (a grid's record), keeping the others; written atomically."""
+    current = read_json(path, {}) or {}
+    current.update(fields)
+    atomic_write_json(path, current)
+
+
 def read_npz(path: Path) -> dict | None:
     """The arrays of an .npz file (never pickled objects), or None when it is missing or unreadable."""
     import numpy as np

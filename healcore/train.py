@@ -11,6 +11,7 @@ import math
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 from typing import Callable
 
@@ -36,12 +37,28 @@ def lr_factor(step: int, total_steps: int, warmup_steps: int, schedule: str = "l
     return max(0.0, 1.0 - done)
 
 
+def schedule_of(n_train: int, batch_size: int, epochs: int, warmup_ratio: float,
+                schedule: str) -> tuple[int, int, Callable[[int], float]]:
+    """(steps per epoch, total steps, step -> lr factor) of a run: what a single run's scheduler and a fused
+    group's optimizer both follow."""
+    steps_per_epoch = -(-n_train // batch_size)
+    total = steps_per_epoch * epochs
+    warmup = int(warmup_ratio * total)
+    return steps_per_epoch, total, lambda step: lr_factor(step, total, warmup, schedule)
+
+
+def decays(name: str, dim: int) -> bool:
+    """Whether weight decay applies to a parameter of this name and number of dimensions: not to biases and
+    norms (dim is a single model's, without a fused group's member axis)."""
+    return dim >= 2 and "norm" not in name.lower()
+
+
 def make_optimizer(model, lr: float, weight_decay: float, device: str) -> torch.optim.Optimizer:
     """AdamW over trainable parameters; no decay on biases and norms. weight_decay=0 is plain Adam."""
     decay, no_decay = [], []
     for name, p in model.named_parameters():
         if p.requires_grad:
-            (no_decay if p.dim() < 2 or "norm" in name.lower() else decay).append(p)
+            (decay if decays(name, p.dim()) else no_decay).append(p)
     groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
     # fused kernels: one launch per step on CUDA, and a vectorised step on CPU (torch >= 2.4)
     return torch.optim.AdamW([g for g in groups if g["params"]], lr=lr, fused=True)
@@ -60,6 +77,7 @@ def use_bf16(device: str, precision: str = "auto") -> bool:
     return native_cpu_bf16()
 
 
+@lru_cache(maxsize=1)  # asked at every training step and evaluation batch; a CPU's flags do not change
 def native_cpu_bf16() -> bool:
     """Whether this CPU has bf16 instructions (AVX512-BF16 or AMX). oneDNN also says yes on AVX-512 CPUs without
     them, and emulates bf16 there: on such a Xeon bf16 autocast trained 3x slower than fp32 (bench/throughput.py,

@@ -49,8 +49,9 @@ def main() -> None:
                 "analysis_samples=0. Run the grid again in a new store (or another grid) to see where healing happens.")
         return
     # each cell's runs at its kept learning rate: the runs whose F1 the heatmaps show
-    sub = results.scored_runs(sub, common.cells_table(root, common.store_version(root)))
-    t = tables(root, common.store_version(root), tuple(sub["run_id"]))
+    version = common.store_version(root)  # a scan of the store: once per render
+    sub = results.scored_runs(sub, common.cells_table(root, version))
+    t = tables(root, version, tuple(sub["run_id"]))
     st.subheader("Healed layers against the clean fine-tuned model (linear CKA)")
     if len(t["matrices"]):
         matrices = with_setting(t["matrices"])

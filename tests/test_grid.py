@@ -235,7 +235,7 @@ def test_estimate_scales_another_mode_by_a_ratio_measured_elsewhere(tiny_store, 
 def test_a_cancel_request_in_the_record_stops_a_local_grid(tmp_path, tiny_bert):
     """What `healcore cancel --grid` does from a host that cannot signal the driver: the request in the grid's
     record stops the grid (no new run starts) and its running run ends interrupted."""
-    from healcore.launch import update_record
+    from healcore.store import update_json
 
     # runs long enough (40 epochs, tens of seconds on a fast CPU) that the request reaches one in flight
     spec = _grid_file(tmp_path, tiny_bert, levels=(0, 1, 2, 3), epochs=40)
@@ -246,7 +246,7 @@ def test_a_cancel_request_in_the_record_stops_a_local_grid(tmp_path, tiny_bert):
     while time.time() < deadline and not any(store.status(r).get("effective_state") == "running"
                                              for r in store.run_ids()):
         time.sleep(0.2)
-    update_record(store.root / ".grids" / "t.json", cancel_requested=time.time())
+    update_json(store.root / ".grids" / "t.json", cancel_requested=time.time())
     for run_id in store.run_ids():
         if store.status(run_id).get("effective_state") == "running":
             store.request_stop(run_id)
