@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import os
+import signal
 import tempfile
+import time
 from pathlib import Path
 
 import pytest
@@ -108,3 +110,14 @@ def tiny_store(tmp_path_factory, tiny_bert):
     for cfg in grid.configs + [extra]:
         execute(cfg, store)
     return root
+
+
+def kill_grid(proc, store) -> None:
+    """SIGKILL a grid started with start_new_session=True and every process of its group (a crash), then wait
+    until its runs no longer read as running: wait() reaps the grid only, and its workers (its children) can take
+    a moment longer to die, during which their runs still rightly read as running."""
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    settle = time.time() + 30
+    while time.time() < settle and any(store.status(r)["effective_state"] == "running" for r in store.run_ids()):
+        time.sleep(0.1)

@@ -1,6 +1,5 @@
 """Horizontally fused runs: K members trained as one model give each member the metrics it gets alone, write
 the same run folders, drop a diverging member, and resume after kill -9 like single runs."""
-import signal
 import subprocess
 import sys
 import time
@@ -8,7 +7,7 @@ import time
 import numpy as np
 import pytest
 
-from conftest import ROOT, tiny_config
+from conftest import ROOT, kill_grid, tiny_config
 from healcore.fused import execute_fused, fusion_groups
 from healcore.run import execute
 from healcore.store import RunStore
@@ -110,10 +109,8 @@ def test_a_fused_group_resumes_after_kill_9_like_a_single_run(tiny_bert_no_dropo
                 all((store.status(r).get("progress") or {}).get("epoch") == 2 for r in ids):
             break
         time.sleep(0.2)
-    import os
 
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
+    kill_grid(proc, store)
     states = {r: store.status(r)["effective_state"] for r in store.run_ids()}
     assert set(states.values()) == {"interrupted"}, states
     again = grid(store.root)

@@ -1,7 +1,6 @@
 """Grid specs, presets, local and Ray execution, resumption after a kill, and results tables."""
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -9,7 +8,7 @@ import time
 import pytest
 import yaml
 
-from conftest import ROOT
+from conftest import ROOT, kill_grid
 from healcore.errors import ConfigError
 from healcore.grid import expand, preset_names
 from healcore.plan import plan
@@ -105,9 +104,8 @@ def test_killed_grid_restarts_and_finishes_the_rest(tmp_path, tiny_bert):
         if any(json.loads(p.read_text()).get("state") == "completed" for p in store.glob("*/status.json")):
             break
         time.sleep(0.3)
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
     s = RunStore(store)
+    kill_grid(proc, s)
     states = [s.status(r)["effective_state"] for r in s.run_ids()]
     assert "completed" in states and len([x for x in states if x == "completed"]) < 4
     again = _cli("grid", str(spec), store=store)
