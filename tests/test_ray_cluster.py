@@ -1,6 +1,7 @@
 """A real multi-node Ray cluster on this machine: a head and 2 worker nodes, each its own raylet with 1 CPU and
 a resource of its own. A grid of 6 tiny runs survives losing a worker node in the middle of a run; the store
-probe reaches every node; a cancelled grid's runs end interrupted; bad addresses and versions are one line."""
+probe reaches every node; a cancelled grid's runs end interrupted; a killed driver's grid, restarted, finishes
+running no config twice; bad addresses and versions are one line."""
 import json
 import os
 import re
@@ -173,3 +174,31 @@ except HealcoreError as err:
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
     line = [l for l in out.stdout.splitlines() if l.startswith("ONE LINE:")]
     assert line and "Ray version mismatch" in line[0] and f"Ray {ray.__version__}" in line[0], out.stdout + out.stderr
+
+
+def test_a_killed_driver_restarted_finishes_the_grid_running_no_config_twice(cluster, tiny_bert, tmp_path):
+    """SIGKILL of `healcore grid` (the driver) mid-run, then the same command again: finished runs are skipped,
+    the rest complete, and no run is executed by two processes at once (a run still held by a task of the dead
+    driver comes back busy and is submitted again later)."""
+    import signal
+
+    c, _ = cluster
+    store = RunStore(tmp_path / "runs")
+    spec = spec_file(tmp_path, tiny_bert, levels=[0, 1], epochs=3, max_train=1200, name="driver")
+    proc = grid(store.root, spec, c.address)
+    deadline = time.time() + 150
+    while time.time() < deadline:
+        if any((store.status(r).get("progress") or {}).get("epoch") == 2 for r in store.run_ids()):
+            break
+        time.sleep(0.2)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    again = grid(store.root, spec, c.address)
+    out = again.communicate(timeout=240)[0]
+    assert again.returncode == 0, out
+    ids = store.run_ids()
+    assert len(ids) == 3 and all(store.status(r)["state"] == "completed" for r in ids), out
+    for rid in ids:
+        log = store.files(rid).log.read_text()
+        assert log.count("completed") == 1, log  # completed exactly once
+        assert [e["epoch"] for e in store.epochs(rid)] == [1, 2, 3]  # every epoch recorded once
