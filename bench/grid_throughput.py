@@ -1,15 +1,17 @@
 """Grid throughput: the grid, not the run, as the unit of work. A benchmark script, not a test.
 
 Run (CPU):  HEALCORE_DATA=../shared/data python bench/grid_throughput.py
-Run (GPU):  HEALCORE_DATA=../shared/data python bench/grid_throughput.py --device cuda --ks 1,3,9,27 --models bert-base,bert-large
+Run (GPU):  HEALCORE_DATA=../shared/data python bench/grid_throughput.py --device cuda --ks 1,3,9,27 --models bert-base,bert-large \
+            --skip-overhead
 
 1. Per-run overhead: a grid of 12 short minilm-l6 runs on SST-2 (the demo's 4 settings x 3 seeds, 1 epoch,
    300 train rows, 100 test rows), one process per run vs persistent workers, one worker. Overhead per run =
    (wall - the runs' training time) / runs; start-up per run also takes out their evaluation and damage probe.
 2. Throughput for grids of K runs (K settings x learning rates of one seed: the runs a fused group can take),
    each way: the Hugging Face Trainer with run_glue's defaults (one process per run; the baseline), healcore with
-   one process per run, persistent workers, fused. Prints runs per hour and useful (non-padding) training
-   tokens per second of wall time. `fused and compiled` is not implemented (see docs/PERFORMANCE.md).
+   one process per run, persistent workers, fused, compiled (persistent workers, `compile=--compile`), fused and
+   compiled. Prints runs per hour and useful (non-padding) training tokens per second of wall time. Compiled ways
+   start from an empty compile cache: their wall time includes compiling.
 Ratios are printed last. Each model's runs read the same data; BERT-base/large-sized models get random weights.
 """
 from __future__ import annotations
@@ -41,12 +43,16 @@ def grid(model: str, k: int, base: dict) -> list:
             for lr in LRS for corrupt in SETTINGS][:k]
 
 
-def measure(configs, store_dir: Path, way: str) -> dict:
-    """Run the configs one way; wall time and what the runs' summaries say they spent."""
+def measure(configs, store_dir: Path, way: str, compile_mode: str = "reduce-overhead") -> dict:
+    """Run the configs one way; wall time and what the runs' summaries say they spent. Compiled ways start
+    from an empty compile cache, so their wall time includes compiling."""
     from healcore.executors import run_local
     from healcore.store import RunStore
 
     store = RunStore(store_dir)
+    if "compiled" in way:
+        configs = [c.replace(compile=compile_mode) for c in configs]
+        os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(store_dir / "inductor-cache")  # the workers inherit it
     t0 = time.perf_counter()
     if way == "trainer":
         for cfg in configs:
@@ -54,7 +60,7 @@ def measure(configs, store_dir: Path, way: str) -> dict:
                            check=True, capture_output=True)
     else:
         result = run_local(configs, store, workers=1, quiet=True, reuse_processes=way != "process per run",
-                           fuse=len(configs) if way == "fused" else 0)
+                           fuse=len(configs) if way.startswith("fused") else 0)
         assert result["completed"] == len(configs), result
     wall = time.perf_counter() - t0
     if way == "trainer":
@@ -134,7 +140,10 @@ def main() -> None:
     ap.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     ap.add_argument("--ks", default="1,3,9", help="grid sizes K [1,3,9; 27 on a GPU]")
     ap.add_argument("--models", default="minilm-l6", help="minilm-l6, bert-base, bert-large (random weights)")
-    ap.add_argument("--ways", default="trainer,process per run,persistent,fused")
+    ap.add_argument("--ways", default="trainer,process per run,persistent,fused,compiled,fused and compiled",
+                    help="comma-separated; compiled ways use --compile")
+    ap.add_argument("--compile", choices=("default", "reduce-overhead"), default="reduce-overhead",
+                    help="the compile mode of the compiled ways (on CPU both mean inductor kernels, no CUDA graphs)")
     ap.add_argument("--skip-overhead", action="store_true")
     ap.add_argument("--trainer-run", nargs=2, help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -173,17 +182,19 @@ def main() -> None:
             print(f"\n== {name}, grid of K={k} runs (SST-2, 1 epoch, 300 train rows, batch 32)", flush=True)
             got = {}
             for way in args.ways.split(","):
-                if way == "fused" and k == 1:
+                if way.startswith("fused") and k == 1:
                     continue
-                m = measure(configs, work / f"{name}-{k}-{way.replace(' ', '-')}", way)
+                m = measure(configs, work / f"{name}-{k}-{way.replace(' ', '-')}", way, args.compile)
                 got[way] = m
                 print(f"{way:16s} wall {m['wall']:7.1f}s  {3600 * k / m['wall']:8.1f} runs/hour  "
                       f"{m['tokens'] / m['wall']:9.0f} useful tokens/s", flush=True)
-            for way in ("persistent", "fused"):
+            for way in ("persistent", "fused", "compiled", "fused and compiled"):
                 if way in got and "trainer" in got:
                     ratios.append((f"{name} K={k}: {way} / Trainer (runs per hour)", got["trainer"]["wall"] / got[way]["wall"]))
-            if "fused" in got and "persistent" in got:
-                ratios.append((f"{name} K={k}: fused / persistent (runs per hour)", got["persistent"]["wall"] / got["fused"]["wall"]))
+            for way in ("fused", "compiled", "fused and compiled"):
+                if way in got and "persistent" in got:
+                    ratios.append((f"{name} K={k}: {way} / persistent (runs per hour)",
+                                   got["persistent"]["wall"] / got[way]["wall"]))
             if "persistent" in got and "process per run" in got:
                 ratios.append((f"{name} K={k}: persistent / process per run (runs per hour)",
                                got["process per run"]["wall"] / got["persistent"]["wall"]))

@@ -7,6 +7,8 @@ Run (GPU):  python bench/throughput.py --device cuda   (adds BERT-base/large-siz
 (b) Trainer tuned as its docs allow: dynamic padding, length-grouped sampling, bf16 on GPU.
 (c) healcore's training loop (healcore.train.train_epoch with its optimizer and schedule), as every run uses it, at the precision
     precision=auto picks on the device (bf16 autocast on AVX512-BF16/AMX CPUs, fp32 on CUDA); both are printed.
+    With --compile (the default on CUDA: reduce-overhead, CUDA graphs) the compiled step is timed too, and c is
+    the faster of eager and compiled.
 Same model, data, batch size, learning rate and number of optimizer steps. Timing skips the first
 `--warmup` steps of each. Prints useful (non-padding) tokens per second and the ratios c/a and c/b, last.
 """
@@ -135,9 +137,13 @@ def run_trainer(model_factory, tok, df, steps, batch, lr, device, tuned: bool, w
     return useful / timer.seconds, useful
 
 
-def run_healcore(model_factory, tok, df, steps, batch, lr, device, warmup: int, precision: str = "auto"):
+def run_healcore(model_factory, tok, df, steps, batch, lr, device, warmup: int, precision: str = "auto",
+                 compile: str = "off"):
     """healcore's real training loop (train.train_epoch, with make_optimizer and the LambdaLR schedule a run
-    builds): an untimed warm-up epoch of `warmup` batches, then a timed epoch over every example."""
+    builds): an untimed warm-up epoch of `warmup` batches, then a timed epoch over every example. Compiled
+    (`compile` not off), the warm-up epoch is a whole pass, so that the timed epoch meets no shape (and on CUDA
+    no CUDA graph) for the first time: steady-state speed, compile time left out (bench/grid_throughput.py
+    counts it)."""
     import torch
 
     from healcore.batching import encode
@@ -151,16 +157,19 @@ def run_healcore(model_factory, tok, df, steps, batch, lr, device, warmup: int, 
             super().__init__()
             self.m = m
 
-        def forward(self, **batch):
-            return self.m(**batch).logits, None
+        def forward(self, input_ids, attention_mask, token_type_ids=None):
+            return self.m(input_ids=input_ids, attention_mask=attention_mask).logits, None
 
     model = Wrapped(hf_model).to(device)
     enc = encode(tok, df, 128)
     opt = make_optimizer(model, lr, 0.0, device)
     total = steps + warmup
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, total, 0, "linear"))
-    common = dict(seed=0, batch_size=batch, device=device, pad_id=tok.pad_token_id, precision=precision)
-    if warmup:
+    common = dict(seed=0, batch_size=batch, device=device, pad_id=tok.pad_token_id, precision=precision,
+                  compile=compile)
+    if compile != "off":
+        train_epoch(model, enc, opt, sched, epoch=1, **common)
+    elif warmup:
         train_epoch(model, _subset(enc, np.arange(min(len(enc), warmup * batch))), opt, sched, epoch=0, **common)
     stats = train_epoch(model, enc, opt, sched, epoch=1, **common)
     del model, opt
@@ -186,6 +195,12 @@ def bench(label, model_factory, tok, df, args, flops_params=None):
               f"{' (the default here: c)' if precision == default else ''}: {speed[precision]:,.0f} useful tokens/s",
               flush=True)
     c = speed[default]
+    if args.compile != "off":
+        compiled, _ = run_healcore(model_factory, tok, df, args.steps, args.batch_size, args.lr, args.device,
+                                   args.warmup, default, args.compile)
+        print(f"(c, compiled) healcore with --precision {default} --set compile={args.compile}: "
+              f"{compiled:,.0f} useful tokens/s ({compiled / c:.2f}x eager)", flush=True)
+        c = max(c, compiled)  # the faster of eager and compiled is what a user would pick
     if flops_params and args.device == "cuda":
         print(f"    healcore model FLOP utilisation: {6 * flops_params * c / H100_BF16_PEAK:.1%} of 790 TFLOP/s")
     print(f"RATIO {label}: c/a = {c / a:.2f}x   c/b = {c / b:.2f}x", flush=True)
@@ -200,12 +215,15 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--lr", type=float, default=2e-5)
     ap.add_argument("--datasets", default="sst2,ag_news")
+    ap.add_argument("--compile", choices=("off", "default", "reduce-overhead"), default=None,
+                    help="also time healcore's step compiled this way [cpu off, cuda reduce-overhead]")
     ap.add_argument("--mfu-batches", default="256,1024",
                     help="cuda only: batch sizes at which healcore alone trains the BERT-base-sized model on the first "
                          "dataset, to report model FLOP utilisation at large batches [256,1024]; '' skips")
     args = ap.parse_args()
     args.steps = args.steps or (30 if args.device == "cpu" else 200)
     args.warmup = args.warmup if args.warmup is not None else (3 if args.device == "cpu" else 20)
+    args.compile = args.compile or ("off" if args.device == "cpu" else "reduce-overhead")
     import torch
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
     from transformers.utils import logging as hf_logging
@@ -234,10 +252,11 @@ def main() -> None:
         for batch in [int(b) for b in args.mfu_batches.split(",")]:
             df, k = texts(dataset, min(steps * batch, 20000))
             f = lambda: random_bert("bert-base", k)  # noqa: E731
-            c, _ = run_healcore(f, tok, df, steps, batch, args.lr, "cuda", args.warmup, "bf16")
-            print(f"\n== bert-base (random weights) / {dataset}, batch {batch}, healcore only, bf16: {c:,.0f} useful tokens/s, "
-                  f"model FLOP utilisation {6 * non_embedding_params(f()) * c / H100_BF16_PEAK:.1%} of 790 TFLOP/s",
-                  flush=True)
+            for compile in sorted({"off", args.compile}):
+                c, _ = run_healcore(f, tok, df, steps, batch, args.lr, "cuda", args.warmup, "bf16", compile)
+                print(f"\n== bert-base (random weights) / {dataset}, batch {batch}, healcore only, bf16, compile "
+                      f"{compile}: {c:,.0f} useful tokens/s, model FLOP utilisation "
+                      f"{6 * non_embedding_params(f()) * c / H100_BF16_PEAK:.1%} of 790 TFLOP/s", flush=True)
     print()
     print(f"RATIOS (last run): c/a = {ratios[-1][0]:.2f}x, c/b = {ratios[-1][1]:.2f}x; "
           f"min over runs: c/a = {min(r[0] for r in ratios):.2f}x, c/b = {min(r[1] for r in ratios):.2f}x")

@@ -14,6 +14,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from .config import NON_IDENTITY_FIELDS
 from .store import RunStore, read_npz
 
 
@@ -59,7 +60,7 @@ def load_analysis(store: RunStore, run_id: str) -> dict | None:
 
 # ------------------------------------------------------------------------------------------ pairing
 _LINE_IGNORES = {"run_id", "corrupt", "method", "init", "strength", "scope", "corrupt_embeddings", "corrupt_pooler",
-                 "device", "precision", "checkpoint_every", "analysis_samples"}
+                 *NON_IDENTITY_FIELDS}
 
 
 def clean_partner(runs: pd.DataFrame, config_keys: list[str]) -> dict[str, str]:

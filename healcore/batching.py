@@ -98,12 +98,13 @@ def eval_batches(lengths: np.ndarray, max_tokens: int) -> list[np.ndarray]:
     return batches
 
 
-def collate(enc: Encoded, idx: np.ndarray, pad_id: int, device) -> dict:
-    """Tensors for the examples idx, padded to the longest of them."""
+def collate(enc: Encoded, idx: np.ndarray, pad_id: int, device, multiple: int = 1) -> dict:
+    """Tensors for the examples idx, padded to the longest of them, rounded up to a multiple of `multiple`
+    (compiled steps: fewer distinct shapes)."""
     import torch
 
     lengths = enc.lengths[idx]
-    width = int(lengths.max())
+    width = -(-int(lengths.max()) // multiple) * multiple
     ids = np.full((len(idx), width), pad_id, dtype=np.int64)
     mask = np.zeros((len(idx), width), dtype=np.int64)
     types = np.zeros((len(idx), width), dtype=np.int64) if enc.types is not None else None

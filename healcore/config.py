@@ -1,8 +1,8 @@
 """RunConfig: every setting of one healing run, validated, in a canonical form that names the run.
 
 Same config -> same run id -> same run folder: a finished run is reused, an interrupted one resumes.
-The execution fields (device, precision, checkpoint_every, analysis_samples) do not enter the id: where and how a
-run executes, and what it keeps beside its metrics, is not what it is.
+The execution fields (device, precision, compile, checkpoint_every, analysis_samples) do not enter the id: where
+and how a run executes, and what it keeps beside its metrics, is not what it is.
 """
 from __future__ import annotations
 
@@ -31,9 +31,10 @@ SELECT_ON = ("validation", "test")
 METRICS = ("f1_weighted", "f1_macro", "accuracy")
 DEVICES = ("auto", "cpu", "cuda")
 PRECISIONS = ("auto", "fp32", "bf16")
+COMPILE_MODES = ("off", "default", "reduce-overhead")
 LR_SCHEDULES = ("constant", "linear", "cosine")
 # How and where a run executes, and what it keeps beside its metrics, is not what the run is: out of the run id.
-NON_IDENTITY_FIELDS = ("device", "precision", "checkpoint_every", "analysis_samples")
+NON_IDENTITY_FIELDS = ("device", "precision", "compile", "checkpoint_every", "analysis_samples")
 
 
 @dataclass(frozen=True)
@@ -76,6 +77,7 @@ class RunConfig:
     probe_samples: int = 2000  # train rows for the pre-fine-tuning logistic-regression damage probe
     # --- execution and artefacts kept (not part of the run id) ---
     device: str = "auto"  # auto (cuda if present) | cpu | cuda
+    compile: str = "off"  # torch.compile the training step: off | default (fused kernels) | reduce-overhead (also CUDA graphs, on CUDA)
     checkpoint_every: int = 1  # resumable checkpoint every N epochs; 0 = none (a run of seconds restarts instead)
     analysis_samples: int = 512  # test rows whose per-layer representations are kept for CKA (0 = none)
 
@@ -119,7 +121,7 @@ class RunConfig:
         for name, options in (("method", METHODS), ("init", INITS), ("scope", SCOPES), ("mode", MODES),
                               ("pooling", POOLINGS), ("split", SPLITS), ("select_on", SELECT_ON),
                               ("metric", METRICS), ("device", DEVICES), ("precision", PRECISIONS),
-                              ("lr_schedule", LR_SCHEDULES)):
+                              ("lr_schedule", LR_SCHEDULES), ("compile", COMPILE_MODES)):
             choice(name, options)
         if not self.model.strip():
             raise ConfigError("model is empty; give a hub id, a local folder or minilm-l6")
@@ -146,6 +148,8 @@ class RunConfig:
         _range("feature_samples", self.feature_samples, 0, 10**6)
         _range("probe_samples", self.probe_samples, 0, 10**6)
         _range("analysis_samples", self.analysis_samples, 0, 10**5)
+        if self.compile != "off" and self.mode == "lora":
+            raise ConfigError("compile works with mode=full and mode=linear_probe; use compile=off for mode=lora")
         if self.select_on == "validation" and self.val_fraction <= 0:
             raise ConfigError("select_on=validation needs val_fraction > 0; raise it or use select_on=test")
 

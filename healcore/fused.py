@@ -27,8 +27,8 @@ from .store import RunHandle, RunStore, now
 
 # What the members of a fused group must share: the batches, the schedule and what each epoch evaluates.
 FUSE_KEYS = ("model", "dataset", "seed", "batch_size", "epochs", "max_length", "pooling", "split", "max_train",
-             "max_test", "val_fraction", "lr_schedule", "warmup_ratio", "weight_decay", "precision", "device",
-             "feature_samples", "probe_samples", "analysis_samples", "checkpoint_every")
+             "max_test", "val_fraction", "lr_schedule", "warmup_ratio", "weight_decay", "precision", "compile",
+             "device", "feature_samples", "probe_samples", "analysis_samples", "checkpoint_every")
 MAX_MEMBERS = 27  # the paper's 9 settings x 3 learning rates; memory grows with each member (16 bytes/parameter)
 
 
@@ -192,6 +192,25 @@ def _train(members: list[Member], stop, record_failure) -> None:
         _end(m, None, record_failure)
 
 
+def fused_losses(template, params: dict, buffers: dict, input_ids, attention_mask, token_type_ids, labels,
+                 device: str, bf16: bool):
+    """Each member's mean cross-entropy on one batch: one vmapped forward over the stacked weights (the part of a
+    fused step that `compile` compiles). Dropout draws differently per member, as in runs trained alone."""
+    import torch
+    import torch.nn.functional as F
+    from torch.func import functional_call, vmap
+
+    from .train import autocast
+
+    def forward(p, b, ids, mask, types):
+        return functional_call(template, (p, b), (ids, mask, types))[0]
+
+    with autocast(device, bf16=bf16):
+        logits = vmap(forward, in_dims=(0, 0, None, None, None), randomness="different")(
+            params, buffers, input_ids, attention_mask, token_type_ids)
+    return torch.stack([F.cross_entropy(logits[k].float(), labels) for k in range(logits.shape[0])])
+
+
 class FusedGroup:
     """The members' models stacked into one: a vmapped forward, one StackedAdam, the shared schedule."""
 
@@ -199,8 +218,9 @@ class FusedGroup:
         import copy
 
         import torch
-        from torch.func import functional_call, stack_module_state, vmap
+        from torch.func import stack_module_state
 
+        from .compiled import compiled
         from .run import _ProgressReporter
         from .train import schedule_of
 
@@ -220,10 +240,8 @@ class FusedGroup:
         if resumed_rng is not None:
             torch.set_rng_state(resumed_rng)
 
-        def forward(p, b, ids, mask, types):
-            return functional_call(self.template, (p, b), (ids, mask, types))[0]
-
-        self.forward = vmap(forward, in_dims=(0, 0, None, None, None), randomness="different")
+        # static shapes: vmap fails over symbolic ones (compiled.py)
+        self.losses_of = compiled(fused_losses, cfg0.compile, dynamic=False)
         self.progress = [_ProgressReporter(m.cfg, m.handle, self.steps_per_epoch, total, m.start_epoch, False)
                          for m in members]
         self.step_index = (members[0].start_epoch - 1) * self.steps_per_epoch
@@ -231,12 +249,13 @@ class FusedGroup:
     def train_epoch(self, epoch: int, stop) -> tuple[float, int, int, int]:
         """One pass over the shared batches; a member whose loss turns NaN/inf is failed and dropped."""
         import torch
-        import torch.nn.functional as F
 
         from .batching import collate, train_batches
-        from .train import autocast
+        from .compiled import begin_step, width_multiple
+        from .train import use_bf16
 
         setup = self.members[0].setup
+        multiple, bf16 = width_multiple(self.cfg.compile), use_bf16(self.device, self.cfg.precision)
         batches = train_batches(setup.train.lengths, self.cfg.batch_size, np.random.default_rng([self.cfg.seed, epoch]))
         self.loss_sum = torch.zeros(len(self.members), device=self.device)
         useful = padded = 0
@@ -245,12 +264,11 @@ class FusedGroup:
         for step, idx in enumerate(batches):
             if stop():
                 raise Interrupted("stop requested")
-            batch = collate(setup.train, idx, setup.pad_id, self.device)
-            labels = batch.pop("labels")
-            with autocast(self.device, self.cfg.precision):
-                logits = self.forward(self.optimizer.params, self.buffers, batch["input_ids"], batch["attention_mask"],
-                                      batch.get("token_type_ids"))
-            losses = torch.stack([F.cross_entropy(logits[k].float(), labels) for k in range(len(self.members))])
+            batch = collate(setup.train, idx, setup.pad_id, self.device, multiple)
+            begin_step(self.cfg.compile, self.device)
+            losses = self.losses_of(self.template, self.optimizer.params, self.buffers, batch["input_ids"],
+                                    batch["attention_mask"], batch.get("token_type_ids"), batch["labels"],
+                                    self.device, bf16)
             losses.sum().backward()
             self.optimizer.step(self.factor(self.step_index))
             self.step_index += 1

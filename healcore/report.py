@@ -91,11 +91,22 @@ def setup(s: Study) -> list[str]:
                "existed used linear).",
              "- Hardware (from the runs): " + "; ".join(f"{name}: {n} runs" for name, n in sorted(hardware.items()))
              + "; precision: " + ("bf16 autocast (weights in fp32)" if bf16 == {True} else
-                                  "fp32" if bf16 == {False} else "bf16 autocast in some runs, fp32 in others") + ".",
+                                  "fp32" if bf16 == {False} else "bf16 autocast in some runs, fp32 in others")
+             + compiled_steps(done) + ".",
              "- Each cell keeps the learning rate with the best mean validation score over seeds and reports mean ± "
              "std over seeds of the test weighted F1 at the best-validation epoch. The paper's protocol (best epoch "
              "chosen on test) is reported beside it."]
     return lines + fewer_lrs(s.table) + [""]
+
+
+def compiled_steps(done) -> str:
+    """'; training step compiled (...)' where some runs compiled it (compile=...), else nothing."""
+    counts = done["compile"].value_counts() if "compile" in done else {}
+    modes = {mode: int(n) for mode, n in counts.items() if mode != "off"}
+    if not modes:
+        return ""
+    return "; training step compiled with torch.compile: " + ", ".join(
+        f"{mode} ({n} of {len(done)} runs)" for mode, n in sorted(modes.items()))
 
 
 def fewer_lrs(table: pd.DataFrame) -> list[str]:

@@ -293,8 +293,8 @@ def train_and_evaluate(cfg: RunConfig, setup: Setup, handle: RunHandle, optimize
 
     stats = train_epoch(setup.model, setup.train, optimizer, scheduler, epoch=epoch, seed=cfg.seed,
                         batch_size=cfg.batch_size, device=setup.device, pad_id=setup.pad_id,
-                        freeze_body=cfg.mode == "linear_probe", precision=cfg.precision, stop=stop,
-                        on_step=lambda s, n, loss: progress.step(epoch, s, n, loss))
+                        freeze_body=cfg.mode == "linear_probe", precision=cfg.precision, compile=cfg.compile,
+                        stop=stop, on_step=lambda s, n, loss: progress.step(epoch, s, n, loss))
     return evaluate_epoch(cfg, setup, handle, epoch, {**stats, "lr": scheduler.get_last_lr()[0]}, best)
 
 

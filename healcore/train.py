@@ -92,8 +92,9 @@ def native_cpu_bf16() -> bool:
     return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
-def autocast(device: str, precision: str = "auto"):
-    if use_bf16(device, precision):
+def autocast(device: str, precision: str = "auto", bf16: bool | None = None):
+    """bf16 autocast where use_bf16 says so (or bf16, decided by the caller: compiled steps decide outside)."""
+    if use_bf16(device, precision) if bf16 is None else bf16:
         return torch.autocast("cuda" if device.startswith("cuda") else "cpu", dtype=torch.bfloat16)
     return nullcontext()
 
@@ -156,10 +157,21 @@ def pooled_features(model, enc: Encoded, device: str, pad_id: int, max_tokens: i
     return predict(model, enc, device, pad_id, max_tokens, keep_pooled=np.arange(len(enc)), precision=precision).pooled
 
 
+def batch_loss(model, input_ids, attention_mask, token_type_ids, labels, device: str, bf16: bool):
+    """Mean cross-entropy of one batch: the part of a step that `compile` compiles (compiled.py)."""
+    with autocast(device, bf16=bf16):
+        logits, _ = model(input_ids, attention_mask, token_type_ids)
+    return F.cross_entropy(logits.float(), labels)
+
+
 def train_epoch(model, enc: Encoded, optimizer, scheduler, *, epoch: int, seed: int, batch_size: int,
-                device: str, pad_id: int, freeze_body: bool = False, precision: str = "auto",
+                device: str, pad_id: int, freeze_body: bool = False, precision: str = "auto", compile: str = "off",
                 stop: Callable[[], bool] = lambda: False, on_step: Callable[[int, int, float], None] | None = None) -> dict:
     """One pass over enc. Returns mean loss, steps, useful (non-pad) tokens and padded tokens."""
+    from .compiled import begin_step, compiled, width_multiple
+
+    loss_of = compiled(batch_loss, compile, dynamic=True)
+    multiple, bf16 = width_multiple(compile), use_bf16(device, precision)
     model.train()
     if freeze_body:  # a linear probe reads features of the frozen body: no dropout inside it
         model.encoder.eval()
@@ -171,11 +183,10 @@ def train_epoch(model, enc: Encoded, optimizer, scheduler, *, epoch: int, seed: 
     for step, idx in enumerate(batches):
         if stop():
             raise Interrupted("stop requested")
-        batch = collate(enc, idx, pad_id, device)
-        labels = batch.pop("labels")
-        with autocast(device, precision):
-            logits, _ = model(**batch)
-        loss = F.cross_entropy(logits.float(), labels)
+        batch = collate(enc, idx, pad_id, device, multiple)
+        begin_step(compile, device)
+        loss = loss_of(model, batch["input_ids"], batch["attention_mask"], batch.get("token_type_ids"),
+                       batch["labels"], device, bf16)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()

@@ -1,0 +1,96 @@
+"""Compiled training steps (`compile=default`): a compiled run, single or fused, is the run it would be eager.
+
+torch.compile on CPU (inductor) is what these tests can check here; `reduce-overhead` adds CUDA graphs on CUDA
+only. Each test keeps a single batch shape (max_length 16, batches that divide the training rows), so each
+compiles once (about 20-30 s on 2 cores)."""
+import pytest
+
+from conftest import tiny_config
+from healcore.compiled import WIDTH_MULTIPLE
+from healcore.errors import ConfigError
+from healcore.fused import execute_fused
+from healcore.run import execute
+from healcore.store import RunStore
+
+
+def runs(model, **overrides):
+    """Runs of one batch shape: 180 training rows in batches of 18, every example cut to 16 tokens."""
+    base = dict(epochs=2, max_train=200, max_test=60, max_length=WIDTH_MULTIPLE, batch_size=18, feature_samples=20,
+                probe_samples=40, analysis_samples=20, checkpoint_every=0, **overrides)
+    return [tiny_config(model, corrupt="none", lr=1e-3, **base), tiny_config(model, corrupt="bottom:1", lr=3e-3, **base)]
+
+
+def captured_graphs() -> int:
+    """Graphs torch.compile has captured in this process so far."""
+    from torch._dynamo.utils import counters
+
+    return int(counters["stats"]["unique_graphs"])
+
+
+def assert_same_epochs(eager: RunStore, compiled: RunStore, run_id: str) -> None:
+    a, c = eager.epochs(run_id), compiled.epochs(run_id)
+    assert [r["epoch"] for r in c] == [1, 2]
+    for ra, rc in zip(a, c):
+        assert rc["train_loss"] == pytest.approx(ra["train_loss"], abs=1e-4, rel=1e-4)
+        for split in ("validation", "test"):
+            assert rc[split]["f1_weighted"] == pytest.approx(ra[split]["f1_weighted"], abs=1e-4), (run_id, split)
+
+
+def test_a_compiled_run_matches_the_eager_run(tiny_bert_no_dropout, tmp_path):
+    eager, compiled = RunStore(tmp_path / "eager"), RunStore(tmp_path / "compiled")
+    for cfg in runs(tiny_bert_no_dropout):
+        execute(cfg, eager)
+        before = captured_graphs()
+        execute(cfg.replace(compile="default"), compiled)
+        assert captured_graphs() > before or cfg.corrupt != "none"  # the first run compiles; the second reuses it
+        assert_same_epochs(eager, compiled, cfg.run_id)  # compile is not part of the run id
+        assert compiled.summary(cfg.run_id)["config"]["compile"] == "default"
+
+
+def test_a_compiled_fused_group_matches_its_runs_trained_alone(tiny_bert_no_dropout, tmp_path):
+    configs = runs(tiny_bert_no_dropout)
+    alone, fused = RunStore(tmp_path / "alone"), RunStore(tmp_path / "fused")
+    for cfg in configs:
+        execute(cfg, alone)
+    before = captured_graphs()
+    results = execute_fused([c.replace(compile="default") for c in configs], fused)
+    assert captured_graphs() > before
+    assert [r["state"] for r in results] == ["completed"] * 2
+    for cfg in configs:
+        assert_same_epochs(alone, fused, cfg.run_id)
+        assert sorted(fused.summary(cfg.run_id)["fused_with"]) == [c.run_id for c in configs if c is not cfg]
+
+
+def test_compiled_batches_are_padded_to_few_widths():
+    import numpy as np
+
+    from healcore.batching import Encoded, collate
+
+    lengths = np.array([3, 17, 9])
+    enc = Encoded(np.arange(lengths.sum(), dtype=np.int32), None, np.concatenate([[0], np.cumsum(lengths)]),
+                  np.zeros(3, dtype=np.int64))
+    assert collate(enc, np.array([0, 2]), 0, "cpu", WIDTH_MULTIPLE)["input_ids"].shape == (2, WIDTH_MULTIPLE)
+    batch = collate(enc, np.array([0, 1]), 0, "cpu", WIDTH_MULTIPLE)
+    assert batch["input_ids"].shape == (2, 2 * WIDTH_MULTIPLE)
+    assert batch["attention_mask"].sum().item() == 20  # the padding is masked
+    assert collate(enc, np.array([0, 1]), 0, "cpu")["input_ids"].shape == (2, 17)  # eager: the longest example
+
+
+def test_compile_is_refused_where_it_is_not_supported():
+    from healcore.config import RunConfig
+
+    with pytest.raises(ConfigError, match="compile=off for mode=lora"):
+        RunConfig(mode="lora").replace(compile="default")
+    with pytest.raises(ConfigError, match="compile='fast' is not valid"):
+        RunConfig().replace(compile="fast")
+
+
+def test_the_report_says_which_runs_compiled_their_step():
+    import pandas as pd
+
+    from healcore.report import compiled_steps
+
+    assert compiled_steps(pd.DataFrame({"compile": ["off", "reduce-overhead", "reduce-overhead"]})) == \
+        "; training step compiled with torch.compile: reduce-overhead (2 of 3 runs)"
+    assert compiled_steps(pd.DataFrame({"compile": ["off", "off"]})) == ""
+    assert compiled_steps(pd.DataFrame({"lr": [1e-5]})) == ""  # a store from before the setting existed
