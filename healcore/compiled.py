@@ -11,8 +11,9 @@ positions), which bounds the shapes a run meets to max_length / WIDTH_MULTIPLE w
   persistent worker's next run (a new model object of the same architecture) reuses the compiled code.
 - A fused group's step compiles per shape (`vmap` over symbolic shapes fails in torch's tracer), so the limit on
   recompiles is raised to cover every width.
-On CUDA, `reduce-overhead` records one CUDA graph per shape. On CPU it is the same as `default`: a 2-core CPU
-measured no faster step and a compile of over a minute (bench/grid_throughput.py), so `off` is the default.
+On CUDA, `reduce-overhead` records one CUDA graph per shape. On CPU it is the same as `default`: on a 2-core CPU
+the compiled step ran at 0.67x eager and compiling added a minute or two per grid (docs/PERFORMANCE.md), so `off`
+is the default until a GPU measures it.
 """
 from __future__ import annotations
 
