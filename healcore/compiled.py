@@ -44,6 +44,17 @@ def compiled(fn: Callable, mode: str, dynamic: bool) -> Callable:
     return torch.compile(fn, mode=mode, dynamic=dynamic)
 
 
+def static_addresses(tensors, mode: str) -> None:
+    """Tell CUDA graphs these tensors (a fused group's stacked weights and buffers, updated in place) keep their
+    address from step to step, so a replay reads them where they are instead of copying them in first: the
+    weights of 27 BERT-base members are 12 GB. Not guarded, so a new group re-records graphs, not recompiles."""
+    if mode == "reduce-overhead":
+        import torch
+
+        for t in tensors:
+            torch._dynamo.mark_static_address(t, guard=False)
+
+
 def begin_step(mode: str, device: str) -> None:
     """Tell CUDA graph trees a new training step begins, so they may reuse the previous step's buffers."""
     if mode == "reduce-overhead" and str(device).startswith("cuda"):

@@ -220,7 +220,7 @@ class FusedGroup:
         import torch
         from torch.func import stack_module_state
 
-        from .compiled import compiled
+        from .compiled import compiled, static_addresses
         from .run import _ProgressReporter
         from .train import schedule_of
 
@@ -242,6 +242,7 @@ class FusedGroup:
 
         # static shapes: vmap fails over symbolic ones (compiled.py)
         self.losses_of = compiled(fused_losses, cfg0.compile, dynamic=False)
+        static_addresses([*params.values(), *self.buffers.values()], cfg0.compile)
         self.progress = [_ProgressReporter(m.cfg, m.handle, self.steps_per_epoch, total, m.start_epoch, False)
                          for m in members]
         self.step_index = (members[0].start_epoch - 1) * self.steps_per_epoch
@@ -297,8 +298,11 @@ class FusedGroup:
         self.members = [self.members[k] for k in keep]
         self.progress = [self.progress[k] for k in keep]
         if keep:
+            from .compiled import static_addresses
+
             self.optimizer.keep(keep)
             self.buffers = {n: b[torch.as_tensor(keep, device=b.device)] for n, b in self.buffers.items()}
+            static_addresses([*self.optimizer.params.values(), *self.buffers.values()], self.cfg.compile)
             self.loss_sum = self.loss_sum[torch.as_tensor(keep, device=self.loss_sum.device)]
 
     def end_epoch(self, epoch: int, seconds: float, batches: int, useful: int, padded: int) -> None:

@@ -53,7 +53,8 @@ def test_a_compiled_fused_group_matches_its_runs_trained_alone(tiny_bert_no_drop
     for cfg in configs:
         execute(cfg, alone)
     before = captured_graphs()
-    results = execute_fused([c.replace(compile="default") for c in configs], fused)
+    # reduce-overhead: on CPU inductor's kernels without CUDA graphs, with the stacked weights marked static
+    results = execute_fused([c.replace(compile="reduce-overhead") for c in configs], fused)
     assert captured_graphs() > before
     assert [r["state"] for r in results] == ["completed"] * 2
     for cfg in configs:
