@@ -84,7 +84,7 @@ def _cancel_requested(path: Path) -> bool:
 
 
 def launch(spec: dict, store_root: str | Path, workers: int = 1, retry_failed: bool = False,
-           runs_per_gpu: int = 1, executor: str = "local", address: str | None = None) -> dict:
+           runs_per_gpu: int = 1, executor: str = "local", address: str | None = None, fuse: int = 0) -> dict:
     """Start `healcore grid` on a spec as a detached process (the dashboard's Start button).
 
     The spec is validated and checked first (a bad one raises ConfigError and starts nothing), written under
@@ -107,13 +107,15 @@ def launch(spec: dict, store_root: str | Path, workers: int = 1, retry_failed: b
         cmd += ["--address", address]
     if retry_failed:
         cmd.append("--retry-failed")
+    if fuse > 1:
+        cmd += ["--fuse", str(int(fuse))]
     with open(log_path, "ab") as log:
         proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                 start_new_session=True, cwd=str(store.root.parent))
     # until the grid process writes its own record: a grid that stops before its first run stays visible
     atomic_write_json(store.grid_record_path(grid_plan.grid.name), {
         "name": grid_plan.grid.name, "pid": proc.pid, "host": HOST, "started": now(), "state": "starting",
-        "executor": executor, "address": address, "workers": workers, "runs_per_gpu": runs_per_gpu,
+        "executor": executor, "address": address, "workers": workers, "runs_per_gpu": runs_per_gpu, "fuse": fuse,
         "run_ids": [c.run_id for c in grid_plan.grid.configs]})
     return {"name": grid_plan.grid.name, "pid": proc.pid, "runs": len(grid_plan.grid.configs), "log": str(log_path)}
 

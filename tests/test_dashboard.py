@@ -375,6 +375,8 @@ def test_launch_page_starts_a_real_run(tmp_path, monkeypatch, tiny_bert):
     next(s for s in at.selectbox if s.label == "Learning-rate schedule").set_value("linear").run()
     next(t for t in at.text_input if t.label == "Grid name").set_value("from-ui").run()
     next(n for n in at.number_input if n.label == "Runs per GPU").set_value(3).run()
+    next(n for n in at.number_input if n.label.startswith("Fuse up to")).set_value(2).run()
+    next(s for s in at.selectbox if s.label == "Compile the training step").set_value("default").run()
     assert not at.exception and not at.error
     next(b for b in at.button if b.label == "Start").click().run()
     assert any("Started grid from-ui" in s.value for s in at.success), ([e.value for e in at.error], at.exception)
@@ -387,8 +389,9 @@ def test_launch_page_starts_a_real_run(tmp_path, monkeypatch, tiny_bert):
         time.sleep(0.5)
     assert done, (store / ".grids" / "from-ui.log").read_text()
     record = json.loads((store / ".grids" / "from-ui.json").read_text())
-    assert record["runs_per_gpu"] == 3  # the widget reached the grid
-    assert json.loads((done[0].parent / "config.json").read_text())["lr_schedule"] == "linear"
+    assert record["runs_per_gpu"] == 3 and record["fuse"] == 2  # the widgets reached the grid
+    config = json.loads((done[0].parent / "config.json").read_text())
+    assert config["lr_schedule"] == "linear" and config["compile"] == "default"
 
 
 def test_a_grid_started_on_an_unreachable_ray_address_says_why_on_launch(tmp_path, monkeypatch, tiny_bert):
