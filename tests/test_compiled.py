@@ -95,3 +95,29 @@ def test_the_report_says_which_runs_compiled_their_step():
         "; training step compiled with torch.compile: reduce-overhead (2 of 3 runs)"
     assert compiled_steps(pd.DataFrame({"compile": ["off", "off"]})) == ""
     assert compiled_steps(pd.DataFrame({"lr": [1e-5]})) == ""  # a store from before the setting existed
+
+
+def test_a_compiled_fused_group_drops_a_diverging_member_and_goes_on(tiny_bert_no_dropout, tmp_path, monkeypatch):
+    import torch
+
+    from healcore.fused import StackedAdam
+
+    configs = runs(tiny_bert_no_dropout)
+    alone = RunStore(tmp_path / "alone")
+    execute(configs[0], alone)
+    real_step, steps = StackedAdam.step, [0]
+
+    def second_member_breaks(self, factor):  # after the third step, the second member's weights turn NaN
+        real_step(self, factor)
+        steps[0] += 1
+        if steps[0] == 3:
+            with torch.no_grad():
+                for p in self.params.values():
+                    p[1].fill_(float("nan"))
+
+    monkeypatch.setattr(StackedAdam, "step", second_member_breaks)
+    store = RunStore(tmp_path / "fused")
+    results = {r["run_id"]: r for r in execute_fused([c.replace(compile="reduce-overhead") for c in configs], store)}
+    assert results[configs[1].run_id]["state"] == "failed" and "lower the learning rate" in results[configs[1].run_id]["error"]
+    assert results[configs[0].run_id]["state"] == "completed"
+    assert_same_epochs(alone, store, configs[0].run_id)  # the member that goes on trains as it would alone
