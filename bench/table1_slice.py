@@ -18,6 +18,8 @@ From the slice's run summaries it prices
 - the rest of a run (wall time x slots minus training and evaluation, per run: start-up, damage probe, features),
 and extrapolates each dataset of the row from its paper sizes and its mean tokens per example, measured on the
 local copy under HEALCORE_DATA (Twitter Financial News Topic is not there: it takes Emotion's, also short tweets).
+With --compile, compiling happens inside the first steps and counts in the price of a training token, which the
+extrapolation multiplies by 10 epochs: the estimate errs high by up to 9x the compile time per worker.
 Prints the slice, the prices and the row in hours, last.
 """
 from __future__ import annotations
