@@ -29,7 +29,9 @@ from .store import RunHandle, RunStore, now
 FUSE_KEYS = ("model", "dataset", "seed", "batch_size", "epochs", "max_length", "pooling", "split", "max_train",
              "max_test", "val_fraction", "lr_schedule", "warmup_ratio", "weight_decay", "precision", "compile",
              "device", "feature_samples", "probe_samples", "analysis_samples", "checkpoint_every")
-MAX_MEMBERS = 27  # the paper's 9 settings x 3 learning rates; memory grows with each member (16 bytes/parameter)
+MAX_MEMBERS = 27  # the paper's 9 settings x 3 learning rates; memory grows with each member (member_bytes)
+BYTES_PER_PARAM = 20  # a member's own model (4) and its slice of the stacked weights, gradients and two moments (16)
+MEMORY_SHARE = 0.8  # of the memory free when a group starts, what its members may be planned to fill
 
 
 def fusion_groups(configs: list[RunConfig], max_members: int = MAX_MEMBERS) -> list[list[RunConfig]]:
@@ -58,9 +60,59 @@ class Member:
     result: dict | None = None  # set once the member ends
 
 
+def member_bytes(cfg: RunConfig) -> int:
+    """Device memory one fused member is planned to take: BYTES_PER_PARAM per parameter, plus the activations a
+    batch at full width keeps for the backward, in fp32 with eager attention (vmap needs it): per layer
+    2 s b h (34 + 5 a s / h) bytes (Korthikanti et al. 2022, doubled from 16-bit), s = max_length, b = batch."""
+    from .models import _config_json
+
+    raw = _config_json(cfg.model)
+    hidden = raw.get("hidden_size") or raw.get("dim")
+    layers = raw.get("num_hidden_layers") or raw.get("n_layers")
+    heads = raw.get("num_attention_heads") or raw.get("n_heads")
+    inner = raw.get("intermediate_size") or raw.get("hidden_dim") or 4 * hidden
+    embeddings = (raw.get("vocab_size", 30522) + raw.get("max_position_embeddings", 512)
+                  + raw.get("type_vocab_size", 0)) * hidden
+    params = embeddings + layers * (4 * hidden * hidden + 2 * hidden * inner + 9 * hidden + inner) + hidden * hidden
+    s, b = cfg.max_length, cfg.batch_size
+    activations = layers * 2 * s * b * hidden * (34 + 5 * heads * s / hidden)
+    return int(BYTES_PER_PARAM * params + activations)
+
+
+def free_memory(device: str) -> int:
+    """Bytes free on the device now: CUDA's free memory, or the host's available memory (/proc/meminfo)."""
+    if device.startswith("cuda"):
+        import torch
+
+        return int(torch.cuda.mem_get_info(torch.device(device))[0])
+    try:
+        with open("/proc/meminfo", encoding="ascii") as f:
+            kib = next(int(line.split()[1]) for line in f if line.startswith("MemAvailable:"))
+        return kib * 1024
+    except (OSError, StopIteration, ValueError):
+        return 1 << 62  # unknown: no cap
+
+
+def members_that_fit(configs: list[RunConfig]) -> int:
+    """How many members of this group the device can train at once (at least 1)."""
+    from .models import pick_device
+
+    cfg = configs[0]
+    return max(1, min(len(configs), int(MEMORY_SHARE * free_memory(pick_device(cfg.device)) // member_bytes(cfg))))
+
+
 def execute_fused(configs: list[RunConfig], store: RunStore, loader: Loader | None = None) -> list[dict]:
     """Run (or reuse, or resume) a group of fusable runs; one result per config:
-    {"run_id", "state": completed | failed | interrupted | busy, "error"?}."""
+    {"run_id", "state": completed | failed | interrupted | busy, "error"?}. A group larger than the device's free
+    memory holds (members_that_fit) trains as consecutive smaller groups, not into an out-of-memory error."""
+    try:
+        k = members_that_fit(configs)
+    except HealcoreError:  # the model's size is unknown here: the group goes as it is, and each run says why
+        k = len(configs)
+    return [r for i in range(0, len(configs), k) for r in _execute_group(configs[i:i + k], store, loader)]
+
+
+def _execute_group(configs: list[RunConfig], store: RunStore, loader: Loader | None) -> list[dict]:
     from .run import StopFlag, begin_attempt, damage_probe, preflight, record_failure, set_up
 
     loader = loader or Loader(cache=True)

@@ -122,3 +122,28 @@ def test_a_fused_group_resumes_after_kill_9_like_a_single_run(tiny_bert_no_dropo
         assert [e["test"]["f1_weighted"] for e in store.epochs(run_id)] == \
             [e["test"]["f1_weighted"] for e in ref.epochs(run_id)]
         assert np.allclose(store.summary(run_id)["losses"], ref.summary(run_id)["losses"], atol=1e-6)
+
+
+def test_a_group_larger_than_free_memory_trains_as_smaller_groups(tiny_bert_no_dropout, tmp_path, monkeypatch):
+    import healcore.fused as fused
+
+    configs = members(tiny_bert_no_dropout)
+    room_for_two = int(2.5 * fused.member_bytes(configs[0]) / fused.MEMORY_SHARE)
+    monkeypatch.setattr(fused, "free_memory", lambda device: room_for_two)
+    store = RunStore(tmp_path / "runs")
+    results = execute_fused(configs, store)
+    assert [r["state"] for r in results] == ["completed"] * 3
+    assert store.summary(configs[0].run_id)["fused_with"] == [configs[1].run_id]
+    assert store.summary(configs[2].run_id)["fused_with"] == []  # the third trained in a group of its own
+
+
+def test_a_members_planned_memory_counts_its_parameters(tiny_bert_no_dropout):
+    from transformers import AutoConfig, AutoModel
+
+    import healcore.fused as fused
+
+    cfg = members(tiny_bert_no_dropout)[0]
+    params = sum(p.numel() for p in AutoModel.from_config(AutoConfig.from_pretrained(tiny_bert_no_dropout)).parameters())
+    no_activations = fused.member_bytes(cfg.replace(batch_size=1, max_length=8))
+    assert abs(no_activations - fused.BYTES_PER_PARAM * params) < 0.02 * no_activations
+    assert fused.member_bytes(cfg.replace(batch_size=64)) > fused.member_bytes(cfg) > no_activations
