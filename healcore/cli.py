@@ -72,7 +72,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="start a fresh process for every run instead of reusing worker processes")
     g.add_argument("--fuse", type=int, default=0, metavar="K",
                    help="train up to K runs that differ only in corruption and learning rate as one fused model "
-                        "(full fine-tuning; experimental) [0 = off]")
+                        "(full fine-tuning, local executor; fewer where the device's free memory holds fewer; "
+                        "experimental) [0 = off]")
     g.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a base config key for every run, e.g. --set epochs=1")
 
@@ -198,6 +199,8 @@ def _grid(args: argparse.Namespace) -> int:
     from .launch import run_grid
     from .plan import make_plan
 
+    if args.fuse > 1 and args.executor == "ray":
+        raise ConfigError("--fuse works with the local executor only; drop --fuse or use --executor local")
     store = RunStore(args.store)
     plan = make_plan(args.spec, store, _parse_sets(args.set), args.retry_failed, args.workers, deep=True)
     print("\n".join(plan.lines()))
