@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from .config import RunConfig
-from .errors import HealcoreError, Interrupted, RunBusyError, TrainingDiverged, first_line
+from .errors import HealcoreError, Interrupted, ModelError, RunBusyError, TrainingDiverged, first_line
 from .resources import Loader
 from .store import RunHandle, RunStore, now
 
@@ -64,18 +64,17 @@ def member_bytes(cfg: RunConfig) -> int:
     """Device memory one fused member is planned to take: BYTES_PER_PARAM per parameter, plus the activations a
     batch at full width keeps for the backward, in fp32 with eager attention (vmap needs it): per layer
     2 s b h (34 + 5 a s / h) bytes (Korthikanti et al. 2022, doubled from 16-bit), s = max_length, b = batch."""
-    from .models import _config_json
+    from .models import model_shape
 
-    raw = _config_json(cfg.model)
-    hidden = raw.get("hidden_size") or raw.get("dim")
-    layers = raw.get("num_hidden_layers") or raw.get("n_layers")
-    heads = raw.get("num_attention_heads") or raw.get("n_heads")
-    inner = raw.get("intermediate_size") or raw.get("hidden_dim") or 4 * hidden
-    embeddings = (raw.get("vocab_size", 30522) + raw.get("max_position_embeddings", 512)
-                  + raw.get("type_vocab_size", 0)) * hidden
-    params = embeddings + layers * (4 * hidden * hidden + 2 * hidden * inner + 9 * hidden + inner) + hidden * hidden
+    m = model_shape(cfg.model)
+    if not m["heads"]:
+        raise ModelError(f"model {cfg.model!r}: its config.json does not give its number of attention heads")
+    hidden, layers = m["hidden"], m["layers"]
+    embeddings = (m["vocab"] + m["positions"] + m["type_vocab"]) * hidden
+    params = embeddings + layers * (4 * hidden * hidden + 2 * hidden * m["inner"] + 9 * hidden + m["inner"]) \
+        + hidden * hidden
     s, b = cfg.max_length, cfg.batch_size
-    activations = layers * 2 * s * b * hidden * (34 + 5 * heads * s / hidden)
+    activations = layers * 2 * s * b * hidden * (34 + 5 * m["heads"] * s / hidden)
     return int(BYTES_PER_PARAM * params + activations)
 
 

@@ -234,13 +234,23 @@ def non_embedding_params(name: str) -> int:
     if name in KNOWN_WIDTHS:
         hidden, inner = KNOWN_WIDTHS[name]
         return KNOWN_LAYERS[name] * (4 * hidden * hidden + 2 * hidden * inner)
+    shape = model_shape(name)
+    return shape["layers"] * (4 * shape["hidden"] ** 2 + 2 * shape["hidden"] * shape["inner"])
+
+
+def model_shape(name: str) -> dict[str, int]:
+    """A BERT-family model's sizes from config.json alone (torch-free): hidden, inner (feed-forward), layers, heads
+    (None where config.json does not say), vocab, positions, type_vocab (0 where it has no token types)."""
     raw = _config_json(name)
     hidden = raw.get("hidden_size") or raw.get("dim")
     inner = raw.get("intermediate_size") or raw.get("hidden_dim") or (4 * hidden if hidden else None)
+    heads = raw.get("num_attention_heads") or raw.get("n_heads")
     layers = num_layers(name)
     if not all(isinstance(v, int) and v > 0 for v in (hidden, inner, layers)):
         raise ModelError(f"model {name!r}: its config.json does not give its width and depth")
-    return layers * (4 * hidden * hidden + 2 * hidden * inner)
+    return {"hidden": hidden, "inner": inner, "layers": layers, "heads": heads,
+            "vocab": raw.get("vocab_size", 30522), "positions": raw.get("max_position_embeddings", 512),
+            "type_vocab": raw.get("type_vocab_size", 0)}
 
 
 def check_weights(name: str) -> None:
