@@ -112,6 +112,19 @@ def tiny_store(tmp_path_factory, tiny_bert):
     return root
 
 
+def wait_for(predicate, timeout=600, every=0.2, proc=None) -> bool:
+    """Poll until predicate() holds. Generous (a loaded 2-core machine can take minutes to reach a first
+    checkpoint), but never longer than `proc` lives: a process that ended without it has failed the wait."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if predicate():
+            return True
+        if proc is not None and proc.poll() is not None:
+            return predicate()
+        time.sleep(every)
+    return False
+
+
 def kill_grid(proc, store) -> None:
     """SIGKILL a grid started with start_new_session=True and every process of its group (a crash), then wait
     until its runs no longer read as running: wait() reaps the grid only, and its workers (its children) can take

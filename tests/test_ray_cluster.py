@@ -13,7 +13,7 @@ import time
 import pytest
 import yaml
 
-from conftest import ROOT
+from conftest import ROOT, wait_for
 from healcore.store import RunStore
 
 ray = pytest.importorskip("ray")
@@ -131,11 +131,7 @@ def test_a_cancelled_ray_grid_leaves_its_runs_interrupted_and_resumable(cluster,
     store = RunStore(tmp_path / "runs")
     spec = spec_file(tmp_path, tiny_bert, levels=[0, 1], epochs=3, max_train=1500, name="stoppable")
     proc = grid(store.root, spec, c.address)
-    deadline = time.time() + 150
-    while time.time() < deadline:
-        if any((store.status(r).get("progress") or {}).get("step") for r in store.run_ids()):
-            break
-        time.sleep(0.2)
+    wait_for(lambda: any((store.status(r).get("progress") or {}).get("step") for r in store.run_ids()), timeout=150)
     done = subprocess.run([sys.executable, "-m", "healcore", "--store", str(store.root), "cancel", "--grid",
                            "stoppable"], cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
@@ -186,11 +182,8 @@ def test_a_killed_driver_restarted_finishes_the_grid_running_no_config_twice(clu
     store = RunStore(tmp_path / "runs")
     spec = spec_file(tmp_path, tiny_bert, levels=[0, 1], epochs=3, max_train=1200, name="driver")
     proc = grid(store.root, spec, c.address)
-    deadline = time.time() + 150
-    while time.time() < deadline:
-        if any((store.status(r).get("progress") or {}).get("epoch") == 2 for r in store.run_ids()):
-            break
-        time.sleep(0.2)
+    wait_for(lambda: any((store.status(r).get("progress") or {}).get("epoch") == 2 for r in store.run_ids()),
+             timeout=150)
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
     again = grid(store.root, spec, c.address)

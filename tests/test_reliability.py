@@ -4,26 +4,12 @@ import json
 import signal
 import subprocess
 import sys
-import time
 
 import pytest
 
-from conftest import ROOT, tiny_config
+from conftest import ROOT, tiny_config, wait_for
 from healcore.run import execute
 from healcore.store import RunStore
-
-
-def _wait(predicate, timeout=600, every=0.2, proc: subprocess.Popen | None = None):
-    """Poll until predicate() holds. Generous (a loaded 2-core machine can take minutes to reach a first
-    checkpoint), but never longer than `proc` lives: a process that ended without it has failed the wait."""
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if predicate():
-            return True
-        if proc is not None and proc.poll() is not None:
-            return predicate()
-        time.sleep(every)
-    return False
 
 
 def _start_run_process(cfg, store, tmp_path) -> subprocess.Popen:
@@ -41,7 +27,7 @@ def test_kill_9_mid_epoch_resumes_to_identical_metrics(tiny_bert, tmp_path):
     proc = _start_run_process(cfg, store, tmp_path)
     run_dir = store.root / cfg.run_id
     # wait until epoch 1 is checkpointed and epoch 2 is under way, then kill without warning
-    assert _wait(lambda: (run_dir / "checkpoint" / "latest.json").is_file() and
+    assert wait_for(lambda: (run_dir / "checkpoint" / "latest.json").is_file() and
                  (json.loads((run_dir / "status.json").read_text()).get("progress") or {}).get("epoch") == 2, proc=proc)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
@@ -59,7 +45,7 @@ def test_sigterm_marks_interrupted_and_keeps_the_checkpoint(tiny_bert, tmp_path)
     store = RunStore(tmp_path / "runs")
     proc = _start_run_process(cfg, store, tmp_path)
     run_dir = store.root / cfg.run_id
-    assert _wait(lambda: (run_dir / "checkpoint" / "latest.json").is_file(), proc=proc)
+    assert wait_for(lambda: (run_dir / "checkpoint" / "latest.json").is_file(), proc=proc)
     subprocess.run([sys.executable, "-m", "healcore", "--store", str(store.root), "cancel", cfg.run_id],
                    cwd=ROOT, check=True, capture_output=True)
     proc.wait(timeout=60)
@@ -81,8 +67,8 @@ def test_grid_survives_the_death_of_the_process_that_launched_it(tiny_bert, tmp_
     parent.send_signal(signal.SIGKILL)
     parent.wait()
     s = RunStore(store)
-    assert _wait(lambda: len(s.run_ids()) == 2 and all(s.status(r)["state"] == "completed" for r in s.run_ids()))
-    assert _wait(lambda: json.loads((store / ".grids" / "survivor.json").read_text())["state"] == "finished")
+    assert wait_for(lambda: len(s.run_ids()) == 2 and all(s.status(r)["state"] == "completed" for r in s.run_ids()))
+    assert wait_for(lambda: json.loads((store / ".grids" / "survivor.json").read_text())["state"] == "finished")
 
 
 def test_full_disk_fails_one_run_and_touches_nothing_else(tiny_bert, tmp_path, monkeypatch):
