@@ -31,7 +31,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -59,14 +58,13 @@ def slice_configs(model: str, dataset: str, settings: int, lrs: int, base: dict)
 
 def mean_tokens(dataset: str, tokenizer, max_length: int, sample: int = 2000) -> float:
     """Mean tokens per example (truncated at max_length) over up to `sample` training rows of the local copy."""
+    from healcore.batching import encode
     from healcore.config import RunConfig
     from healcore.data import load_splits
 
     splits = load_splits(RunConfig(dataset=STAND_IN.get(dataset, dataset), max_train=sample, val_fraction=0.0,
                                    select_on="test"))
-    pair = splits.train["text_pair"].tolist() if "text_pair" in splits.train.columns else None
-    ids = tokenizer(splits.train["text"].tolist(), pair, truncation=True, max_length=max_length)["input_ids"]
-    return float(np.mean([len(x) for x in ids]))
+    return float(encode(tokenizer, splits.train, max_length).lengths.mean())
 
 
 def main() -> None:
@@ -88,6 +86,7 @@ def main() -> None:
     from transformers import AutoTokenizer
 
     from grid_throughput import random_model_folder
+    from healcore.batching import encode
     from healcore.data import REGISTRY, load_splits
     from healcore.executors import gpu_slots, run_local
     from healcore.models import resolve_model_path
@@ -119,10 +118,8 @@ def main() -> None:
     train_tokens = sum(s["timing"]["tokens_per_epoch"] for s in summaries)
     sizes = summaries[0]["data"]["sizes"]
     splits = load_splits(configs[0])
-    eval_tokens = len(summaries) * sum(
-        sum(len(x) for x in tokenizer(df["text"].tolist(), df["text_pair"].tolist() if "text_pair" in df else None,
-                                      truncation=True, max_length=128)["input_ids"])
-        for df in (splits.validation, splits.test) if len(df))
+    eval_tokens = len(summaries) * sum(int(encode(tokenizer, df, 128).lengths.sum())
+                                       for df in (splits.validation, splits.test) if len(df))
     per_train_token, per_eval_token = train_s / train_tokens, eval_s / eval_tokens
     rest_per_run = max(0.0, wall * slots - train_s - eval_s) / len(configs)
     print(f"\n== slice: {len(configs)} runs of {args.dataset}, 1 epoch, {sizes['train']} train / "

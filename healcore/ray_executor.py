@@ -138,7 +138,7 @@ def run_ray(configs: list[RunConfig], store: RunStore, address: str | None = Non
                       runtime_env={"env_vars": task_environment()})(run_task)
     if record is not None:
         update_json(record, address=address or "local", ray_job_id=ray.get_runtime_context().get_job_id(),
-                ray_version=ray.__version__)
+                    ray_version=ray.__version__)
     by_id = {c.run_id: c for c in configs}
     pending = {task.remote(c.to_dict(), str(store.root), time.time()): c for c in configs}
     result = {"completed": 0, "failed": 0, "busy": 0, "interrupted": 0, "errors": {}, "queued_s": []}

@@ -192,11 +192,12 @@ def speed_choice(executor: str) -> tuple[int, str]:
         fuse = c[0].number_input(
             "Fuse up to K runs (0 = off)", 0, 27, 0, disabled=executor == "ray",
             help="Runs that differ only in corruption and learning rate (full fine-tuning) train as one model, on "
-                 "this machine. Each keeps its own run folder. On a 2-core CPU fused runs went at 0.83x.")
+                 "this machine. Each keeps its own run folder. On a 2-core CPU fused grids ran at 0.61-0.84x the "
+                 "unfused rate.")
         compile_mode = c[1].selectbox(
             "Compile the training step", COMPILE_MODES,
             help="torch.compile of each step; reduce-overhead adds CUDA graphs on a GPU. Metrics are the eager "
-                 "run's. On a 2-core CPU the compiled step ran at 0.67x and compiling took a minute per grid.")
+                 "run's. On a 2-core CPU the compiled step ran at 0.67x and compiling took 1-2 minutes per grid.")
     return int(fuse), compile_mode
 
 
