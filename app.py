@@ -13,8 +13,7 @@ import streamlit as st  # noqa: E402
 
 from dashboard import common  # noqa: E402
 from healcore.progress import fmt_seconds, grid_progress  # noqa: E402
-from healcore.results import grid_records  # noqa: E402
-from healcore.store import RunStore  # noqa: E402
+from healcore.store import RunStore, grid_records  # noqa: E402
 
 STATES = ("completed", "running", "queued", "interrupted", "failed")
 REFRESH_S = 3.0

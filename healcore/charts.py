@@ -66,6 +66,9 @@ def heatmap_frame(table: pd.DataFrame, value: str) -> pd.DataFrame:
                 "failures": int(r.n_failures), "why_failed": "; ".join(r.failures) if r.failures else "",
                 "surprise": bool(r.surprises), "why_surprising": "; ".join(r.surprises) if r.surprises else "",
                 "status": _cell_status(r)})
+            if value == "recovery" and getattr(r, "reference_failed", "") and not rows[-1]["status"]:
+                rows[-1]["status"] = "no reference"  # measured against a collapsed clean cell: not a ratio
+                rows[-1]["why_failed"] = "; ".join(x for x in (rows[-1]["why_failed"], r.reference_failed) if x)
     frame = pd.DataFrame(rows)
     if len(frame):
         frame["label"] = [_cell_text(v, f, s) for v, f, s in zip(frame["value"], frame["failures"], frame["status"])]

@@ -86,9 +86,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     r = sub.add_parser("report", help="write a Markdown study report with PNG figures from the store",
                        description="Tables, claims, flags and figures of every completed run in --store.")
-    r.add_argument("--out", default="docs", help="folder for the .md file and figures/ [docs]")
+    r.add_argument("--out", default="reports", help="folder for the .md file and figures/ [reports]")
     r.add_argument("--title", default="Reproduction study")
-    r.add_argument("--name", default="reproduction", help="file stem: REPRODUCTION.md, figures/<name>-*.png")
+    r.add_argument("--name", default="report",
+                   help="a file name, the stem of <NAME>.md and figures/<name>-*.png [report: REPORT.md]")
+    r.add_argument("--force", action="store_true",
+                   help="replace a report this command did not write from this store (by default it is refused)")
     r.add_argument("--command", dest="command_line", default="",
                    help="commands that regenerate the report, '; '-separated, printed as a code block")
     r.add_argument("--note", default="", help="a paragraph placed under the title (scope, caveats)")
@@ -177,7 +180,7 @@ def _cancel(args: argparse.Namespace) -> int:
 def _report(args: argparse.Namespace) -> int:
     from .report import write_report
 
-    print(f"wrote {write_report(args.store, args.out, args.title, args.name, args.command_line, args.note)}")
+    print(f"wrote {write_report(args.store, args.out, args.title, args.name, args.command_line, args.note, args.force)}")
     return 0
 
 

@@ -13,32 +13,59 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import ConfigError, StoreError
 from .executors import run_local
 from .plan import GridPlan, make_plan
-from .results import grid_records, load_runs
-from .store import HEARTBEAT_S, HOST, RunStore, atomic_write_json, now, pid_alive, read_json, update_json
+from .results import load_runs
+from .store import (HEARTBEAT_S, HOST, RunStore, atomic_write_json, grid_records, live_grid, now, pid_alive,
+                    read_json, release_lock, try_lock, update_json)
+
+
+def grid_record(plan: GridPlan, state: str, pid: int | None, executor: str, address: str | None, runs_per_gpu: int,
+                fuse: int) -> dict:
+    """A grid's record (.grids/<name>.json): who runs it and where, its state, and every run's config, so runs
+    not started yet read as queued from the first moment (the dashboard's Start and the driver write the same)."""
+    return {"name": plan.grid.name, "pid": pid, "host": HOST, "started": now(), "state": state,
+            "executor": executor, "address": address, "workers": plan.workers, "runs_per_gpu": runs_per_gpu,
+            "fuse": fuse, "run_ids": [c.run_id for c in plan.grid.configs],
+            "configs": {c.run_id: c.to_dict() for c in plan.grid.configs}}
+
+
+def already_running(store: RunStore, name: str, record: dict | None = None) -> ConfigError:
+    record = record or live_grid(store, name) or {}
+    where = f"pid {record.get('pid')} on {record.get('host')}" if record.get("pid") else "another process"
+    return ConfigError(f"grid {name} is already running ({where}); follow it with healcore status, or stop it with "
+                       f"healcore cancel --grid {name} before starting it again")
 
 
 def run_grid(plan: GridPlan, store: RunStore, executor: str = "local", address: str | None = None,
              runs_per_gpu: int = 1, reuse_processes: bool = True, fuse: int = 0) -> dict:
-    """Execute a plan's runs to do, keeping the grid's record up to date; returns the executor's counts."""
+    """Execute a plan's runs to do, keeping the grid's record up to date; returns the executor's counts.
+    One driver per grid name: a second one is refused in one line before it writes anything."""
     store.ensure()
     if executor == "ray":  # the cluster answers and every node can write the store, before anything is written
         from .ray_executor import check_store_on_every_node, connect
 
         check_store_on_every_node(connect(address), str(store.root))
-    record = {"name": plan.grid.name, "pid": os.getpid(), "host": HOST, "started": now(), "state": "running",
-              "executor": executor, "address": address, "workers": plan.workers, "runs_per_gpu": runs_per_gpu,
-              "fuse": fuse,
-              "run_ids": [c.run_id for c in plan.grid.configs],
-              "configs": {c.run_id: c.to_dict() for c in plan.grid.configs}}
+    name = plan.grid.name
+    lock = try_lock(store.grid_lock_path(name))
+    if lock is None:
+        raise already_running(store, name)
+    try:
+        return _drive(plan, store, executor, address, runs_per_gpu, reuse_processes, fuse)
+    finally:
+        release_lock(lock)
+
+
+def _drive(plan: GridPlan, store: RunStore, executor: str, address: str | None, runs_per_gpu: int,
+           reuse_processes: bool, fuse: int) -> dict:
     path = store.grid_record_path(plan.grid.name)
     try:
-        atomic_write_json(path, record)
+        atomic_write_json(path, grid_record(plan, "running", os.getpid(), executor, address, runs_per_gpu, fuse))
     except OSError as err:
         raise StoreError(f"cannot write the grid's record {path} ({err.strerror or err}); the run store must be a "
                          f"writable folder") from None
@@ -94,30 +121,44 @@ def launch(spec: dict, store_root: str | Path, workers: int = 1, retry_failed: b
     import yaml
 
     store = RunStore(store_root)
-    grid_plan = make_plan(spec, store, retry_failed=retry_failed)
+    grid_plan = make_plan(spec, store, retry_failed=retry_failed, workers=workers)
+    name = grid_plan.grid.name
     store.ensure()
-    spec_path = store.grid_spec_path(grid_plan.grid.name)
-    spec_path.parent.mkdir(parents=True, exist_ok=True)
-    spec_path.write_text(yaml.safe_dump(spec, sort_keys=False))
-    log_path = store.grid_log_path(grid_plan.grid.name)
-    cmd = [sys.executable, "-m", "healcore", "--store", str(store.root), "grid", str(spec_path),
-           "--workers", str(max(1, int(workers))), "--runs-per-gpu", str(max(1, int(runs_per_gpu))),
-           "--executor", executor]
-    if address:
-        cmd += ["--address", address]
-    if retry_failed:
-        cmd.append("--retry-failed")
-    if fuse > 1:
-        cmd += ["--fuse", str(int(fuse))]
-    with open(log_path, "ab") as log:
-        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                start_new_session=True, cwd=str(store.root.parent))
-    # until the grid process writes its own record: a grid that stops before its first run stays visible
-    atomic_write_json(store.grid_record_path(grid_plan.grid.name), {
-        "name": grid_plan.grid.name, "pid": proc.pid, "host": HOST, "started": now(), "state": "starting",
-        "executor": executor, "address": address, "workers": workers, "runs_per_gpu": runs_per_gpu, "fuse": fuse,
-        "run_ids": [c.run_id for c in grid_plan.grid.configs]})
-    return {"name": grid_plan.grid.name, "pid": proc.pid, "runs": len(grid_plan.grid.configs), "log": str(log_path)}
+    # one Start at a time per grid name (a double click runs this twice): check, record and spawn under a mutex
+    mutex = None
+    while mutex is None:
+        mutex = try_lock(store.grids_dir / f".{name}.starting")
+        if mutex is None:
+            time.sleep(0.05)
+    try:
+        if live_grid(store, name):
+            raise already_running(store, name)
+        spec_path = store.grid_spec_path(name)
+        spec_path.parent.mkdir(parents=True, exist_ok=True)
+        spec_path.write_text(yaml.safe_dump(spec, sort_keys=False))
+        log_path = store.grid_log_path(name)
+        cmd = [sys.executable, "-m", "healcore", "--store", str(store.root), "grid", str(spec_path),
+               "--workers", str(max(1, int(workers))), "--runs-per-gpu", str(max(1, int(runs_per_gpu))),
+               "--executor", executor]
+        if address:
+            cmd += ["--address", address]
+        if retry_failed:
+            cmd.append("--retry-failed")
+        if fuse > 1:
+            cmd += ["--fuse", str(int(fuse))]
+        record_path = store.grid_record_path(name)
+        # until the grid process writes its own: a grid that stops before its first run stays visible, and its
+        # runs read as queued at once
+        atomic_write_json(record_path, grid_record(grid_plan, "starting", None, executor, address, runs_per_gpu,
+                                                   fuse))
+        with open(log_path, "ab") as log:
+            proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                    start_new_session=True, cwd=str(store.root.parent))
+        if (read_json(record_path, {}) or {}).get("pid") is None:  # the driver may have written its own already
+            update_json(record_path, pid=proc.pid)
+    finally:
+        release_lock(mutex)
+    return {"name": name, "pid": proc.pid, "runs": len(grid_plan.grid.configs), "log": str(log_path)}
 
 
 def grid_error(store: RunStore, name: str) -> str | None:

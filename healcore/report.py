@@ -13,7 +13,9 @@ import numpy as np
 import pandas as pd
 
 from . import analysis, charts, flags, results
-from .store import RunStore
+from .errors import ConfigError
+from .paths import file_name, output_dir
+from .store import RunStore, atomic_write_bytes
 
 
 @dataclass
@@ -31,16 +33,29 @@ class Study:
 
     def figure(self, chart, name: str, alt_text: str) -> list[str]:
         path = self.fig_dir / f"{self.prefix}-{name}.png"
-        chart.save(str(path), scale_factor=1.5)
+        atomic_write_bytes(path, chart_png(chart))  # a failed write leaves the previous figure whole
         return [f"![{alt_text}](figures/{path.name})", ""]
 
 
 def write_report(store_root: str | Path, out_dir: str | Path, title: str = "Reproduction study",
-                 figures_prefix: str = "reproduction", command: str = "", note: str = "") -> Path:
-    out = Path(out_dir)
+                 figures_prefix: str = "report", command: str = "", note: str = "", force: bool = False) -> Path:
+    """The report of every completed run in the store, as <out>/<NAME>.md and <out>/figures/<name>-*.png.
+    Checked before any work: a plain file name, an --out that is a folder, and no report written from elsewhere
+    (another store, or by hand) replaced without `force`."""
+    out = output_dir(out_dir)
+    path = report_path(out, file_name(figures_prefix, "--name"))
+    marker = _marker(store_root)
+    if path.exists() and not force and _first_line(path) != marker:
+        raise ConfigError(f"{path} exists and was not written from the store {RunStore(store_root).root} by "
+                          f"healcore report; pass --force to replace it, or choose another --out or --name")
+    runs = results.load_runs(store_root, include_queued=False)
+    if not (runs["state"] == "completed").any():
+        states = results.load_runs(store_root)["state"].value_counts()  # queued runs of live grids too
+        counts = ", ".join(f"{n} {s}" for s, n in sorted(states.items())) or "no runs"
+        raise ConfigError(f"no completed run in {RunStore(store_root).root} yet ({counts}); a report needs at least "
+                          f"one (healcore status shows progress)")
     fig_dir = out / "figures"
     fig_dir.mkdir(parents=True, exist_ok=True)
-    runs = results.load_runs(store_root, include_queued=False)
     table = results.cells(runs)
     main = table[(table["pooling"] == "cls") & (table["mode"] == "full")]
     study = Study(RunStore(store_root), str(store_root), fig_dir, figures_prefix, runs,
@@ -48,9 +63,35 @@ def write_report(store_root: str | Path, out_dir: str | Path, title: str = "Repr
     lines = (header(study, title, note, command) + setup(study) + table1(study) + plateau(study) + curves(study)
              + healing(study) + claims(study) + flags_section(study.runs, study.table) + variants(study)
              + dose_response(study) + tsne(study) + where_healing_happens(study))
-    path = out / f"{figures_prefix.upper()}.md" if figures_prefix != "reproduction" else out / "REPRODUCTION.md"
-    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    atomic_write_bytes(path, (marker + "\n" + "\n".join(lines) + "\n").encode())
     return path
+
+
+def chart_png(chart) -> bytes:
+    """An Altair chart as PNG bytes (vl-convert, at 1.5x for sharp figures)."""
+    import io
+
+    buf = io.BytesIO()
+    chart.save(buf, format="png", scale_factor=1.5)
+    return buf.getvalue()
+
+
+def report_path(out: Path, name: str) -> Path:
+    """<out>/<NAME>.md: `reproduction` gives REPRODUCTION.md, `report` REPORT.md."""
+    return out / f"{name.upper()}.md"
+
+
+def _marker(store_root: str | Path) -> str:
+    """The report's first line: which store wrote it, so the same command may write it again and nothing else."""
+    return f"<!-- written by healcore report from the run store {RunStore(store_root).root} -->"
+
+
+def _first_line(path: Path) -> str:
+    try:
+        with open(path, encoding="utf-8", errors="replace") as f:
+            return f.readline().rstrip("\n")
+    except OSError:
+        return ""
 
 
 # ------------------------------------------------------------------------------------------ sections

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import time
 from pathlib import Path
 
 import numpy as np
@@ -27,7 +26,7 @@ from . import flags
 from .config import LEGACY_VALUES, NON_IDENTITY_FIELDS, RunConfig
 from .corruption import parse_layers, setting_label  # noqa: F401 - pages and charts read it from here
 from .errors import HealcoreError
-from .store import HOST, STALE_S, RunStore, pid_alive, read_json
+from .store import RunStore, grid_records
 
 # A cell is every run that differs only in learning rate and seed (and in how or where it executed).
 _NOT_CELL = {"lr", "seed", "corrupt", "feature_samples", "probe_samples", *NON_IDENTITY_FIELDS}
@@ -37,8 +36,12 @@ CONFIG_KEYS = [f.name for f in dataclasses.fields(RunConfig)]
 CORRUPTION_KEYS = {"side", "n_layers", "level", "method", "strength", "scope", "init", "corrupt_embeddings",
                    "corrupt_pooler"}
 SPLIT_METRICS = [f"{s}_{k}" for s in ("validation", "test") for k in ("accuracy", "f1_weighted", "f1_macro")]
-_EMPTY_RUNS = ["run_id", "state", "model", "dataset", "dataset_path", "side", "n_layers", "level", "has_features",
-               "failures", "failed", "damaged", "progress"]
+# The runs table's columns, whatever the store holds (empty, queued only, finished): readers never meet a missing one.
+RUN_COLUMNS = (["run_id", *CONFIG_KEYS, "state", "error", "started", "ended", "attempt", "progress", "damaged",
+                "num_layers", "side", "n_layers", "level", *SPLIT_METRICS, "best_on_test", "best_epoch", "probe_f1",
+                "healing", "majority_f1", "first_loss", "final_loss", "train_s", "eval_s", "tokens_per_s",
+                "tokens_per_epoch", "hardware", "has_features", "has_analysis", "grid"])  # device: the config's, then
+# the one a finished run names in its summary
 
 
 def side_of(layers: list[int], L: int) -> tuple[str, int]:
@@ -74,9 +77,13 @@ def load_runs(root: str | Path, include_queued: bool = True) -> pd.DataFrame:
     rows = [_run_row(store, store.read(run_id), defaults) for run_id in store.run_ids()]
     if include_queued:
         rows += _queued_rows(store, {r["run_id"] for r in rows}, defaults)
-    if not rows:
-        return pd.DataFrame(columns=_EMPTY_RUNS)
     df = pd.DataFrame(rows)
+    df = df.reindex(columns=RUN_COLUMNS + [c for c in df.columns if c not in RUN_COLUMNS])
+    if df.empty:
+        return df.assign(dataset_path=pd.Series(dtype=object), failures=pd.Series(dtype=object),
+                         failed=pd.Series(dtype=bool))
+    for col in ("has_features", "has_analysis"):  # queued runs have no files
+        df[col] = df[col].map(lambda v: v is True)
     df = _place_unfinished(df)
     df["dataset_path"] = df["dataset"]
     df["dataset"] = df["dataset"].map(dataset_labels(df["dataset"]))
@@ -134,35 +141,14 @@ def _queued_rows(store: RunStore, present: set[str], defaults: dict) -> list[dic
     return rows
 
 
-def grid_records(store: RunStore) -> list[dict]:
-    """Every grid started on this store, newest first, each with whether its driver is alive: on this host, its
-    process; on another, its heartbeat file touched within STALE_S (or, just started, its record)."""
-    records = []
-    folder = store.grids_dir
-    for p in folder.glob("*.json") if folder.is_dir() else []:
-        rec = read_json(p, {})
-        if not isinstance(rec, dict) or not rec.get("name"):
-            continue
-        pid = rec.get("pid")
-        running = rec.get("state") in ("running", "starting") and isinstance(pid, int)
-        if running and rec.get("host") == HOST:
-            rec["alive"] = pid_alive(pid)
-        elif running:
-            beat = store.grid_heartbeat_path(rec["name"])
-            last = beat.stat().st_mtime if beat.exists() else float(rec.get("started") or 0)
-            rec["alive"] = time.time() - last < STALE_S
-        else:
-            rec["alive"] = False
-        records.append(rec)
-    return sorted(records, key=lambda r: r.get("started", 0) or 0, reverse=True)
-
-
 def _place_unfinished(df: pd.DataFrame) -> pd.DataFrame:
     """Runs without a corruption report (queued; older failed runs) are placed from their config and the model's
     layer count (known offline, or from finished runs of the same model)."""
     for col in ("side", "n_layers", "level", "num_layers"):
         if col not in df:
             df[col] = np.nan
+    # a store whose runs are all queued has no side yet: an all-NaN column is float, and cannot take "bottom"
+    df["side"] = df["side"].astype(object)
     known = df.dropna(subset=["num_layers"]).groupby("model")["num_layers"].first().to_dict()
     for i in df.index[df["side"].isna()]:
         model = df.at[i, "model"]
@@ -232,6 +218,7 @@ def cells(runs: pd.DataFrame) -> pd.DataFrame:
     placed = placed.assign(select_score=_selection_scores(placed))
     out = [_cell(dict(zip(keys, key)), group) for key, group in placed.groupby(keys, dropna=False, sort=True)]
     table = pd.DataFrame(out)
+    table["reference_failed"] = _reference_failed(table)
     table["recovery"] = _recovery(table)
     table["surprises"] = flags.cell_surprises(table, line_keys(table))
     return table
@@ -251,6 +238,7 @@ def _cell(rec: dict, group: pd.DataFrame) -> dict:
     best_lr = by_lr.idxmax() if len(by_lr) else (group["lr"].iloc[0] if len(group) else np.nan)
     g = done[done["lr"] == best_lr]
     failing = group[group["failed"]]
+    shown_failing = g[g["failed"]]  # runs whose numbers make up the value the cell shows
     in_flight = group[group["state"] == "running"]
     progress = [(p or {}).get("epoch", 0) / max(1, (p or {}).get("epochs") or e)
                 for p, e in zip(in_flight["progress"], in_flight["epochs"])]
@@ -269,6 +257,7 @@ def _cell(rec: dict, group: pd.DataFrame) -> dict:
         n_runs=len(group), n_completed=int((group["state"] == "completed").sum()),
         n_failures=len(failing), failure_run_ids=failing["run_id"].tolist(),
         failures=sorted({f for fl in failing["failures"] for f in fl}),
+        value_failed=bool(len(shown_failing)), value_failures=sorted({f for fl in shown_failing["failures"] for f in fl}),
         n_running=len(in_flight), n_queued=int((group["state"] == "queued").sum()),
         progress=float(np.mean(progress)) if progress else np.nan)
     return rec
@@ -292,9 +281,33 @@ def line_names(table: pd.DataFrame) -> pd.Series:
                      dtype=object)
 
 
-def _recovery(table: pd.DataFrame) -> pd.Series:
-    rec = pd.Series(np.nan, index=table.index)
+def _value_failed(table: pd.DataFrame) -> pd.Series:
+    """Per cell, whether the value it shows is a convergence failure (a run at its kept learning rate failed)."""
+    return table["value_failed"].astype(bool) if "value_failed" in table else pd.Series(False, index=table.index)
+
+
+def _reference_failed(table: pd.DataFrame) -> pd.Series:
+    """Per cell, the reason its line's clean cell cannot serve as a reference (its value is a convergence failure),
+    else "": recovery ratios and the claims measured against such a clean cell would score noise."""
+    out = pd.Series("", index=table.index, dtype=object)
+    failed = _value_failed(table)
     for _, g in table.groupby(line_keys(table), dropna=False):
+        clean = g[(g["side"] == "clean") & failed[g.index]]
+        if len(clean):
+            c = clean.iloc[0]
+            reasons = "; ".join(c.get("value_failures") or []) or "convergence failure"
+            out[g.index] = f"its clean cell (F1 {c['f1']:.2f}) is a convergence failure: {reasons}"
+    return out
+
+
+def _recovery(table: pd.DataFrame) -> pd.Series:
+    """(F1 - F1_all) / (F1_clean - F1_all) per cell; undefined where either reference is a convergence failure."""
+    rec = pd.Series(np.nan, index=table.index)
+    failed = _value_failed(table)
+    for _, g in table.groupby(line_keys(table), dropna=False):
+        references = g[(g["side"] == "clean") | ((g["side"] == "all") & g["method"].isin(["reinit", "-"]))]
+        if failed[references.index].any():
+            continue
         clean = g[g["side"] == "clean"]["f1"].dropna()
         full = reinit_only(g[g["side"] == "all"])["f1"].dropna()
         if len(clean) and len(full) and clean.iloc[0] != full.iloc[0]:
@@ -342,6 +355,10 @@ def plateau(table: pd.DataFrame, epochs: pd.DataFrame) -> pd.DataFrame:
 
 
 # ------------------------------------------------------------------------------------------ claims
+CLAIMS = ("corrupted models never fully recover", "more corruption, worse", "bottom corruption hurts more than top")
+REFERENCE_FAILED = "reference failed"  # the verdict where a line's clean cell is itself a convergence failure
+
+
 def claims(table: pd.DataFrame) -> pd.DataFrame:
     """The paper's three claims judged per model and dataset, from the cells on hand."""
     out = []
@@ -350,7 +367,17 @@ def claims(table: pd.DataFrame) -> pd.DataFrame:
         return pd.DataFrame(columns=["model", "dataset", "claim", "verdict", "evidence"])
     reinit = reinit_only(table)
     # lines that differ beyond corruption (epochs, pooling...) are judged apart, each under its own name
-    for (model, dataset), g in reinit.assign(line=line_names(reinit)).groupby(["line", "dataset"]):
+    for (model, dataset), line in reinit.assign(line=line_names(reinit)).groupby(["line", "dataset"]):
+        failed = _value_failed(line)
+        if failed[line["side"] == "clean"].any():  # a collapsed reference would judge every claim on noise
+            why = _reference_failed(line).iloc[0]
+            for claim in CLAIMS:
+                out.append((model, dataset, claim, REFERENCE_FAILED, f"not judged: {why}; rerun the clean cell"))
+            continue
+        # a cell whose value is a convergence failure is no measurement: left out, and named
+        g = line[~failed]
+        left_out = ", ".join(setting_label(r.side, r.level) for r in line[failed].itertuples())
+        first = len(out)
         clean = g[g["side"] == "clean"]
         corrupted = g[g["side"].isin(["bottom", "top", "all"])]
         tol = lambda r: max(float(r.f1_std or 0), 0.5)  # noqa: E731
@@ -368,8 +395,7 @@ def claims(table: pd.DataFrame) -> pd.DataFrame:
         # 2. more corruption, worse
         steps, bad = 0, []
         for side in ("bottom", "top"):
-            line = g[g["side"].isin([side, "clean", "all"])].sort_values("level")
-            rows = list(line.itertuples())
+            rows = list(g[g["side"].isin([side, "clean", "all"])].sort_values("level").itertuples())
             for a, b in zip(rows, rows[1:]):
                 steps += 1
                 if b.f1 > a.f1 + max(tol(a), tol(b)):
@@ -391,6 +417,9 @@ def claims(table: pd.DataFrame) -> pd.DataFrame:
             out.append((model, dataset, "bottom corruption hurts more than top", verdict, ev))
         else:
             out.append((model, dataset, "bottom corruption hurts more than top", "insufficient", "needs bottom and top cells"))
+        if left_out:
+            out[first:] = [(m, d, c, v, f"{e}; left out as convergence failures: {left_out}")
+                           for m, d, c, v, e in out[first:]]
     return pd.DataFrame(out, columns=["model", "dataset", "claim", "verdict", "evidence"])
 
 

@@ -280,6 +280,10 @@ class RunStore:
         """Touched by a running grid's driver every HEARTBEAT_S: readers on other hosts tell a live grid by it."""
         return self.grids_dir / f"{name}.heartbeat"
 
+    def grid_lock_path(self, name: str) -> Path:
+        """flock held by a grid's driver for its whole life: one driver per grid name and store at a time."""
+        return self.grids_dir / f"{name}.lock"
+
     def grid_log_path(self, name: str) -> Path:
         return self.grids_dir / f"{name}.log"
 
@@ -515,3 +519,56 @@ class RunHandle:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+# ------------------------------------------------------------------------------------------ grid records
+def grid_records(store: "RunStore") -> list[dict]:
+    """Every grid started on this store, newest first, each with whether its driver is alive: on this host, its
+    process; on another, its heartbeat file touched within STALE_S (or, just started, its record)."""
+    records = []
+    folder = store.grids_dir
+    for p in folder.glob("*.json") if folder.is_dir() else []:
+        rec = read_json(p, {})
+        if not isinstance(rec, dict) or not rec.get("name"):
+            continue
+        pid = rec.get("pid")
+        running = rec.get("state") in ("running", "starting") and isinstance(pid, int)
+        if running and rec.get("host") == HOST:
+            rec["alive"] = pid_alive(pid)
+        elif running:
+            beat = store.grid_heartbeat_path(rec["name"])
+            last = beat.stat().st_mtime if beat.exists() else float(rec.get("started") or 0)
+            rec["alive"] = time.time() - last < STALE_S
+        else:
+            rec["alive"] = False
+        records.append(rec)
+    return sorted(records, key=lambda r: r.get("started", 0) or 0, reverse=True)
+
+
+def live_grid(store: "RunStore", name: str) -> dict | None:
+    """The record of the grid called `name` while its driver is alive, else None."""
+    return next((r for r in grid_records(store) if r.get("name") == name and r["alive"]), None)
+
+
+def try_lock(path: Path) -> int | None:
+    """An exclusive flock on `path` (created), its descriptor; None when another process holds it."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as err:
+        raise StoreError(f"cannot create {path} ({err.strerror or err}); the run store must be a writable folder") \
+            from None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        return None
+    return fd
+
+
+def release_lock(fd: int) -> None:
+    try:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        os.close(fd)
+    except OSError:
+        pass

@@ -16,8 +16,7 @@ from healcore.launch import cancel, grid_error, launch
 from healcore.paths import check_spec_paths, confine
 from healcore.plan import estimate_seconds, fmt_duration, plan, preflight
 from healcore.progress import fmt_seconds, grid_progress, run_progress
-from healcore.results import grid_records
-from healcore.store import RunStore
+from healcore.store import RunStore, grid_records, live_grid
 
 MODELS = ["minilm-l6", "minilm-l3", "bert-base-uncased", "bert-large-uncased", "distilbert-base-uncased",
           "roberta-base"]
@@ -211,7 +210,11 @@ def main() -> None:
     if compile_mode != "off":
         spec = {**spec, "base": {**(spec.get("base") or {}), "compile": compile_mode}}
     summary = plan_summary(spec, root)
-    if summary and summary["ok"] and st.button("Start", type="primary", disabled=summary["todo"] == 0):
+    running = live_grid(RunStore(root), str(spec.get("name", ""))) if summary else None
+    if running:
+        st.info(f"Grid {spec['name']} is running (pid {running.get('pid')}); Start is off until it ends. Follow it "
+                f"or cancel it under Progress.")
+    if summary and summary["ok"] and st.button("Start", type="primary", disabled=summary["todo"] == 0 or bool(running)):
         try:
             started = launch(spec, root, workers=workers, runs_per_gpu=runs_per_gpu, executor=executor,
                              address=address, fuse=0 if executor == "ray" else fuse)

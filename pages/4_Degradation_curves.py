@@ -6,7 +6,8 @@ import streamlit as st
 from dashboard import common
 from healcore import charts, results
 
-ICON = {"holds": "✓ holds", "fails": "✗ does not hold", "mixed": "~ mixed", "insufficient": "? not enough data"}
+ICON = {"holds": "✓ holds", "fails": "✗ does not hold", "mixed": "~ mixed", "insufficient": "? not enough data",
+        results.REFERENCE_FAILED: "⚠ not judged: the clean cell failed"}
 
 
 def main() -> None:

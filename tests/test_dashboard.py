@@ -142,7 +142,7 @@ def test_flag_counts_agree_across_pages_report_and_exports(troubled, tmp_path):
     assert int(frame["failures"].sum()) == counts["runs with convergence failures"]
     assert int(frame["surprise"].sum()) == counts["surprising cells"]
     assert cli(["--store", str(troubled.root), "report", "--out", str(tmp_path / "report")]) == 0
-    assert line in (tmp_path / "report" / "REPRODUCTION.md").read_text()
+    assert line in (tmp_path / "report" / "REPORT.md").read_text()
     csv = export_table1(table, "csv")
     # clean and all-layers cells appear in both panels: count each flagged cell once
     marked = table[(table["n_failures"] > 0) & table["method"].isin(["reinit", "-"])]

@@ -185,13 +185,13 @@ def test_report_is_generated_from_a_store_of_real_runs(tiny_store, tmp_path):
     from healcore import cli
 
     assert cli.main(["--store", str(tiny_store), "report", "--out", str(tmp_path), "--command", "healcore report"]) == 0
-    text = (tmp_path / "REPRODUCTION.md").read_text()
+    text = (tmp_path / "REPORT.md").read_text()
     assert "19 completed runs" in text and "## The paper's claims" in text and "| model | level % |" in text
     # only the clean cell ran a second learning rate: the set-up names the 5 cells that chose among fewer
     fewer = next(line for line in text.splitlines() if line.startswith("- Fewer learning rates"))
     assert "in 5 of 6 cells" in fewer and "bottom 25%" in fewer and "clean" not in fewer, fewer
     assert "learning-rate schedule: constant" in text
-    for fig in ("reproduction-curves.png", "reproduction-tsne.png"):
+    for fig in ("report-curves.png", "report-tsne.png"):
         data = (tmp_path / "figures" / fig).read_bytes()
         assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 5000
 
@@ -207,8 +207,8 @@ def test_report_uses_the_runs_that_kept_features_and_names_the_hardware(store, t
         if store.config(run_id)["seed"] == 0:
             shutil.rmtree(store.files(run_id).dir / "features")
     assert cli.main(["--store", str(store.root), "report", "--out", str(tmp_path / "out")]) == 0
-    text = (tmp_path / "out" / "REPRODUCTION.md").read_text()
-    assert "## t-SNE of [CLS] features" in text and (tmp_path / "out" / "figures" / "reproduction-tsne.png").is_file()
+    text = (tmp_path / "out" / "REPORT.md").read_text()
+    assert "## t-SNE of [CLS] features" in text and (tmp_path / "out" / "figures" / "report-tsne.png").is_file()
     assert "- Hardware (from the runs): CPU: synthetic (2 threads): 19 runs" in text
 
 
@@ -226,7 +226,7 @@ def test_report_keeps_two_models_apart(tmp_path):
             syn.stray(s, run_id, by=-60)
     syn.build(tmp_path / "runs", models=(("big", 6),), levels=(0, 1, 3, 6), base={"pooling": "mean"})
     assert cli.main(["--store", str(s.root), "report", "--out", str(tmp_path / "out")]) == 0
-    text = (tmp_path / "out" / "REPRODUCTION.md").read_text()
+    text = (tmp_path / "out" / "REPORT.md").read_text()
     healing = text.split("### Damage and healing")[1].split("##")[0]
     assert "| twin | sst2 |" in healing and "| big | sst2 |" in healing
     variants = text.split("## Variants")[1].split("\n## ")[0]
@@ -238,7 +238,7 @@ def test_report_keeps_two_models_apart(tmp_path):
     # columns: model, dataset, setting, cls / full, mean / full; an average with the twin's cells would differ
     assert {r.split("|")[3].strip(): r.split("|")[4].strip() for r in rows} == expected
     tsne = text.split("## t-SNE")[1]
-    assert "twin" not in tsne and (tmp_path / "out" / "figures" / "reproduction-tsne.png").is_file()
+    assert "twin" not in tsne and (tmp_path / "out" / "figures" / "report-tsne.png").is_file()
     assert re.search(r"Models: .*twin", text)
 
 
@@ -285,7 +285,7 @@ def test_a_damaged_run_is_listed_and_breaks_nothing(tmp_path):
     assert listed[ids[0]] and listed[ids[1]]
     assert cli.main(["--store", str(s.root), "status"]) == 0
     assert cli.main(["--store", str(s.root), "report", "--out", str(tmp_path / "out")]) == 0
-    assert "damaged: summary.json" in (tmp_path / "out" / "REPRODUCTION.md").read_text()
+    assert "damaged: summary.json" in (tmp_path / "out" / "REPORT.md").read_text()
 
 
 def test_a_completed_run_with_a_damaged_summary_is_planned_again(tmp_path):

@@ -30,11 +30,11 @@ if [ -z "${REPORT_ONLY:-}" ]; then
     healcore --store runs/schedule grid $preset "${PACKING[@]}" --set checkpoint_every=0
   done
 fi
-healcore --store $STORE report --out docs --title "Reproduction study: do minilm-l6 and minilm-l3 heal the way the paper says?" \
+healcore --store $STORE report --out docs --name reproduction --force --title "Reproduction study: do minilm-l6 and minilm-l3 heal the way the paper says?" \
   --note "${REPRODUCTION_NOTE:-$(cat tools/notes/reproduction.md)}" --command "RUNS_PER_GPU=12 bash tools/reproduction.sh"
-healcore --store runs/emotion-16 report --out docs --name reproduction-emotion \
+healcore --store runs/emotion-16 report --out docs --name reproduction-emotion --force \
   --title "Reproduction study, Emotion at 16 epochs: does minilm-l6 heal the way the paper says once the clean model has plateaued?" \
   --note "$(cat tools/notes/reproduction-emotion.md)" --command "RUNS_PER_GPU=12 bash tools/reproduction.sh"
-healcore --store runs/schedule report --out docs --name reproduction-schedule \
+healcore --store runs/schedule report --out docs --name reproduction-schedule --force \
   --title "Reproduction study with the paper's optimizer: a constant learning rate, and where healing happens" \
   --note "$(cat tools/notes/reproduction-schedule.md)" --command "WORKERS=2 bash tools/reproduction.sh"

@@ -1,0 +1,164 @@
+"""The first minute after Start, as a new user meets it: a store whose runs are all queued, a clean cell that
+collapsed (the reference of every claim), a report aimed at a folder that holds someone else's, and a double
+click on Start."""
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from conftest import ROOT, wait_for
+from healcore import synthetic as syn
+from healcore.config import RunConfig
+from healcore.store import RunStore
+from test_dashboard import TITLES, open_page, texts
+
+
+@pytest.fixture()
+def queued_only(tmp_path, monkeypatch):
+    """What Start leaves for the first seconds: a live grid record whose four runs have no folder yet."""
+    store = RunStore(tmp_path / "runs")
+    store.ensure()
+    configs = [RunConfig(model="minilm-l6", dataset="sst2", corrupt=c, lr=5e-5) for c in
+               ("none", "bottom:3", "top:3", "bottom:6")]
+    syn.queue(store, "demo", configs)
+    monkeypatch.setenv("HEALCORE_RUNS", str(store.root))
+    return store
+
+
+@pytest.mark.parametrize("title", TITLES)
+def test_every_page_of_a_store_with_only_queued_runs_says_they_are_queued(title, queued_only):
+    at = open_page(title)
+    assert not at.exception, at.exception
+    assert "No runs in" not in texts(at), title  # Launch says 4 queued: no page may say there are none
+
+
+def test_status_and_report_of_a_store_with_only_queued_runs(queued_only, tmp_path):
+    status = subprocess.run([sys.executable, "-m", "healcore", "--store", str(queued_only.root), "status"],
+                            capture_output=True, text=True, cwd=ROOT)
+    assert status.returncode == 0, status.stderr
+    assert "4 runs, 4 queued" in status.stdout and "grid demo: 0/4 completed; running" in status.stdout
+    report = subprocess.run([sys.executable, "-m", "healcore", "--store", str(queued_only.root), "report", "--out",
+                             str(tmp_path / "rep")], capture_output=True, text=True, cwd=ROOT)
+    assert report.returncode == 2 and report.stderr.count("\n") == 1, report.stderr
+    assert "no completed run" in report.stderr and "4 queued" in report.stderr
+    assert not (tmp_path / "rep").exists()
+
+
+def test_report_of_an_empty_store_is_one_line(tmp_path):
+    from healcore.cli import main
+
+    assert main(["--store", str(tmp_path / "nothing"), "report", "--out", str(tmp_path / "rep")]) == 2
+
+
+# ------------------------------------------------------------------------------------------ collapsed reference
+def collapsed_clean_store(root):
+    """A grid whose clean cell collapsed at every learning rate (the majority class, F1 34 on SST-2)."""
+    store = syn.build(root, levels=(0, 3, 6), seeds=(0, 1), lrs=(5e-5, 1e-2))
+    for run_id in store.run_ids():
+        if store.config(run_id)["corrupt"] == "none":
+            syn.collapse(store, run_id)
+    return store
+
+
+def test_a_collapsed_clean_cell_judges_no_claim_and_scores_no_recovery(tmp_path):
+    from healcore.results import REFERENCE_FAILED, cells, claims, load_runs
+
+    table = cells(load_runs(collapsed_clean_store(tmp_path / "runs").root))
+    clean = table[table["side"] == "clean"].iloc[0]
+    assert clean["value_failed"] and any("collapsed" in f for f in clean["value_failures"])
+    assert table["recovery"].isna().all()  # never -0.8 for top 50% and 0.5 for bottom 50%
+    assert table["reference_failed"].str.contains("clean cell").all()
+    verdicts = claims(table)
+    assert set(verdicts["verdict"]) == {REFERENCE_FAILED}
+    assert verdicts["evidence"].str.contains("convergence failure").all()
+
+
+def test_a_collapsed_corrupted_cell_is_left_out_of_the_claims_and_named(tmp_path):
+    from healcore.results import cells, claims, load_runs
+
+    store = syn.build(tmp_path / "runs", levels=(0, 3, 6), seeds=(0,), lrs=(5e-5,))
+    for run_id in store.run_ids():
+        if store.config(run_id)["corrupt"] == "top:3":
+            syn.collapse(store, run_id)
+    verdicts = claims(cells(load_runs(store.root)))
+    assert verdicts["evidence"].str.contains("left out as convergence failures: top 50%").all()
+    bottom_top = verdicts[verdicts["claim"] == "bottom corruption hurts more than top"].iloc[0]
+    assert bottom_top["verdict"] == "insufficient"  # the only top cell is no measurement
+
+
+def test_the_curves_page_says_the_claims_were_not_judged(tmp_path, monkeypatch):
+    store = collapsed_clean_store(tmp_path / "runs")
+    monkeypatch.setenv("HEALCORE_RUNS", str(store.root))
+    at = open_page("Degradation curves")
+    assert not at.exception
+    shown = at.dataframe[0].value
+    assert set(shown["verdict"]) == {"⚠ not judged: the clean cell failed"}
+
+
+# ------------------------------------------------------------------------------------------ report destination
+def test_report_never_replaces_a_report_it_did_not_write_without_force(tmp_path):
+    from healcore.cli import main
+
+    store = syn.build(tmp_path / "runs", levels=(0, 6), seeds=(0,), lrs=(5e-5,))
+    other = syn.build(tmp_path / "other", levels=(0, 6), seeds=(0,), lrs=(5e-5,))
+    docs = tmp_path / "docs"
+    (docs / "figures").mkdir(parents=True)
+    shipped = docs / "REPRODUCTION.md"
+    shipped.write_text("# A study written by hand\n")
+    figure = docs / "figures" / "reproduction-curves.png"
+    figure.write_bytes(b"not to be touched")
+    args = ["--store", str(store.root), "report", "--out", str(docs), "--name", "reproduction"]
+    assert main(args) == 2
+    assert shipped.read_text() == "# A study written by hand\n" and figure.read_bytes() == b"not to be touched"
+    assert main(args + ["--force"]) == 0 and "synthetic" not in shipped.read_text()[:10]
+    assert main(args) == 0  # the same command, from the same store, writes it again
+    assert main(["--store", str(other.root)] + args[2:]) == 2  # another store's report stays
+    assert main(["--store", str(store.root), "report", "--out", str(tmp_path / "fresh")]) == 0
+    assert (tmp_path / "fresh" / "REPORT.md").is_file()  # the default name is no longer the shipped one
+
+
+# ------------------------------------------------------------------------------------------ one driver per grid
+def test_a_second_start_of_a_running_grid_is_refused_in_one_line(tmp_path, tiny_bert):
+    from healcore.errors import ConfigError
+    from healcore.launch import launch
+    from healcore.results import load_runs
+
+    root = tmp_path / "runs"
+    spec = {"name": "twice", "models": [tiny_bert], "datasets": ["sst2"],
+            "corruption": {"sides": ["bottom"], "levels": [0, 1]}, "lrs": [1e-3],
+            "base": {"epochs": 1, "max_train": 80, "max_test": 40, "max_length": 32, "feature_samples": 10,
+                     "probe_samples": 20, "analysis_samples": 10}}
+    started = launch(spec, root)
+    runs = load_runs(root)
+    assert len(runs) == 2 and set(runs["state"]) <= {"queued", "running"}  # at once, before the driver writes
+    with pytest.raises(ConfigError, match="grid twice is already running"):
+        launch(spec, root)
+    second = subprocess.run([sys.executable, "-m", "healcore", "--store", str(root), "grid",
+                             str(root / ".grids" / "specs" / "twice.yaml")], capture_output=True, text=True, cwd=ROOT)
+    assert second.returncode == 2 and "grid twice is already running" in second.stderr, second.stderr
+    record_path = root / ".grids" / "twice.json"
+    assert wait_for(lambda: json.loads(record_path.read_text()).get("state") == "finished", timeout=300)
+    record = json.loads(record_path.read_text())
+    assert record["pid"] == started["pid"] and record["result"]["completed"] == 2, record
+    log = (root / ".grids" / "twice.log").read_text()
+    assert log.count("grid twice: 2 runs") == 1, log  # one driver ran; none interleaved its lines
+
+
+def test_start_is_off_while_the_grid_of_that_name_runs(queued_only):
+    at = open_page("Launch", {"preset": "demo"})
+    assert not at.exception
+    start = next(b for b in at.button if b.label == "Start")
+    assert start.disabled and any("Grid demo is running" in i.value for i in at.info)
+
+
+def test_a_recovery_heatmap_of_a_collapsed_reference_says_why(tmp_path, monkeypatch):
+    from healcore.charts import heatmap_frame
+    from healcore.results import cells, load_runs
+
+    table = cells(load_runs(collapsed_clean_store(tmp_path / "runs").root))
+    frame = heatmap_frame(table, "recovery")
+    assert frame["value"].isna().all() and frame["label"].str.startswith("no reference").all()
+    assert frame["why_failed"].str.contains("clean cell").all()
+    assert np.isfinite(heatmap_frame(table, "f1")["value"]).all()
