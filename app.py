@@ -12,8 +12,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import streamlit as st  # noqa: E402
 
 from dashboard import common  # noqa: E402
-from healcore.progress import fmt_seconds, grid_progress  # noqa: E402
-from healcore.store import RunStore, grid_records  # noqa: E402
+from healcore.grids.progress import fmt_duration, grid_progress  # noqa: E402
+from healcore.store.runs import RunStore
+from healcore.store.grids import grid_records  # noqa: E402
 
 STATES = ("completed", "running", "queued", "interrupted", "failed")
 REFRESH_S = 3.0
@@ -32,8 +33,8 @@ def store_at_a_glance(root: str) -> None:
     live = [grid_progress(rec, runs) for rec in grid_records(RunStore(root)) if rec.get("alive")]
     for g in live:
         st.markdown(f"**Grid {g['name']}** running: {g['completed']} of {g['runs']} done, {g['running']} running, "
-                    f"{g['queued']} queued, {g['failed']} failed · elapsed {fmt_seconds(g['elapsed_s'])} · "
-                    f"ETA {fmt_seconds(g['eta_s'])}")
+                    f"{g['queued']} queued, {g['failed']} failed · elapsed {fmt_duration(g['elapsed_s'])} · "
+                    f"ETA {fmt_duration(g['eta_s'])}")
         st.progress(g["share"])
     if live:
         st.page_link(common.page("Launch"), label="Follow or cancel it on Launch", icon=":material/rocket_launch:")

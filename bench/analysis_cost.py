@@ -26,9 +26,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--epochs", type=int, default=3)
     args = ap.parse_args()
-    from healcore.executors import run_local
-    from healcore.grid import expand
-    from healcore.store import RunStore
+    from healcore.grids.local import run_local
+    from healcore.grids.spec import expand
+    from healcore.store.runs import RunStore
 
     configs = [c.replace(epochs=args.epochs, checkpoint_every=0) for c in expand("demo").configs]
     work = Path(tempfile.mkdtemp(prefix="hc-analysis-cost-"))

@@ -26,7 +26,7 @@ DATASETS = ("sst2", "imdb", "ag_news", "emotion", "dbpedia_14", "twitter_financi
 
 
 def build_store(root: Path, n: int):
-    from healcore import synthetic as syn
+    from healcore.results import synthetic as syn
 
     per_model = -(-n // len(MODELS))
     store = None

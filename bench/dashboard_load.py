@@ -29,7 +29,7 @@ def tiny_model(folder: Path) -> str:
     import torch
     from transformers import AutoModel, AutoTokenizer, BertConfig
 
-    from healcore.models import resolve_model_path
+    from healcore.engine.models import resolve_model_path
 
     torch.manual_seed(0)
     AutoModel.from_config(BertConfig(hidden_size=32, num_hidden_layers=4, num_attention_heads=2,

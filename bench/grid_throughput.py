@@ -37,7 +37,7 @@ LRS = [5e-5, 2e-5, 1e-5]
 
 def grid(model: str, k: int, base: dict) -> list:
     """k runs of one seed: settings first, then learning rates (what one fused group can hold)."""
-    from healcore.config import RunConfig
+    from healcore.core.config import RunConfig
 
     return [RunConfig.from_dict({**base, "model": model, "corrupt": corrupt, "lr": lr, "seed": 0})
             for lr in LRS for corrupt in SETTINGS][:k]
@@ -46,8 +46,9 @@ def grid(model: str, k: int, base: dict) -> list:
 def measure(configs, store_dir: Path, way: str, compile_mode: str = "reduce-overhead") -> dict:
     """Run the configs one way; wall time and what the runs' summaries say they spent. Compiled ways start
     from an empty compile cache, so their wall time includes compiling."""
-    from healcore.executors import run_local
-    from healcore.store import RunStore
+    from healcore.grids.execution import Execution
+    from healcore.grids.local import run_local
+    from healcore.store.runs import RunStore
 
     store = RunStore(store_dir)
     if "compiled" in way:
@@ -59,8 +60,8 @@ def measure(configs, store_dir: Path, way: str, compile_mode: str = "reduce-over
             subprocess.run([sys.executable, __file__, "--trainer-run", json.dumps(cfg.to_dict()), str(store_dir)],
                            check=True, capture_output=True)
     else:
-        result = run_local(configs, store, workers=1, quiet=True, reuse_processes=way != "process per run",
-                           fuse=len(configs) if way.startswith("fused") else 0)
+        execution = Execution(process_per_run=way == "process per run", fuse=len(configs) if way.startswith("fused") else 0)
+        result = run_local(configs, store, execution, quiet=True)
         assert result["completed"] == len(configs), result
     wall = time.perf_counter() - t0
     if way == "trainer":
@@ -83,9 +84,9 @@ def trainer_run(config: dict, out_dir: str) -> None:
                               default_data_collator)
     from transformers.utils import logging as hf_logging
 
-    from healcore.config import RunConfig
-    from healcore.data import load_splits
-    from healcore.models import resolve_model_path
+    from healcore.core.config import RunConfig
+    from healcore.core.data import load_splits
+    from healcore.engine.models import resolve_model_path
 
     hf_logging.set_verbosity_error()
     cfg = RunConfig.from_dict(config)
@@ -125,7 +126,7 @@ def random_model_folder(size: str, folder: Path) -> str:
     import torch
     from transformers import AutoModel, AutoTokenizer, BertConfig
 
-    from healcore.models import resolve_model_path
+    from healcore.engine.models import resolve_model_path
 
     dims = {"bert-base": (768, 12, 12, 3072), "bert-large": (1024, 24, 16, 4096)}[size]
     torch.manual_seed(0)
@@ -160,7 +161,7 @@ def main() -> None:
             "device": args.device}
     ratios = []
     if not args.skip_overhead:
-        from healcore.config import RunConfig
+        from healcore.core.config import RunConfig
 
         demo = [RunConfig.from_dict({**base, "model": "minilm-l6", "corrupt": corrupt, "lr": 5e-5, "seed": seed})
                 for seed in (0, 1, 2) for corrupt in ("none", "bottom:3", "top:3", "bottom:6")]

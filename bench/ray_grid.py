@@ -23,7 +23,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 
 def configs(n: int) -> list:
-    from healcore.config import RunConfig
+    from healcore.core.config import RunConfig
 
     settings = ["none", "bottom:1", "top:1", "bottom:2", "top:2", "bottom:3", "top:3", "bottom:6"]
     return [RunConfig(model="minilm-l6", dataset="sst2", corrupt=settings[i % len(settings)], seed=i // len(settings),
@@ -46,9 +46,10 @@ def main() -> None:
     args = ap.parse_args()
     from ray.cluster_utils import Cluster
 
-    from healcore.executors import run_local
-    from healcore.ray_executor import run_ray
-    from healcore.store import RunStore
+    from healcore.grids.execution import Execution
+    from healcore.grids.local import run_local
+    from healcore.grids.ray_cluster import run_ray
+    from healcore.store.runs import RunStore
 
     work = Path(tempfile.mkdtemp(prefix="hc-ray-bench-"))
     cfgs = configs(args.runs)
@@ -56,7 +57,7 @@ def main() -> None:
           f"{time.strftime('%Y-%m-%d')}", flush=True)
     store = RunStore(work / "local")
     t0 = time.perf_counter()
-    out = run_local(cfgs, store, workers=2, quiet=True)
+    out = run_local(cfgs, store, Execution(workers=2), quiet=True)
     local_wall = time.perf_counter() - t0
     assert out["completed"] == args.runs, out
     local_over = (2 * local_wall - runs_time(store, cfgs)) / args.runs

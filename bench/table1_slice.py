@@ -5,7 +5,7 @@ Run (CPU, a small check of the script itself):
             HEALCORE_DATA=../shared/data python bench/table1_slice.py --model minilm-l6 --train-rows 320 --test-rows 100 \\
             --settings 3 --lrs 1
 
-The row (presets/paper-table1.yaml, BERT-base only): 6 datasets x 9 corruption settings (clean; bottom and top at
+The row (healcore/presets/paper-table1.yaml, BERT-base only): 6 datasets x 9 corruption settings (clean; bottom and top at
 25/50/75/100% of the layers) x 3 learning rates = 162 runs of 10 epochs, constant rate, batch 32, max length 128,
 at the paper's split sizes (Table 2).
 
@@ -31,7 +31,6 @@ import tempfile
 import time
 from pathlib import Path
 
-
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
@@ -49,7 +48,7 @@ TARGET_HOURS = 3.0  # the throughput issue's target for the row on one H100
 
 def slice_configs(model: str, dataset: str, settings: int, lrs: int, base: dict) -> list:
     """The row's runs of one dataset: clean, then bottom/top at each level; x learning rates."""
-    from healcore.config import RunConfig
+    from healcore.core.config import RunConfig
 
     corrupt = ["none"] + [f"{side}:{level}" for level in LEVELS for side in ("bottom", "top")]
     return [RunConfig.from_dict({**base, "model": model, "dataset": dataset, "corrupt": c, "lr": lr})
@@ -58,9 +57,9 @@ def slice_configs(model: str, dataset: str, settings: int, lrs: int, base: dict)
 
 def mean_tokens(dataset: str, tokenizer, max_length: int, sample: int = 2000) -> float:
     """Mean tokens per example (truncated at max_length) over up to `sample` training rows of the local copy."""
-    from healcore.batching import encode
-    from healcore.config import RunConfig
-    from healcore.data import load_splits
+    from healcore.core.config import RunConfig
+    from healcore.core.data import load_splits
+    from healcore.engine.batching import encode
 
     splits = load_splits(RunConfig(dataset=STAND_IN.get(dataset, dataset), max_train=sample, val_fraction=0.0,
                                    select_on="test"))
@@ -83,14 +82,15 @@ def main() -> None:
     args = ap.parse_args()
 
     import torch
+    from grid_throughput import random_model_folder
     from transformers import AutoTokenizer
 
-    from grid_throughput import random_model_folder
-    from healcore.batching import encode
-    from healcore.data import REGISTRY, load_splits
-    from healcore.executors import gpu_slots, run_local
-    from healcore.models import resolve_model_path
-    from healcore.store import RunStore
+    from healcore.core.data import REGISTRY, load_splits
+    from healcore.engine.batching import encode
+    from healcore.engine.models import resolve_model_path
+    from healcore.grids.execution import Execution
+    from healcore.grids.local import run_local
+    from healcore.store.runs import RunStore
 
     work = Path(tempfile.mkdtemp(prefix="hc-table1-"))
     model = args.model if args.model == "minilm-l6" else random_model_folder(args.model, work / args.model)
@@ -104,12 +104,12 @@ def main() -> None:
     store = RunStore(work / "runs")
     os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(work / "inductor-cache")  # compiling is part of the slice's time
     t0 = time.perf_counter()
-    result = run_local(configs, store, workers=args.workers, runs_per_gpu=args.runs_per_gpu, quiet=True,
-                       fuse=args.fuse)
+    execution = Execution(workers=args.workers, runs_per_gpu=args.runs_per_gpu, fuse=args.fuse)
+    result = run_local(configs, store, execution, quiet=True)
     wall = time.perf_counter() - t0
     if result["completed"] != len(configs):
         raise SystemExit(f"the slice did not complete: {result}; see {store.root}")
-    slots = len(gpu_slots(args.runs_per_gpu)) if args.device == "cuda" else max(1, args.workers)
+    slots = execution.slots() if args.device == "cuda" else execution.slots(gpus=0)
 
     tokenizer = AutoTokenizer.from_pretrained(resolve_model_path("minilm-l6"))  # BERT's uncased WordPiece vocabulary
     summaries = [store.summary(c.run_id) for c in configs]

@@ -5,7 +5,7 @@ Run (GPU):  python bench/throughput.py --device cuda   (adds BERT-base/large-siz
 
 (a) Trainer configured like run_glue.py's defaults: fp32, padding to max length 128, batch 32.
 (b) Trainer tuned as its docs allow: dynamic padding, length-grouped sampling, bf16 on GPU.
-(c) healcore's training loop (healcore.train.train_epoch with its optimizer and schedule), as every run uses it, at the precision
+(c) healcore's training loop (healcore.engine.train.train_epoch with its optimizer and schedule), as every run uses it, at the precision
     precision=auto picks on the device (bf16 autocast on AVX512-BF16/AMX CPUs, fp32 on CUDA); both are printed.
     With --compile (the default on CUDA: reduce-overhead, CUDA graphs) the compiled step is timed too, and c is
     the faster of eager and compiled.
@@ -32,8 +32,8 @@ H100_BF16_PEAK = 790e12  # measured bf16 dense peak of one H100 (FLOP/s), for mo
 
 
 def texts(dataset: str, n: int):
-    from healcore.config import RunConfig
-    from healcore.data import load_splits
+    from healcore.core.config import RunConfig
+    from healcore.core.data import load_splits
 
     splits = load_splits(RunConfig(dataset=dataset, max_train=n, val_fraction=0.0, select_on="test"))
     return splits.train, len(splits.classes)
@@ -91,7 +91,8 @@ def _length_grouping(training_args_cls, on: bool) -> dict:
 
 
 def run_trainer(model_factory, tok, df, steps, batch, lr, device, tuned: bool, warmup: int):
-    from transformers import DataCollatorWithPadding, Trainer, TrainerCallback, TrainingArguments, default_data_collator
+    from transformers import (DataCollatorWithPadding, Trainer, TrainerCallback, TrainingArguments,
+                              default_data_collator)
 
     pair = df["text_pair"].tolist() if "text_pair" in df else None
     if tuned:
@@ -146,9 +147,9 @@ def run_healcore(model_factory, tok, df, steps, batch, lr, device, warmup: int, 
     counts it)."""
     import torch
 
-    from healcore.batching import encode
-    from healcore.run import _subset
-    from healcore.train import lr_factor, make_optimizer, train_epoch
+    from healcore.engine.batching import encode
+    from healcore.engine.run import _subset
+    from healcore.engine.train import lr_factor, make_optimizer, train_epoch
 
     hf_model = model_factory()
 
@@ -184,7 +185,7 @@ def bench(label, model_factory, tok, df, args, flops_params=None):
     b, _ = run_trainer(model_factory, tok, df, args.steps, args.batch_size, args.lr, args.device, True, args.warmup)
     print(f"(b) Trainer, tuned (dynamic padding, length grouping{', bf16' if args.device == 'cuda' else ''}): "
           f"{b:,.0f} useful tokens/s", flush=True)
-    from healcore.train import use_bf16
+    from healcore.engine.train import use_bf16
 
     default = "bf16" if use_bf16(args.device, "auto") else "fp32"  # what precision=auto picks on this device
     speed = {}
@@ -230,7 +231,7 @@ def main() -> None:
 
     hf_logging.set_verbosity_error()
     hf_logging.disable_progress_bar()
-    from healcore.models import resolve_model_path
+    from healcore.engine.models import resolve_model_path
 
     print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, "
           f"{torch.cuda.get_device_name() if args.device == 'cuda' else 'CPU'}; {time.strftime('%Y-%m-%d')}")

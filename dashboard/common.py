@@ -7,19 +7,18 @@ and never imports torch.
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 import pandas as pd
 import streamlit as st
 
-from healcore import flags, results
-from healcore.charts import cell_id
-from healcore.errors import HealcoreError
-from healcore.paths import confine
-from healcore.results import as_text, setting_label  # noqa: F401 - pages use common.setting_label
-from healcore.store import RunStore, fingerprint
+from healcore import results
+from healcore.core.errors import HealcoreError
+from healcore.core.layers import setting_label  # noqa: F401 - pages use common.setting_label
+from healcore.core.paths import confine
+from healcore.results import flags
+from healcore.results.keys import as_text
+from healcore.store.runs import RunStore, fingerprint
 
-ROOT = Path(__file__).resolve().parent.parent
 # (file, title, icon, url path, section): the navigation, in order
 PAGES = [  # pages/ is found by Streamlit; this list orders and groups them
     ("app.py", "Home", ":material/healing:", "", "healcore"),
@@ -144,10 +143,7 @@ def runs_table(root: str, version: tuple) -> pd.DataFrame:
 
 @st.cache_data(show_spinner=False, max_entries=8)
 def cells_table(root: str, version: tuple) -> pd.DataFrame:
-    table = results.cells(runs_table(root, version))
-    if len(table):
-        table = table.assign(cell_id=[cell_id(r) for r in table.to_dict("records")])
-    return table
+    return results.cells(runs_table(root, version))
 
 
 @st.cache_data(show_spinner=False, max_entries=32)

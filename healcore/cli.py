@@ -10,9 +10,9 @@ import json
 import os
 import sys
 
-from .config import RunConfig, field_help
-from .errors import ConfigError, HealcoreError, RunBusyError
-from .store import RunStore
+from healcore.core.config import RunConfig, field_help
+from healcore.core.errors import ConfigError, HealcoreError, RunBusyError
+from healcore.store.runs import RunStore
 
 DEFAULT_STORE = os.environ.get("HEALCORE_RUNS", "runs")
 
@@ -60,7 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     g = sub.add_parser("grid", help="run a grid spec or preset (finished runs are skipped)",
                        description="Expand a grid spec (YAML) or preset name into runs and execute them.")
-    g.add_argument("spec", help="preset name (see presets/) or a YAML grid file")
+    g.add_argument("spec", help="preset name (healcore/presets/) or a YAML grid file")
     g.add_argument("--dry-run", action="store_true", help="print the plan and cost estimate; run nothing")
     g.add_argument("--workers", type=int, default=1,
                    help="runs at a time on this machine, each with cores//N threads unless OMP_NUM_THREADS is set [1]")
@@ -131,7 +131,8 @@ def _dispatch(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from .run import execute
+    from healcore.engine.run import execute
+    from healcore.grids.plan import as_stored
 
     if args.config:
         fields = {f.name for f in dataclasses.fields(RunConfig)}
@@ -140,6 +141,7 @@ def _run(args: argparse.Namespace) -> int:
     else:
         cfg = _config_from_args(args)
     store = RunStore(args.store)
+    cfg = as_stored(cfg, store)  # bottom:50% and bottom:3 of a 6-layer model are one run
     summary = execute(cfg, store, show_progress=not args.quiet)
     best = summary["best"]["test"]
     print(f"run {cfg.run_id}: best epoch {summary['best_epoch']} (on {summary['selected_on']}), "
@@ -150,20 +152,20 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _exec(args: argparse.Namespace) -> int:
-    from .run import execute
+    from healcore.engine.run import execute
 
     execute(RunConfig.from_dict(_read_json_file(args.config_file)), RunStore(args.store))
     return 0
 
 
 def _worker(args: argparse.Namespace) -> int:
-    from .worker import main as worker_main
+    from healcore.engine.worker import main as worker_main
 
     return worker_main()
 
 
 def _status(args: argparse.Namespace) -> int:
-    from .launch import status_lines, store_status
+    from healcore.grids.launch import status_lines, store_status
 
     status = store_status(RunStore(args.store))
     print(json.dumps(status) if args.json else "\n".join(status_lines(status)))
@@ -171,21 +173,21 @@ def _status(args: argparse.Namespace) -> int:
 
 
 def _cancel(args: argparse.Namespace) -> int:
-    from .launch import cancel
+    from healcore.grids.launch import cancel
 
     print(cancel(RunStore(args.store), grid=args.grid, run_ids=args.run_ids).line())
     return 0
 
 
 def _report(args: argparse.Namespace) -> int:
-    from .report import write_report
+    from healcore.results.report import write_report
 
     print(f"wrote {write_report(args.store, args.out, args.title, args.name, args.command_line, args.note, args.force)}")
     return 0
 
 
 def _data(args: argparse.Namespace) -> int:
-    from . import data
+    from healcore.core import data
 
     if args.data_command == "export":
         out = data.export(args.name, args.dir)
@@ -199,21 +201,23 @@ def _data(args: argparse.Namespace) -> int:
 
 
 def _grid(args: argparse.Namespace) -> int:
-    from .launch import run_grid
-    from .plan import make_plan
+    from healcore.grids.execution import Execution
+    from healcore.grids.launch import run_grid
+    from healcore.grids.plan import make_plan
 
-    if args.fuse > 1 and args.executor == "ray":
-        raise ConfigError("--fuse works with the local executor only; drop --fuse or use --executor local")
+    execution = Execution(executor=args.executor, address=args.address, workers=args.workers,
+                          runs_per_gpu=args.runs_per_gpu, fuse=args.fuse, process_per_run=args.process_per_run)
     store = RunStore(args.store)
-    plan = make_plan(args.spec, store, _parse_sets(args.set), args.retry_failed, args.workers, deep=True)
+    plan = make_plan(args.spec, store, _parse_sets(args.set), args.retry_failed, execution, deep=True)
     print("\n".join(plan.lines()))
+    if plan.problem is not None:
+        raise plan.problem
     if args.dry_run:
         return 0
     if not plan.todo:
         print("nothing to do")
         return 0
-    result = run_grid(plan, store, executor=args.executor, address=args.address, runs_per_gpu=args.runs_per_gpu,
-                      reuse_processes=not args.process_per_run, fuse=args.fuse)
+    result = run_grid(plan, store)
     print(f"grid {plan.grid.name}: {result['completed']} completed, {result['failed']} failed, "
           f"{result['busy']} skipped (running elsewhere), {result['interrupted']} interrupted")
     for run_id, error in result.get("errors", {}).items():

@@ -8,22 +8,26 @@ import streamlit as st
 import yaml
 
 from dashboard import common
-from healcore import grid as grids
-from healcore.config import COMPILE_MODES, LR_SCHEDULES
-from healcore.data import REGISTRY
-from healcore.errors import HealcoreError
-from healcore.launch import cancel, grid_error, launch
-from healcore.paths import check_spec_paths, confine
-from healcore.plan import estimate_seconds, fmt_duration, plan, preflight
-from healcore.progress import fmt_seconds, grid_progress, run_progress
-from healcore.store import RunStore, grid_records, live_grid
+from healcore.core.config import COMPILE_MODES, LR_SCHEDULES, METHODS, MODES, POOLINGS
+from healcore.core.data import REGISTRY
+from healcore.core.errors import HealcoreError
+from healcore.core.model_facts import DERIVED, SHORT_NAMES
+from healcore.core.paths import check_spec_paths, confine
+from healcore.grids import spec as grids
+from healcore.grids.execution import Execution
+from healcore.grids.fusion import MAX_MEMBERS
+from healcore.grids.launch import cancel, grid_error, launch
+from healcore.grids.plan import GridPlan, make_plan
+from healcore.grids.progress import fmt_duration, grid_progress, run_progress
+from healcore.store.grids import grid_records, live_grid
+from healcore.store.runs import RunStore
 
-MODELS = ["minilm-l6", "minilm-l3", "bert-base-uncased", "bert-large-uncased", "distilbert-base-uncased",
-          "roberta-base"]
+# the short names (offline), then the paper's hub models and RoBERTa
+MODELS = [*SHORT_NAMES, *DERIVED, "bert-base-uncased", "bert-large-uncased", "distilbert-base-uncased", "roberta-base"]
 
 
 def grid_builder() -> dict:
-    """Widgets -> a plain grid-spec dict (the same format as presets/*.yaml)."""
+    """Widgets -> a plain grid-spec dict (the same format as healcore/presets/*.yaml)."""
     c1, c2, c3 = st.columns(3)
     with c1:
         models = st.multiselect("Models", MODELS, default=["minilm-l6"], accept_new_options=True,
@@ -35,15 +39,15 @@ def grid_builder() -> dict:
                                 accept_new_options=True)
         sides = st.multiselect("Sides", ["bottom", "top"], default=["bottom", "top"])
     with c2:
-        method = st.selectbox("Corruption method", ["reinit", "noise", "zero", "bitflip", "shuffle"])
+        method = st.selectbox("Corruption method", METHODS)
         lrs = st.multiselect("Learning rates", ["1e-5", "2e-5", "5e-5", "1e-4"], default=["5e-5"],
                              accept_new_options=True)
         schedule = st.selectbox("Learning-rate schedule", LR_SCHEDULES,
                                 help="constant: the paper's Adam at a fixed rate; linear: decay to 0 (run_glue's)")
         seeds = st.multiselect("Seeds", [0, 1, 2, 3, 4], default=[0])
-        pooling = st.multiselect("Pooling", ["cls", "mean"], default=["cls"])
+        pooling = st.multiselect("Pooling", POOLINGS, default=["cls"])
     with c3:
-        modes = st.multiselect("Mode", ["full", "linear_probe", "lora"], default=["full"])
+        modes = st.multiselect("Mode", MODES, default=["full"])
         epochs = st.number_input("Epochs", 1, 100, 3)
         max_train = st.number_input("Max train rows (0 = all)", 0, 10_000_000, 1000, step=500)
         max_test = st.number_input("Max test rows (0 = all)", 0, 10_000_000, 500, step=500)
@@ -65,7 +69,7 @@ def preset_spec() -> dict:
     names = grids.preset_names()
     preset = common.url_selectbox("Preset", names, key="preset", default="demo")
     spec = grids.load_spec(preset)
-    st.caption(grids.describe(spec) + f" · presets/{preset}.yaml")
+    st.caption(grids.describe(spec) + f" · healcore/presets/{preset}.yaml")
     base = dict(spec.get("base") or {})
     with st.expander("Adjust (epochs, data caps and schedule for every run)"):
         c = st.columns(4)
@@ -92,47 +96,40 @@ def _is_float(x) -> bool:
 
 
 @st.cache_data(show_spinner="Checking models and data...", max_entries=32)
-def checked_plan(spec_json: str, root: str, version: tuple) -> dict:
-    """The plan of a spec against the store, its problem included: the same spec and store state are checked
-    once (an offline hub lookup can take half a minute)."""
+def checked_plan(spec_json: str, root: str, execution: Execution, version: tuple) -> GridPlan | str:
+    """The plan of a spec against the store (make_plan: a problem with a model or the data comes inside it), or why
+    the spec cannot be planned at all; planned once per spec, store state and execution (an offline hub lookup
+    can take half a minute), and the same plan is what Start launches."""
     spec = json.loads(spec_json)
     try:
         check_spec_paths(spec)
         confine(root, "run store")
-        grid = grids.expand(spec)
-        parts = plan(grid, RunStore(root))
+        return make_plan(spec, RunStore(root), execution=execution)
     except HealcoreError as err:
-        return {"error": str(err)}
-    out = {"name": grid.name, "runs": len(grid.configs), "completed": len(parts["completed"]),
-           "todo": len(parts["todo"]), "notes": grid.notes}
-    try:
-        preflight(grids.Grid(grid.name, parts["todo"]))
-        out["cost"], out["how"], out["prior"] = estimate_seconds(parts["todo"], RunStore(root))
-    except HealcoreError as err:
-        out["problem"] = str(err)
-    return out
+        return str(err)
 
 
-def plan_summary(spec: dict, root: str) -> dict | None:
+def plan_summary(plan: GridPlan | str) -> None:
     """Run count, what is done, and the cost estimate; a problem is explained next to them, not raised."""
-    p = checked_plan(json.dumps(spec, sort_keys=True, default=str), root, common.store_version(root))
-    if "error" in p:
-        st.error(f"This grid cannot run: {p['error']}")
-        return None
+    if isinstance(plan, str):
+        st.error(f"This grid cannot run: {plan}")
+        return
+    counts = plan.counts()
     c = st.columns(4)
-    c[0].metric("Runs", p["runs"])
-    c[1].metric("Already finished", p["completed"])
-    c[2].metric("To run", p["todo"])
-    if "problem" in p:
+    c[0].metric("Runs", counts["runs"])
+    c[1].metric("Already finished", counts["completed"])
+    c[2].metric("To run", counts["todo"])
+    if plan.problem is not None:
         c[3].metric("Estimated run time", "–")
-        st.error(f"This grid cannot run: {p['problem']}")
+        st.error(f"This grid cannot run: {plan.problem}")
     else:
-        c[3].metric("Estimated run time" + (" (prior)" if p["prior"] else ""), fmt_duration(p["cost"]))
-        st.caption(f"Estimate {p['how']}. " + " ".join(p["notes"]))
-    return {"todo": p["todo"], "ok": "problem" not in p}
+        c[3].metric("Estimated run time" + (" (prior)" if plan.prior else ""), fmt_duration(plan.cost_s, "unknown"))
+        st.caption(f"Estimate {plan.cost_note}; about {fmt_duration(plan.wall_s, 'unknown')} of wall time with "
+                   f"{plan.slots} run(s) at a time. " + " ".join(plan.grid.notes))
 
 
-def executor_choice() -> tuple[str, str | None, int, int]:
+def execution_choice() -> Execution | str:
+    """Where and how the grid runs, as the library's Execution (its rules checked there), or why it cannot."""
     c = st.columns(4)
     where = c[0].radio("Run on", ["this machine", "a Ray cluster"], horizontal=True, key="executor")
     address = None
@@ -144,7 +141,12 @@ def executor_choice() -> tuple[str, str | None, int, int]:
     runs_per_gpu = c[3].number_input("Runs per GPU", 1, 32, 1,
                                      help="With GPUs: runs sharing each card (small models: 8-12 on an H100); "
                                           "replaces 'Runs at a time'. Under Ray: a fractional GPU request.")
-    return ("ray" if address else "local"), address, int(workers), int(runs_per_gpu)
+    fuse = speed_choice(address is not None)
+    try:
+        return Execution(executor="ray" if address else "local", address=address, workers=int(workers),
+                         runs_per_gpu=int(runs_per_gpu), fuse=0 if address else fuse)
+    except HealcoreError as err:
+        return str(err)
 
 
 @st.fragment(run_every=2.0)
@@ -161,7 +163,7 @@ def watch(root: str) -> None:
         where = f" on Ray at {rec.get('address')}" if rec.get("executor") == "ray" else ""
         st.markdown(f"**{g['name']}**{where} — {'running' if g['alive'] else rec.get('state', '?')}: "
                     f"{g['completed']} done, {g['running']} running, {g['queued']} queued, {g['failed']} failed · "
-                    f"elapsed {fmt_seconds(g['elapsed_s'])} · ETA {fmt_seconds(g['eta_s']) if g['alive'] else '–'}")
+                    f"elapsed {fmt_duration(g['elapsed_s'])} · ETA {fmt_duration(g['eta_s']) if g['alive'] else '–'}")
         st.progress(g["share"])
         error = grid_error(store, g["name"]) if rec.get("state") in ("failed", "starting") and not g["alive"] else None
         if error:
@@ -174,8 +176,8 @@ def watch(root: str) -> None:
                 p = run_progress(r)
                 rows.append({"run": r["run_id"], "state": r["state"], "epoch": f"{p['epoch']}/{p['epochs']}",
                              "step": f"{p['step']}/{p['steps']}" if p["steps"] else "–",
-                             "loss": (r["progress"] or {}).get("loss"), "elapsed": fmt_seconds(p["elapsed_s"]),
-                             "ETA": fmt_seconds(p["eta_s"]), "error": r.get("error")})
+                             "loss": (r["progress"] or {}).get("loss"), "elapsed": fmt_duration(p["elapsed_s"]),
+                             "ETA": fmt_duration(p["eta_s"]), "error": r.get("error")})
             st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch",
                          column_config={"error": st.column_config.TextColumn(width="large")})
         if g["alive"] and st.button("Cancel", key=f"cancel-{g['name']}"):
@@ -184,20 +186,21 @@ def watch(root: str) -> None:
                      f"interrupted and resumable.")
 
 
-def speed_choice(executor: str) -> tuple[int, str]:
-    """Fused runs and compiled steps (off by default: measured on CPUs only so far, where neither pays)."""
+def speed_choice(on_ray: bool) -> int:
+    """Fused runs (off by default: measured on CPUs only so far, where it does not pay); compiling the training step
+    is a run setting (compile_choice)."""
     with st.expander("Speed-ups (experimental: fused runs, compiled training steps)"):
         c = st.columns(2)
         fuse = c[0].number_input(
-            "Fuse up to K runs (0 = off)", 0, 27, 0, disabled=executor == "ray",
+            "Fuse up to K runs (0 = off)", 0, MAX_MEMBERS, 0, disabled=on_ray,
             help="Runs that differ only in corruption and learning rate (full fine-tuning) train as one model, on "
                  "this machine. Each keeps its own run folder. On a 2-core CPU fused grids ran at 0.61-0.84x the "
                  "unfused rate.")
-        compile_mode = c[1].selectbox(
-            "Compile the training step", COMPILE_MODES,
+        c[1].selectbox(
+            "Compile the training step", COMPILE_MODES, key="compile",
             help="torch.compile of each step; reduce-overhead adds CUDA graphs on a GPU. Metrics are the eager "
                  "run's. On a 2-core CPU the compiled step ran at 0.67x and compiling took 1-2 minutes per grid.")
-    return int(fuse), compile_mode
+    return int(fuse)
 
 
 def main() -> None:
@@ -205,19 +208,24 @@ def main() -> None:
     root, _ = common.load()
     choice = st.radio("Start from", ["Preset", "Build a grid"], horizontal=True)
     spec = preset_spec() if choice == "Preset" else grid_builder()
-    executor, address, workers, runs_per_gpu = executor_choice()
-    fuse, compile_mode = speed_choice(executor)
+    execution = execution_choice()
+    compile_mode = st.session_state.get("compile", "off")
     if compile_mode != "off":
         spec = {**spec, "base": {**(spec.get("base") or {}), "compile": compile_mode}}
-    summary = plan_summary(spec, root)
-    running = live_grid(RunStore(root), str(spec.get("name", ""))) if summary else None
+    if isinstance(execution, str):
+        st.error(f"This grid cannot run: {execution}")
+        plan = None
+    else:
+        plan = checked_plan(json.dumps(spec, sort_keys=True, default=str), root, execution, common.store_version(root))
+        plan_summary(plan)
+    ready = isinstance(plan, GridPlan) and plan.problem is None
+    running = live_grid(RunStore(root), plan.grid.name) if ready else None
     if running:
-        st.info(f"Grid {spec['name']} is running (pid {running.get('pid')}); Start is off until it ends. Follow it "
+        st.info(f"Grid {plan.grid.name} is running (pid {running.get('pid')}); Start is off until it ends. Follow it "
                 f"or cancel it under Progress.")
-    if summary and summary["ok"] and st.button("Start", type="primary", disabled=summary["todo"] == 0 or bool(running)):
+    if ready and st.button("Start", type="primary", disabled=not plan.todo or bool(running)):
         try:
-            started = launch(spec, root, workers=workers, runs_per_gpu=runs_per_gpu, executor=executor,
-                             address=address, fuse=0 if executor == "ray" else fuse)
+            started = launch(plan, root)
             st.success(f"Started grid {started['name']} ({started['runs']} runs) as process {started['pid']}; "
                        f"log: {started['log']}")
         except HealcoreError as err:

@@ -5,8 +5,9 @@ import pandas as pd
 import streamlit as st
 
 from dashboard import common
-from healcore import charts
-from healcore.results import CONFIG_KEYS, as_text
+from healcore.core.config import CONFIG_FIELDS
+from healcore.results import charts
+from healcore.results.keys import as_text
 
 METRICS = ["test_f1_weighted", "test_f1_macro", "test_accuracy", "validation_f1_weighted", "best_on_test",
            "probe_f1", "healing", "tokens_per_s", "train_s"]
@@ -25,7 +26,7 @@ def tidy(runs: pd.DataFrame) -> pd.DataFrame:
 
 def filter_keys(runs: pd.DataFrame) -> list[str]:
     """Columns worth filtering on: config keys and placement that take more than one value."""
-    keys = ["state", "setting", "side"] + [k for k in CONFIG_KEYS if k in runs]
+    keys = ["state", "setting", "side"] + [k for k in CONFIG_FIELDS if k in runs]
     return [k for k in dict.fromkeys(keys) if k in runs and as_text(runs[k]).nunique() > 1]
 
 
@@ -53,7 +54,7 @@ def grouped(runs: pd.DataFrame, keys: list[str], metric: str) -> pd.DataFrame:
 
 def config_diff(runs: pd.DataFrame) -> pd.DataFrame:
     """Config keys that differ between the runs, one column per run (keys all share are left out)."""
-    keys = [k for k in CONFIG_KEYS if k in runs and as_text(runs[k]).nunique() > 1]
+    keys = [k for k in CONFIG_FIELDS if k in runs and as_text(runs[k]).nunique() > 1]
     table = runs.set_index("run_id")[keys].apply(as_text).T
     table.index.name = "config key"
     return table

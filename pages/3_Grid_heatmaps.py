@@ -4,7 +4,7 @@ such. Click a cell to list the runs behind it; pick a run to open it."""
 import streamlit as st
 
 from dashboard import common
-from healcore import charts
+from healcore.results import charts
 
 METRICS = {"Weighted F1": "f1", "Macro F1": "f1_macro", "Accuracy": "accuracy", "Healing (F1 after - probe)": "healing",
            "Recovery ratio": "recovery"}

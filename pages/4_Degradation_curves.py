@@ -4,7 +4,8 @@ trained long enough to plateau (the reference the claims lean on). Click a point
 import streamlit as st
 
 from dashboard import common
-from healcore import charts, results
+from healcore import results
+from healcore.results import charts
 
 ICON = {"holds": "✓ holds", "fails": "✗ does not hold", "mixed": "~ mixed", "insufficient": "? not enough data",
         results.REFERENCE_FAILED: "⚠ not judged: the clean cell failed"}

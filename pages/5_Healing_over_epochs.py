@@ -4,7 +4,7 @@ import pandas as pd
 import streamlit as st
 
 from dashboard import common
-from healcore import charts
+from healcore.results import charts
 
 
 def labels(runs: pd.DataFrame) -> pd.Series:

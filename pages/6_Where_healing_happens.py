@@ -6,9 +6,9 @@ import pandas as pd
 import streamlit as st
 
 from dashboard import common
-from healcore import analysis, charts, results
-from healcore.results import CONFIG_KEYS
-from healcore.store import RunStore
+from healcore import results
+from healcore.results import analysis, charts
+from healcore.store.runs import RunStore
 
 
 @st.cache_data(show_spinner="Comparing layers (CKA, cached next to the runs)...", max_entries=16)
@@ -16,10 +16,10 @@ def tables(root: str, version: tuple, run_ids: tuple[str, ...]) -> dict[str, pd.
     runs = common.runs_table(root, version)
     runs = runs[runs["run_id"].isin(run_ids)]
     store = RunStore(root)
-    return {"matrices": analysis.mean_cka_matrices(store, runs, CONFIG_KEYS),
-            "layers": analysis.similarity_table(store, runs, CONFIG_KEYS),
+    return {"matrices": analysis.mean_cka_matrices(store, runs),
+            "layers": analysis.similarity_table(store, runs),
             "movement": analysis.movement_table(store, runs),
-            "classes": analysis.per_class_table(store, runs, CONFIG_KEYS)}
+            "classes": analysis.per_class_table(store, runs)}
 
 
 def with_setting(frame: pd.DataFrame) -> pd.DataFrame:
@@ -79,11 +79,8 @@ def main() -> None:
     movement = t["movement"]
     if len(movement):
         moved = movement.groupby(["side", "level", "block", "order"], as_index=False).agg(
-            movement=("movement", "mean"), runs=("run_id", "nunique"))
+            movement=("movement", "mean"), runs=("run_id", "nunique"), corrupted=("corrupted", "max"))
         moved = with_setting(moved)
-        corrupted_blocks = {(s, l): {f"layer {i}" for i in _layers(s, l, int(sub["num_layers"].iloc[0]))}
-                            for s, l in zip(moved["side"], moved["level"])}
-        moved["corrupted"] = [b in corrupted_blocks[(s, l)] for s, l, b in zip(moved["side"], moved["level"], moved["block"])]
         st.altair_chart(charts.weight_movement(moved))
         st.caption("||W_T − W_0|| / ||W_0|| per block, W_0 at the start of fine-tuning (after the corruption), W_T at "
                    "its end; mean over runs.")
@@ -100,11 +97,6 @@ def main() -> None:
             st.altair_chart(charts.class_recovery(shown))
             st.caption("Per class F1 (mean over seeds): the damage probe before fine-tuning, the healed model at its "
                        "best epoch, and the clean model fine-tuned the same way.")
-
-
-def _layers(side: str, level: float, L: int) -> list[int]:
-    k = int(round(level * L))
-    return list(range(1, k + 1)) if side in ("bottom", "all") else list(range(L - k + 1, L + 1)) if side == "top" else []
 
 
 main()

@@ -5,7 +5,7 @@ import pandas as pd
 import streamlit as st
 
 from dashboard import common
-from healcore import charts, flags
+from healcore.results import charts, flags
 
 
 def main() -> None:

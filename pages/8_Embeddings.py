@@ -5,9 +5,9 @@ import pandas as pd
 import streamlit as st
 
 from dashboard import common
-from healcore import charts
-from healcore.projection import project
-from healcore.store import RunStore
+from healcore.results import charts
+from healcore.results.projection import project
+from healcore.store.runs import RunStore
 
 
 @st.cache_data(show_spinner="Projecting features (cached on disk next to them)...", max_entries=64)

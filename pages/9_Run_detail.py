@@ -7,10 +7,10 @@ import pandas as pd
 import streamlit as st
 
 from dashboard import common
-from healcore import charts
-from healcore.errors import StoreError
-from healcore.progress import fmt_seconds, run_progress
-from healcore.store import RunStore
+from healcore.core.errors import StoreError
+from healcore.grids.progress import fmt_duration, run_progress
+from healcore.results import charts
+from healcore.store.runs import RunStore
 
 
 def flags_of(run: pd.Series, table: pd.DataFrame) -> None:
@@ -40,7 +40,7 @@ def live(root: str, run_id: str) -> None:
     if len(row):
         p = run_progress(row.iloc[0].to_dict())
         st.progress(p["share"], text=f"epoch {p['epoch']}/{p['epochs']}, step {p['step']}/{p['steps'] or '?'} · "
-                                     f"elapsed {fmt_seconds(p['elapsed_s'])} · ETA {fmt_seconds(p['eta_s'])}")
+                                     f"elapsed {fmt_duration(p['elapsed_s'])} · ETA {fmt_duration(p['eta_s'])}")
     curves(root, run_id)
 
 

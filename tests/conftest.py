@@ -33,11 +33,10 @@ def _shared_data(monkeypatch):
 
 
 def _save_tiny(folder: Path, config) -> Path:
+    import torch
     from transformers import AutoModel, AutoTokenizer
 
-    from healcore.models import resolve_model_path
-
-    import torch
+    from healcore.engine.models import resolve_model_path
 
     torch.manual_seed(0)
     model = AutoModel.from_config(config)
@@ -77,14 +76,14 @@ def tiny_distilbert(tmp_path_factory) -> str:
 
 @pytest.fixture()
 def store(tmp_path):
-    from healcore.store import RunStore
+    from healcore.store.runs import RunStore
 
     return RunStore(tmp_path / "runs")
 
 
 def tiny_config(model: str, **overrides):
     """A run that takes a few seconds on CPU: 200 SST-2 train rows, 100 test rows, 2 epochs."""
-    from healcore.config import RunConfig
+    from healcore.core.config import RunConfig
 
     base = dict(model=model, dataset="sst2", epochs=2, batch_size=16, max_length=64, max_train=200, max_test=100,
                 lr=1e-3, feature_samples=50, probe_samples=100)
@@ -95,9 +94,9 @@ def tiny_config(model: str, **overrides):
 def tiny_store(tmp_path_factory, tiny_bert):
     """A real store from real tiny runs: clean, bottom/top 1 and 2 of 4 layers, all 4; 3 seeds; 2 lrs on
     one setting. Shared by results and dashboard tests."""
-    from healcore.grid import expand
-    from healcore.run import execute
-    from healcore.store import RunStore
+    from healcore.engine.run import execute
+    from healcore.grids.spec import expand
+    from healcore.store.runs import RunStore
 
     root = tmp_path_factory.mktemp("tiny-store") / "runs"
     spec = {"name": "tiny", "models": [tiny_bert], "datasets": ["sst2"],

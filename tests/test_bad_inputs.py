@@ -8,10 +8,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from healcore import cli
-from healcore.config import RunConfig
-from healcore.errors import HealcoreError
-from healcore.run import execute
-from healcore.store import RunStore
+from healcore.core.config import RunConfig
+from healcore.core.errors import HealcoreError
+from healcore.engine.run import execute
+from healcore.store.runs import RunStore
 
 GOOD = [{"text": f"good {i}", "label": "pos"} for i in range(10)] + [{"text": f"bad {i}", "label": "neg"} for i in range(10)]
 
@@ -128,7 +128,7 @@ def test_dashboard_explains_the_same_mistakes(name, make, expected, tmp_path, ti
         spec["corruption"] = {"sides": ["bottom"], "levels": [values.pop("corrupt").split(":")[1]]}
     (tmp_path / "bad.yaml").write_text(json.dumps(spec))
     at = AppTest.from_file(str(ROOT / "pages" / "1_Launch.py"), default_timeout=120)
-    monkeypatch.setattr("healcore.grid.PRESETS_DIR", tmp_path)
+    monkeypatch.setattr("healcore.grids.spec.PRESETS_DIR", tmp_path)
     at.run()
     assert not at.exception
     errors = " ".join(e.value for e in at.error)
@@ -166,7 +166,7 @@ def test_unloadable_weights_are_found_before_any_run_folder(tiny_bert, tmp_path,
 
 
 def test_store_and_run_id_mistakes(tmp_path, capsys):
-    from healcore.errors import StoreError
+    from healcore.core.errors import StoreError
 
     (tmp_path / "file").write_text("x")
     with pytest.raises(StoreError, match="is a file"):
@@ -193,7 +193,8 @@ def test_grid_file_mistakes(tmp_path, capsys):
 
 
 # ---------------------------------------------------------------------------------- property-based
-from healcore.corruption import CorruptionSpecError, parse_layers  # noqa: E402
+from healcore.core.errors import CorruptionSpecError
+from healcore.core.layers import parse_layers  # noqa: E402
 
 
 @given(st.text(max_size=30))
@@ -231,8 +232,8 @@ def test_paper_percentages(pct, L):
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(st.binary(max_size=200), st.sampled_from(["csv", "jsonl", "parquet", "csv.gz"]))
 def test_data_reader_never_crashes_on_garbage(tmp_path, data, kind):
-    from healcore.data import read_table
-    from healcore.errors import DataError
+    from healcore.core.data import read_table
+    from healcore.core.errors import DataError
 
     path = tmp_path / f"train.{kind}"
     path.write_bytes(data)
@@ -249,7 +250,7 @@ def test_data_reader_never_crashes_on_garbage(tmp_path, data, kind):
 def test_stratified_sample_is_exact_and_proportional(labels, n):
     import numpy as np
 
-    from healcore.data import stratified_take
+    from healcore.core.data import stratified_take
 
     labels = np.array(labels)
     idx = stratified_take(labels, n, np.random.default_rng(0))

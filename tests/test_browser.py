@@ -11,11 +11,10 @@ import os
 import socket
 import subprocess
 import sys
-import time
 
 import pytest
 
-from conftest import ROOT
+from conftest import ROOT, wait_for
 
 CHROMIUM = "/usr/bin/chromium"
 FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
@@ -49,13 +48,14 @@ def serve(store) -> tuple[subprocess.Popen, str]:
     proc = subprocess.Popen([sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port),
                              "--server.headless", "true"], cwd=ROOT, env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, start_new_session=True)
-    deadline = time.time() + 60
-    while time.time() < deadline:
+    def listening() -> bool:
         try:
             socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            break
+            return True
         except OSError:
-            time.sleep(0.3)
+            return False
+
+    assert wait_for(listening, timeout=60, every=0.3, proc=proc), proc.stdout.read().decode(errors="replace")[-2000:]
     return proc, f"http://127.0.0.1:{port}"
 
 
@@ -72,8 +72,8 @@ def browser():
 @pytest.fixture()
 def troubled_server(tmp_path):
     """A synthetic store with flags, a second dataset and its layer analyses, served by Streamlit."""
-    from healcore import synthetic as syn
-    from healcore.results import load_runs
+    from healcore.results import synthetic as syn
+    from healcore.results.runs_table import load_runs
 
     store = syn.build(tmp_path / "runs", datasets=("ag_news", "sst2"), analysis=True, features=True)
     runs = load_runs(store.root)
@@ -161,14 +161,10 @@ def test_launch_demo_in_a_real_browser(empty_server, browser, tmp_path):
     expect(page.get_by_text("To run")).to_be_visible()
     page.get_by_role("button", name="Start").click()
     expect(page.get_by_text("Started grid demo")).to_be_visible()
-    deadline = time.time() + 600
-    states = []
-    while time.time() < deadline:
-        states = [json.loads(p_.read_text()).get("state") for p_ in store.glob("*/status.json")]
-        if len(states) == 4 and all(s == "completed" for s in states):
-            break
-        time.sleep(1)
-    assert len(states) == 4 and all(s == "completed" for s in states), states
+    def states() -> list:
+        return [json.loads(p_.read_text()).get("state") for p_ in store.glob("*/status.json")]
+
+    assert wait_for(lambda: states() == ["completed"] * 4, timeout=600, every=1), states()
     page.goto(f"{url}/Grid_heatmaps")
     expect(page.get_by_role("heading", name="Grid heatmaps")).to_be_visible()
     expect(page.locator(".vega-embed").first).to_be_visible()

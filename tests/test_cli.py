@@ -31,7 +31,7 @@ def test_help_explains_every_option(tmp_path):
     (["run", "--corrupt", "bottom:25%"], "valid: bottom:50%, bottom:100%"),
     (["run", "--bogus"], "unrecognized arguments"),
     (["run", "--compile", "fast"], "compile='fast' is not valid; choose one of off, default, reduce-overhead"),
-    (["grid", "demo", "--executor", "ray", "--fuse", "4"], "--fuse works with the local executor only"),
+    (["grid", "demo", "--executor", "ray", "--fuse", "4"], "fusing runs (fuse) works with the local executor only"),
 ])
 def test_bad_input_is_one_line_exit_2(tmp_path, args, match):
     proc = healcore(*args, store=tmp_path / "runs")

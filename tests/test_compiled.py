@@ -5,12 +5,13 @@ only. Each test keeps a single batch shape (max_length 16, batches that divide t
 compiles once (about 20-30 s on 2 cores)."""
 import pytest
 
+from healcore.core.errors import ConfigError
+from healcore.engine.compiled import WIDTH_MULTIPLE
+from healcore.engine.fused import execute_fused
+from healcore.engine.run import execute
+from healcore.store.runs import RunStore
+
 from conftest import tiny_config
-from healcore.compiled import WIDTH_MULTIPLE
-from healcore.errors import ConfigError
-from healcore.fused import execute_fused
-from healcore.run import execute
-from healcore.store import RunStore
 
 
 def runs(model, **overrides):
@@ -67,7 +68,7 @@ def test_a_compiled_fused_group_matches_its_runs_trained_alone(tiny_bert_no_drop
 def test_compiled_batches_are_padded_to_few_widths():
     import numpy as np
 
-    from healcore.batching import Encoded, collate
+    from healcore.engine.batching import Encoded, collate
 
     lengths = np.array([3, 17, 9])
     enc = Encoded(np.arange(lengths.sum(), dtype=np.int32), None, np.concatenate([[0], np.cumsum(lengths)]),
@@ -80,7 +81,7 @@ def test_compiled_batches_are_padded_to_few_widths():
 
 
 def test_compile_is_refused_where_it_is_not_supported():
-    from healcore.config import RunConfig
+    from healcore.core.config import RunConfig
 
     with pytest.raises(ConfigError, match="compile=off for mode=lora"):
         RunConfig(mode="lora").replace(compile="default")
@@ -91,7 +92,7 @@ def test_compile_is_refused_where_it_is_not_supported():
 def test_the_report_says_which_runs_compiled_their_step():
     import pandas as pd
 
-    from healcore.report import compiled_steps
+    from healcore.results.report import compiled_steps
 
     assert compiled_steps(pd.DataFrame({"compile": ["off", "reduce-overhead", "reduce-overhead"]})) == \
         "; training step compiled with torch.compile: reduce-overhead (2 of 3 runs)"
@@ -102,7 +103,7 @@ def test_the_report_says_which_runs_compiled_their_step():
 def test_a_compiled_fused_group_drops_a_diverging_member_and_goes_on(tiny_bert_no_dropout, tmp_path, monkeypatch):
     import torch
 
-    from healcore.fused import StackedAdam
+    from healcore.engine.fused import StackedAdam
 
     configs = runs(tiny_bert_no_dropout)
     alone = RunStore(tmp_path / "alone")

@@ -1,7 +1,7 @@
 import pytest
 
-from healcore.config import RunConfig, valid_run_id
-from healcore.errors import ConfigError
+from healcore.core.config import RunConfig, valid_run_id
+from healcore.core.errors import ConfigError
 
 
 def test_defaults_are_valid_and_minilm_is_default():

@@ -3,9 +3,10 @@ import math
 import pytest
 import torch
 
-from healcore.corruption import CorruptionSpec, apply, parse_layers, part_of
-from healcore.errors import CorruptionSpecError, ModelError
-from healcore.models import layer_list
+from healcore.core.errors import CorruptionSpecError, ModelError
+from healcore.core.layers import parse_layers
+from healcore.engine.corruption import CorruptionSpec, apply, part_of
+from healcore.engine.models import layer_list
 
 
 def bert(layers=12):

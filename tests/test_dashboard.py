@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from conftest import ROOT
+from conftest import ROOT, wait_for
 
 TITLES = ["Home", "Launch", "Runs", "Grid heatmaps", "Degradation curves", "Healing over epochs",
           "Where healing happens", "Failures and surprises", "Embeddings", "Run detail", "Export"]
@@ -48,9 +48,9 @@ def texts(at: AppTest) -> str:
 def troubled(tmp_path, monkeypatch):
     """A synthetic store with every kind of trouble: a failed run, a collapse, a flat loss and a stray seed (at
     both learning rates), a surprising cell, a damaged summary, a running run and a queued grid."""
-    from healcore import synthetic as syn
-    from healcore.config import RunConfig
-    from healcore.results import load_runs
+    from healcore.core.config import RunConfig
+    from healcore.results import synthetic as syn
+    from healcore.results.runs_table import load_runs
 
     store = syn.build(tmp_path / "runs", datasets=("sst2", "ag_news"), analysis=True, features=True)
     runs = load_runs(store.root)
@@ -118,10 +118,11 @@ print("torch-free")
 
 # ------------------------------------------------------------------------------------------ flags agree
 def test_flag_counts_agree_across_pages_report_and_exports(troubled, tmp_path):
-    from healcore import flags
-    from healcore.charts import heatmap_frame
     from healcore.cli import main as cli
-    from healcore.results import cells, export_table1, load_runs
+    from healcore.results import cells, flags
+    from healcore.results.charts import heatmap_frame
+    from healcore.results.paper_tables import export_table1
+    from healcore.results.runs_table import load_runs
 
     runs = load_runs(troubled.root)
     table = cells(runs)
@@ -151,9 +152,10 @@ def test_flag_counts_agree_across_pages_report_and_exports(troubled, tmp_path):
 
 
 def test_a_failing_run_at_any_learning_rate_marks_its_cell_and_a_failed_only_cell_is_drawn(tmp_path):
-    from healcore import synthetic as syn
-    from healcore.charts import heatmap_frame
-    from healcore.results import cells, load_runs
+    from healcore.results import cells
+    from healcore.results import synthetic as syn
+    from healcore.results.charts import heatmap_frame
+    from healcore.results.runs_table import load_runs
 
     store = syn.build(tmp_path / "runs", levels=(0, 2, 6))
     runs = load_runs(store.root)
@@ -172,8 +174,9 @@ def test_a_failing_run_at_any_learning_rate_marks_its_cell_and_a_failed_only_cel
 
 # ------------------------------------------------------------------------------------------ linked views
 def test_a_selected_cell_lists_its_runs_flags_first(troubled):
-    from healcore.charts import cell_id
-    from healcore.results import cells, load_runs
+    from healcore.results import cells
+    from healcore.results.keys import cell_id
+    from healcore.results.runs_table import load_runs
 
     table = cells(load_runs(troubled.root))
     flagged = table[(table["n_failures"] > 0) & (table["dataset"] == "sst2")].iloc[0]
@@ -207,7 +210,7 @@ def test_a_click_on_a_chart_goes_to_the_url_and_a_click_elsewhere_clears_it():
 
 
 def test_run_detail_shows_the_flags_at_the_top_and_offers_the_files(troubled):
-    from healcore.results import load_runs
+    from healcore.results.runs_table import load_runs
 
     runs = load_runs(troubled.root)
     failing = runs[runs["failures"].map(lambda f: any(x.startswith("collapsed") for x in f))]["run_id"].iloc[0]
@@ -220,7 +223,7 @@ def test_run_detail_shows_the_flags_at_the_top_and_offers_the_files(troubled):
 
 # ------------------------------------------------------------------------------------------ runs table
 def test_runs_table_filters_groups_and_compares_from_the_url(troubled):
-    from healcore.results import load_runs
+    from healcore.results.runs_table import load_runs
 
     runs = load_runs(troubled.root)
     at = open_page("Runs", {"filter_by": "lr", "f_lr": "2e-05"})
@@ -239,7 +242,6 @@ def test_runs_table_filters_groups_and_compares_from_the_url(troubled):
 
 
 def test_runs_table_helpers_are_pure_and_quick():
-    from healcore import synthetic as syn  # noqa: F401 - the page's helpers on a frame
     from pages_helpers import page_functions
 
     f = page_functions("2_Runs", ["apply_filters", "grouped", "config_diff", "tidy", "filter_keys"])
@@ -288,8 +290,9 @@ def test_running_and_queued_runs_show_as_such(troubled):
     assert metrics["Running"] == "1" and metrics["Queued"] == "6"
     glance = texts(home)
     assert "**Grid more** running: 0 of 7 done, 1 running, 6 queued" in glance and "ETA –" not in glance, glance
-    from healcore.charts import heatmap_frame
-    from healcore.results import cells, load_runs
+    from healcore.results import cells
+    from healcore.results.charts import heatmap_frame
+    from healcore.results.runs_table import load_runs
 
     frame = heatmap_frame(cells(load_runs(troubled.root)), "f1")
     assert "queued" in set(frame["label"]) and frame["status"].str.startswith("running").any()
@@ -303,7 +306,8 @@ def test_a_grid_whose_driver_on_another_host_went_silent_is_not_shown_running(tr
     """Its heartbeat file stale beyond 90 s, the grid's unstarted runs are no longer counted as queued."""
     import os
 
-    from healcore.results import grid_records, load_runs
+    from healcore.results.runs_table import load_runs
+    from healcore.store.grids import grid_records
 
     beat = troubled.grid_heartbeat_path("more")
     assert grid_records(troubled)[0]["alive"] and (load_runs(troubled.root)["state"] == "queued").sum() == 6
@@ -313,7 +317,7 @@ def test_a_grid_whose_driver_on_another_host_went_silent_is_not_shown_running(tr
 
 
 def test_pages_of_a_store_whose_runs_are_all_in_flight_say_so(tmp_path, monkeypatch):
-    from healcore import synthetic as syn
+    from healcore.results import synthetic as syn
 
     store = syn.build(tmp_path / "runs", levels=(0, 6), seeds=(0,), lrs=(5e-5,))
     for run_id in store.run_ids():
@@ -327,7 +331,7 @@ def test_pages_of_a_store_whose_runs_are_all_in_flight_say_so(tmp_path, monkeypa
 
 # ------------------------------------------------------------------------------------------ launch
 def test_a_fresh_store_gets_a_prior_estimate_and_presets_describe_themselves(tmp_path, monkeypatch):
-    from healcore.grid import describe, preset_names
+    from healcore.grids.spec import describe, preset_names
 
     monkeypatch.setenv("HEALCORE_RUNS", str(tmp_path / "runs"))
     at = open_page("Launch")
@@ -380,14 +384,11 @@ def test_launch_page_starts_a_real_run(tmp_path, monkeypatch, tiny_bert):
     assert not at.exception and not at.error
     next(b for b in at.button if b.label == "Start").click().run()
     assert any("Started grid from-ui" in s.value for s in at.success), ([e.value for e in at.error], at.exception)
-    deadline = time.time() + 180
-    done = []
-    while time.time() < deadline:
-        done = [p for p in store.glob("*/status.json") if json.loads(p.read_text()).get("state") == "completed"]
-        if done:
-            break
-        time.sleep(0.5)
-    assert done, (store / ".grids" / "from-ui.log").read_text()
+    def completed() -> list:
+        return [p for p in store.glob("*/status.json") if json.loads(p.read_text()).get("state") == "completed"]
+
+    assert wait_for(lambda: bool(completed()), timeout=180, every=0.5), (store / ".grids" / "from-ui.log").read_text()
+    done = completed()
     record = json.loads((store / ".grids" / "from-ui.json").read_text())
     assert record["runs_per_gpu"] == 3 and record["fuse"] == 2  # the widgets reached the grid
     config = json.loads((done[0].parent / "config.json").read_text())
@@ -411,10 +412,11 @@ def test_a_grid_started_on_an_unreachable_ray_address_says_why_on_launch(tmp_pat
     next(t for t in at.text_input if t.label == "Ray address").set_value(f"127.0.0.1:{port}").run()
     next(b for b in at.button if b.label == "Start").click().run()
     assert any("Started grid on-ray" in s.value for s in at.success)
-    deadline = time.time() + 120
-    while time.time() < deadline and "cannot reach" not in (tmp_path / "runs" / ".grids" / "on-ray.log").read_text():
-        time.sleep(0.5)
-    time.sleep(1)
+    from healcore.store.grids import live_grid
+    from healcore.store.runs import RunStore
+
+    # the driver prints its error a moment before it exits: wait for the grid to have ended, not for the line
+    assert wait_for(lambda: live_grid(RunStore(tmp_path / "runs"), "on-ray") is None, timeout=120, every=0.5)
     at = open_page("Launch")
     shown = " ".join(e.value for e in at.error)
     assert f"The grid stopped before running: cannot reach a Ray cluster at 127.0.0.1:{port}" in shown, shown
@@ -434,8 +436,10 @@ def test_paths_outside_the_allowed_folders_are_refused(tmp_path, monkeypatch, ti
 
 # ------------------------------------------------------------------------------------------ labels, colours
 def test_a_dataset_folder_is_labelled_by_its_name_everywhere(tmp_path, monkeypatch):
-    from healcore import synthetic as syn
-    from healcore.results import cells, export_table1, load_runs
+    from healcore.results import cells
+    from healcore.results import synthetic as syn
+    from healcore.results.paper_tables import export_table1
+    from healcore.results.runs_table import load_runs
 
     folder = str(tmp_path / "data" / "my_reviews")
     store = syn.build(tmp_path / "runs", datasets=(folder,), levels=(0, 3, 6), seeds=(0,))
@@ -450,7 +454,7 @@ def test_a_dataset_folder_is_labelled_by_its_name_everywhere(tmp_path, monkeypat
 
 
 def test_twenty_classes_get_twenty_colours_and_more_fold_into_other():
-    from healcore.charts import class_colours
+    from healcore.results.charts import class_colours
 
     twenty = pd.Series([f"c{i}" for i in range(20) for _ in range(3)])
     labels, scale = class_colours(twenty)
@@ -462,7 +466,7 @@ def test_twenty_classes_get_twenty_colours_and_more_fold_into_other():
 
 
 def test_confusion_matrix_is_row_normalised():
-    from healcore.charts import confusion
+    from healcore.results.charts import confusion
 
     spec = confusion([[8, 2], [1, 3]], ["a", "b"]).to_dict()
     values = {(r["true"], r["predicted"]): r["share"] for r in spec["datasets"][next(iter(spec["datasets"]))]}
@@ -498,7 +502,7 @@ def test_sidebar_store_choice_is_kept_across_pages(troubled, tmp_path, monkeypat
 def test_charts_that_stretch_to_their_column_keep_their_plot_height_under_a_long_legend():
     """Vega's default autosize ("fit") counts a legend in the chart's height: four long run names below the F1
     chart squeezed its plot to a few pixels. Charts that fit their column's width fit the width only."""
-    from healcore import charts
+    from healcore.results import charts
 
     names = [f"minilm-l6 · ag_news · setting {i} · lr 5e-05 · seed 0" for i in range(4)]
     f1 = pd.DataFrame([{"label": n, "split": s, "epoch": e, "F1": 80.0 + e} for n in names

@@ -3,9 +3,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from healcore.config import RunConfig
-from healcore.data import REGISTRY, build_splits, export, load_raw, load_splits, read_folder, stratified_take
-from healcore.errors import DataError
+from healcore.core.config import RunConfig
+from healcore.core.data import REGISTRY, build_splits, export, load_raw, load_splits, read_folder, stratified_take
+from healcore.core.errors import DataError
 
 
 def write_folder(folder, train, test, kind="csv"):

@@ -5,11 +5,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from healcore.core.data import load_splits
+from healcore.engine.batching import encode, train_batches
+from healcore.engine.models import build_classifier, load_encoder, load_tokenizer
+from healcore.engine.train import make_optimizer, train_epoch
+
 from conftest import TEST_DEVICE, tiny_config
-from healcore.batching import encode, train_batches
-from healcore.data import load_splits
-from healcore.models import build_classifier, load_encoder, load_tokenizer
-from healcore.train import make_optimizer, train_epoch
 
 
 def _setup(tiny_bert):
@@ -63,16 +64,16 @@ def test_fast_path_matches_the_reference_loop(tiny_bert, precision, tolerance, m
     model.to(TEST_DEVICE)
     opt = make_optimizer(model, cfg.lr, 0.0, TEST_DEVICE)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0)
-    import healcore.train as train_mod
+    import healcore.engine.train as train_mod
 
-    real_ce = train_mod.F.cross_entropy
+    real_ce = train_mod.cross_entropy
 
     def recording_ce(logits, labels):
         loss = real_ce(logits, labels)
         fast_losses.append(loss.item())
         return loss
 
-    monkeypatch.setattr(train_mod.F, "cross_entropy", recording_ce)
+    monkeypatch.setattr(train_mod, "cross_entropy", recording_ce)
     stats = train_epoch(model, enc, opt, sched, epoch=1, seed=cfg.seed, batch_size=cfg.batch_size, device=TEST_DEVICE,
                         pad_id=tok.pad_token_id, precision=precision)
     monkeypatch.undo()
@@ -83,7 +84,7 @@ def test_fast_path_matches_the_reference_loop(tiny_bert, precision, tolerance, m
 
 
 def test_auto_precision_follows_the_measurements():
-    from healcore.train import use_bf16
+    from healcore.engine.train import use_bf16
 
     assert use_bf16("cuda", "auto") is False  # bf16 autocast measured 1.5-4x slower at batch 32 on an H100
     assert use_bf16("cuda", "bf16") is True and use_bf16("cpu", "fp32") is False

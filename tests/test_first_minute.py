@@ -8,10 +8,11 @@ import sys
 import numpy as np
 import pytest
 
+from healcore.core.config import RunConfig
+from healcore.results import synthetic as syn
+from healcore.store.runs import RunStore
+
 from conftest import ROOT, wait_for
-from healcore import synthetic as syn
-from healcore.config import RunConfig
-from healcore.store import RunStore
 from test_dashboard import TITLES, open_page, texts
 
 
@@ -63,7 +64,9 @@ def collapsed_clean_store(root):
 
 
 def test_a_collapsed_clean_cell_judges_no_claim_and_scores_no_recovery(tmp_path):
-    from healcore.results import REFERENCE_FAILED, cells, claims, load_runs
+    from healcore.results import cells, claims
+    from healcore.results.paper_claims import REFERENCE_FAILED
+    from healcore.results.runs_table import load_runs
 
     table = cells(load_runs(collapsed_clean_store(tmp_path / "runs").root))
     clean = table[table["side"] == "clean"].iloc[0]
@@ -76,7 +79,8 @@ def test_a_collapsed_clean_cell_judges_no_claim_and_scores_no_recovery(tmp_path)
 
 
 def test_a_collapsed_corrupted_cell_is_left_out_of_the_claims_and_named(tmp_path):
-    from healcore.results import cells, claims, load_runs
+    from healcore.results import cells, claims
+    from healcore.results.runs_table import load_runs
 
     store = syn.build(tmp_path / "runs", levels=(0, 3, 6), seeds=(0,), lrs=(5e-5,))
     for run_id in store.run_ids():
@@ -121,20 +125,21 @@ def test_report_never_replaces_a_report_it_did_not_write_without_force(tmp_path)
 
 # ------------------------------------------------------------------------------------------ one driver per grid
 def test_a_second_start_of_a_running_grid_is_refused_in_one_line(tmp_path, tiny_bert):
-    from healcore.errors import ConfigError
-    from healcore.launch import launch
-    from healcore.results import load_runs
+    from healcore.core.errors import ConfigError
+    from healcore.grids.launch import launch
+    from healcore.grids.plan import make_plan
+    from healcore.results.runs_table import load_runs
 
     root = tmp_path / "runs"
     spec = {"name": "twice", "models": [tiny_bert], "datasets": ["sst2"],
             "corruption": {"sides": ["bottom"], "levels": [0, 1]}, "lrs": [1e-3],
             "base": {"epochs": 1, "max_train": 80, "max_test": 40, "max_length": 32, "feature_samples": 10,
                      "probe_samples": 20, "analysis_samples": 10}}
-    started = launch(spec, root)
+    started = launch(make_plan(spec, RunStore(root)), root)
     runs = load_runs(root)
     assert len(runs) == 2 and set(runs["state"]) <= {"queued", "running"}  # at once, before the driver writes
     with pytest.raises(ConfigError, match="grid twice is already running"):
-        launch(spec, root)
+        launch(make_plan(spec, RunStore(root)), root)
     second = subprocess.run([sys.executable, "-m", "healcore", "--store", str(root), "grid",
                              str(root / ".grids" / "specs" / "twice.yaml")], capture_output=True, text=True, cwd=ROOT)
     assert second.returncode == 2 and "grid twice is already running" in second.stderr, second.stderr
@@ -154,8 +159,9 @@ def test_start_is_off_while_the_grid_of_that_name_runs(queued_only):
 
 
 def test_a_recovery_heatmap_of_a_collapsed_reference_says_why(tmp_path, monkeypatch):
-    from healcore.charts import heatmap_frame
-    from healcore.results import cells, load_runs
+    from healcore.results import cells
+    from healcore.results.charts import heatmap_frame
+    from healcore.results.runs_table import load_runs
 
     table = cells(load_runs(collapsed_clean_store(tmp_path / "runs").root))
     frame = heatmap_frame(table, "recovery")

@@ -2,15 +2,16 @@
 the same run folders, drop a diverging member, and resume after kill -9 like single runs."""
 import subprocess
 import sys
-import time
 
 import numpy as np
 import pytest
 
-from conftest import ROOT, kill_grid, tiny_config
-from healcore.fused import execute_fused, fusion_groups
-from healcore.run import execute
-from healcore.store import RunStore
+from healcore.engine.fused import execute_fused
+from healcore.engine.run import execute
+from healcore.grids.fusion import fusion_groups
+from healcore.store.runs import RunStore
+
+from conftest import ROOT, kill_grid, tiny_config, wait_for
 
 
 def members(model, **overrides):
@@ -22,11 +23,11 @@ def members(model, **overrides):
 
 
 def test_fusion_groups_keep_runs_that_differ_only_in_corruption_and_lr_together():
-    from healcore.config import RunConfig
+    from healcore.core.config import RunConfig
 
     a = RunConfig(corrupt="bottom:1", lr=2e-5)
     groups = fusion_groups([a, a.replace(corrupt="top:2", lr=5e-5), a.replace(seed=1), a.replace(mode="linear_probe"),
-                            a.replace(corrupt="top:1")], max_members=2)
+                            a.replace(corrupt="top:1")], fuse=2)
     assert [[c.corrupt for c in g] for g in groups] == [["bottom:1", "top:2"], ["top:1"], ["bottom:1"], ["bottom:1"]]
     assert [g[0].seed for g in groups] == [0, 0, 1, 0] and groups[-1][0].mode == "linear_probe"
 
@@ -61,22 +62,22 @@ def test_fused_members_match_their_runs_trained_alone(tiny_bert_no_dropout, tmp_
 
 
 def test_a_diverging_member_is_dropped_and_the_others_go_on(tiny_bert_no_dropout, tmp_path, monkeypatch):
-    import torch.nn.functional as F
+    import healcore.engine.train as train
 
     configs = members(tiny_bert_no_dropout)
-    real, calls = F.cross_entropy, [0]
+    real, calls = train.cross_entropy, [0]
 
-    def second_member_diverges(logits, labels, *a, **k):  # fused.py takes each member's loss in member order
+    def second_member_diverges(logits, labels):  # fused.py takes each member's loss in member order
         calls[0] += 1
-        loss = real(logits, labels, *a, **k)
+        loss = real(logits, labels)
         # the second of three losses per step, through the first epoch (144 training rows / batch 16 = 9 steps),
         # at whose end it is dropped
         return loss * float("nan") if calls[0] <= 27 and calls[0] % 3 == 2 else loss
 
-    monkeypatch.setattr(F, "cross_entropy", second_member_diverges)
+    monkeypatch.setattr(train, "cross_entropy", second_member_diverges)
     store = RunStore(tmp_path / "runs")
     results = {r["run_id"]: r for r in execute_fused(configs, store)}
-    monkeypatch.setattr(F, "cross_entropy", real)
+    monkeypatch.setattr(train, "cross_entropy", real)
     assert results[configs[1].run_id]["state"] == "failed" and "lower the learning rate" in results[configs[1].run_id]["error"]
     assert store.status(configs[1].run_id)["state"] == "failed"
     for cfg in (configs[0], configs[2]):
@@ -102,13 +103,12 @@ def test_a_fused_group_resumes_after_kill_9_like_a_single_run(tiny_bert_no_dropo
     assert reference.wait(timeout=600) == 0, reference.stdout.read()
     store = RunStore(tmp_path / "runs")
     proc = grid(store.root)
-    deadline = time.time() + 300
-    while time.time() < deadline:  # every member checkpointed epoch 1 and is into epoch 2: kill everything
+    def into_epoch_2() -> bool:  # every member checkpointed epoch 1 and is into epoch 2: kill everything
         ids = store.run_ids()
-        if len(ids) == 3 and all((store.files(r).checkpoints / "latest.json").is_file() for r in ids) and \
-                all((store.status(r).get("progress") or {}).get("epoch") == 2 for r in ids):
-            break
-        time.sleep(0.2)
+        return len(ids) == 3 and all((store.files(r).checkpoints / "latest.json").is_file() for r in ids) and \
+            all((store.status(r).get("progress") or {}).get("epoch") == 2 for r in ids)
+
+    assert wait_for(into_epoch_2, timeout=300, proc=proc)
 
     kill_grid(proc, store)
     states = {r: store.status(r)["effective_state"] for r in store.run_ids()}
@@ -125,10 +125,11 @@ def test_a_fused_group_resumes_after_kill_9_like_a_single_run(tiny_bert_no_dropo
 
 
 def test_a_group_larger_than_free_memory_trains_as_smaller_groups(tiny_bert_no_dropout, tmp_path, monkeypatch):
-    import healcore.fused as fused
+    import healcore.engine.fused as fused
+    from healcore.grids.fusion import MEMORY_SHARE, member_bytes
 
     configs = members(tiny_bert_no_dropout)
-    room_for_two = int(2.5 * fused.member_bytes(configs[0]) / fused.MEMORY_SHARE)
+    room_for_two = int(2.5 * member_bytes(configs[0]) / MEMORY_SHARE)
     monkeypatch.setattr(fused, "free_memory", lambda device: room_for_two)
     store = RunStore(tmp_path / "runs")
     results = execute_fused(configs, store)
@@ -140,10 +141,10 @@ def test_a_group_larger_than_free_memory_trains_as_smaller_groups(tiny_bert_no_d
 def test_a_members_planned_memory_counts_its_parameters(tiny_bert_no_dropout):
     from transformers import AutoConfig, AutoModel
 
-    import healcore.fused as fused
+    from healcore.grids import fusion
 
     cfg = members(tiny_bert_no_dropout)[0]
     params = sum(p.numel() for p in AutoModel.from_config(AutoConfig.from_pretrained(tiny_bert_no_dropout)).parameters())
-    no_activations = fused.member_bytes(cfg.replace(batch_size=1, max_length=8))
-    assert abs(no_activations - fused.BYTES_PER_PARAM * params) < 0.02 * no_activations
-    assert fused.member_bytes(cfg.replace(batch_size=64)) > fused.member_bytes(cfg) > no_activations
+    no_activations = fusion.member_bytes(cfg.replace(batch_size=1, max_length=8))
+    assert abs(no_activations - fusion.BYTES_PER_PARAM * params) < 0.02 * no_activations
+    assert fusion.member_bytes(cfg.replace(batch_size=64)) > fusion.member_bytes(cfg) > no_activations

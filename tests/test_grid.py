@@ -8,11 +8,12 @@ import time
 import pytest
 import yaml
 
-from conftest import ROOT, kill_grid
-from healcore.errors import ConfigError
-from healcore.grid import expand, preset_names
-from healcore.plan import plan
-from healcore.store import RunStore
+from healcore.core.errors import ConfigError
+from healcore.grids.plan import plan
+from healcore.grids.spec import expand, preset_names
+from healcore.store.runs import RunStore
+
+from conftest import ROOT, kill_grid, wait_for
 
 
 def test_every_preset_loads_and_states_its_command():
@@ -22,7 +23,7 @@ def test_every_preset_loads_and_states_its_command():
     for name in names:
         grid = expand(name)
         assert grid.configs, name
-        text = (ROOT / "presets" / f"{name}.yaml").read_text()
+        text = (ROOT / "healcore" / "presets" / f"{name}.yaml").read_text()
         first = text.splitlines()[0]
         assert text.startswith("# Run: ") and "healcore " in first and f" grid {name}" in first
     assert len(expand("demo").configs) == 4
@@ -85,7 +86,7 @@ def test_grid_runs_then_does_nothing_the_second_time(tmp_path, tiny_bert):
 
 
 def test_thread_share_splits_the_cores_unless_the_user_chose():
-    from healcore.executors import thread_share
+    from healcore.grids.local import thread_share
 
     cores = os.cpu_count() or 1
     assert thread_share(1, {}) == {}  # one run: torch's default (all cores)
@@ -99,11 +100,9 @@ def test_killed_grid_restarts_and_finishes_the_rest(tmp_path, tiny_bert):
     store = tmp_path / "runs"
     proc = subprocess.Popen([sys.executable, "-m", "healcore", "--store", str(store), "grid", str(spec)],
                             cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
-    deadline = time.time() + 300
-    while time.time() < deadline:  # wait for one finished run, then kill everything at once (a crash)
-        if any(json.loads(p.read_text()).get("state") == "completed" for p in store.glob("*/status.json")):
-            break
-        time.sleep(0.3)
+    # wait for one finished run, then kill everything at once (a crash)
+    assert wait_for(lambda: any(json.loads(p.read_text()).get("state") == "completed"
+                                for p in store.glob("*/status.json")), timeout=300, proc=proc)
     s = RunStore(store)
     kill_grid(proc, s)
     states = [s.status(r)["effective_state"] for r in s.run_ids()]
@@ -129,7 +128,7 @@ def test_two_grids_at_once_run_each_config_once(tmp_path, tiny_bert):
 
 def test_ray_executor_runs_a_small_grid(tmp_path, tiny_bert):
     ray = pytest.importorskip("ray")
-    from healcore.ray_executor import run_ray
+    from healcore.grids.ray_cluster import run_ray
 
     store = RunStore(tmp_path / "runs")
     grid = expand(str(_grid_file(tmp_path, tiny_bert, levels=(0, 2))))
@@ -143,8 +142,8 @@ def test_ray_executor_runs_a_small_grid(tmp_path, tiny_bert):
 
 def test_ray_rejects_a_store_workers_cannot_write(tmp_path, tiny_bert):
     ray = pytest.importorskip("ray")
-    from healcore.errors import StoreError
-    from healcore.ray_executor import run_ray
+    from healcore.core.errors import StoreError
+    from healcore.grids.ray_cluster import run_ray
 
     ro = tmp_path / "ro"
     (ro / ".grids").mkdir(parents=True)
@@ -162,7 +161,7 @@ def test_ray_rejects_a_store_workers_cannot_write(tmp_path, tiny_bert):
 
 
 def test_plan_skips_failed_unless_asked(tmp_path, tiny_bert):
-    from healcore.store import atomic_write_json
+    from healcore.store.io import atomic_write_json
 
     grid = expand(str(_grid_file(tmp_path, tiny_bert, levels=(0,))))
     store = RunStore(tmp_path / "runs")
@@ -178,8 +177,8 @@ def test_estimate_prices_runs_from_this_hardware_first(tiny_store, tmp_path):
     exists, and the note says so (a store copied from a GPU machine must not promise GPU speed on a laptop)."""
     import shutil
 
-    from healcore.plan import estimate_seconds
-    from healcore.store import read_json
+    from healcore.grids.plan import estimate_seconds
+    from healcore.store.io import read_json
 
     configs = expand("demo").configs[:1]
     configs = [c.replace(model=read_json(next(tiny_store.glob("*/config.json")))["model"], dataset="sst2",
@@ -204,7 +203,7 @@ def test_estimate_scales_another_mode_by_a_ratio_measured_elsewhere(tiny_store, 
     from the local probe runs times the full/probe cost ratio the GPU measured (3x here)."""
     import shutil
 
-    from healcore.plan import estimate_seconds
+    from healcore.grids.plan import estimate_seconds
 
     store = tmp_path / "runs"
     shutil.copytree(tiny_store, store)
@@ -233,17 +232,15 @@ def test_estimate_scales_another_mode_by_a_ratio_measured_elsewhere(tiny_store, 
 def test_a_cancel_request_in_the_record_stops_a_local_grid(tmp_path, tiny_bert):
     """What `healcore cancel --grid` does from a host that cannot signal the driver: the request in the grid's
     record stops the grid (no new run starts) and its running run ends interrupted."""
-    from healcore.store import update_json
+    from healcore.store.io import update_json
 
     # runs long enough (40 epochs, tens of seconds on a fast CPU) that the request reaches one in flight
     spec = _grid_file(tmp_path, tiny_bert, levels=(0, 1, 2, 3), epochs=40)
     store = RunStore(tmp_path / "runs")
     proc = subprocess.Popen([sys.executable, "-m", "healcore", "--store", str(store.root), "grid", str(spec)],
                             cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    deadline = time.time() + 240
-    while time.time() < deadline and not any(store.status(r).get("effective_state") == "running"
-                                             for r in store.run_ids()):
-        time.sleep(0.2)
+    assert wait_for(lambda: any(store.status(r).get("effective_state") == "running" for r in store.run_ids()),
+                    timeout=240, proc=proc)
     update_json(store.root / ".grids" / "t.json", cancel_requested=time.time())
     for run_id in store.run_ids():
         if store.status(run_id).get("effective_state") == "running":

@@ -4,9 +4,10 @@ import json
 import numpy as np
 import pytest
 
+from healcore.engine.run import execute
+from healcore.results.analysis import cka_matrix, linear_cka, load_analysis
+
 from conftest import tiny_config
-from healcore.analysis import cka_matrix, linear_cka, load_analysis
-from healcore.run import execute
 
 
 def _random(n=200, p=30, seed=0):
@@ -67,7 +68,8 @@ def test_full_fine_tuning_records_movement_per_layer(tiny_bert, store):
     assert all(v > 0 for v in moved.values())
     assert not store.files(cfg.run_id).analysis.exists()  # analysis_samples=0 keeps none
     # read back from summary.json (whose keys are sorted), the blocks still go from input to output
-    from healcore import analysis, results
+    from healcore import results
+    from healcore.results import analysis
 
     table = analysis.movement_table(store, results.load_runs(store.root))
     assert list(table.sort_values("order")["block"]) == list(moved)
@@ -77,8 +79,10 @@ def test_full_fine_tuning_records_movement_per_layer(tiny_bert, store):
 def test_the_layer_analyses_read_each_cells_runs_at_its_kept_learning_rate(tmp_path):
     """A cell's F1 comes from the runs at its kept learning rate; the per-class recovery, CKA and movement shown
     beside it must come from the same runs, not from every learning rate tried."""
-    from healcore import analysis, results, synthetic as syn
-    from healcore.report import class_summary
+    from healcore import results
+    from healcore.results import analysis
+    from healcore.results import synthetic as syn
+    from healcore.results.report import class_summary
 
     store = syn.build(tmp_path / "runs", levels=(0, 2, 6), seeds=(0, 1), analysis=True)
     runs = results.load_runs(store.root)
@@ -87,10 +91,10 @@ def test_the_layer_analyses_read_each_cells_runs_at_its_kept_learning_rate(tmp_p
     assert set(runs["lr"]) == {2e-5, 5e-5} and len(scored) == len(runs) // 2
     for cell in table.itertuples():
         assert set(scored[scored["run_id"].isin(cell.run_ids)]["lr"]) == {cell.lr}
-    per_class = analysis.per_class_table(store, scored, results.CONFIG_KEYS)
+    per_class = analysis.per_class_table(store, scored)
     summary = class_summary(per_class).set_index("setting")
     for cell in table[table["side"] != "clean"].itertuples():
         # synthetic runs score every class at the run's F1, so the healed mean per class is the cell's F1
         healed = summary.loc[results.setting_label(cell.side, cell.level), "mean F1 healed"]
         assert healed == pytest.approx(cell.f1)
-    assert set(analysis.similarity_table(store, scored, results.CONFIG_KEYS)["lr"]) <= set(table["lr"])
+    assert set(analysis.similarity_table(store, scored)["lr"]) <= set(table["lr"])

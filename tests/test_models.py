@@ -7,8 +7,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from healcore import models
-from healcore.errors import ModelError
+from healcore.core.errors import ModelError
+from healcore.core.model_facts import num_layers
+from healcore.engine import models
 
 
 def _layer_tensors(model, i):
@@ -23,7 +24,7 @@ def test_layer_subset_keeps_exactly_the_chosen_pretrained_layers(fixture, reques
     base = AutoModel.from_pretrained(base_dir)
     out = models.derive_layer_subset(base_dir, (1, 3), tmp_path / "sub")
     sub = AutoModel.from_pretrained(str(out))
-    assert len(models.layer_list(sub)) == 2 and models.num_layers(str(out)) == 2
+    assert len(models.layer_list(sub)) == 2 and num_layers(str(out)) == 2
     for new, old in ((0, 1), (1, 3)):
         want, got = _layer_tensors(base, old), _layer_tensors(sub, new)
         assert want.keys() == got.keys() and all(torch.equal(want[k], got[k]) for k in want)
@@ -64,7 +65,7 @@ def test_minilm_l3_is_minilm_l6_every_other_layer(tmp_path, monkeypatch):
 
     monkeypatch.setenv("HEALCORE_MODEL_CACHE", str(tmp_path))
     path = Path(models.resolve_model_path("minilm-l3"))
-    assert path.parent == tmp_path and models.num_layers("minilm-l3") == 3
+    assert path.parent == tmp_path and num_layers("minilm-l3") == 3
     assert models.check_architecture("minilm-l3") == 3
     l6 = AutoModel.from_pretrained(models.resolve_model_path("minilm-l6"))
     l3 = AutoModel.from_pretrained(str(path))

@@ -13,8 +13,9 @@ import time
 import pytest
 import yaml
 
+from healcore.store.runs import RunStore
+
 from conftest import ROOT, wait_for
-from healcore.store import RunStore
 
 ray = pytest.importorskip("ray")
 
@@ -54,17 +55,16 @@ def test_a_grid_survives_losing_a_worker_node(cluster, tiny_bert, tmp_path):
     spec = spec_file(tmp_path, tiny_bert, levels=[0, 1, 2, 4], max_train=1200)  # clean, bottom/top 1, 2, all: 6 runs
     started = time.time()
     proc = grid(store.root, spec, c.address)
-    victim = None
-    deadline = time.time() + 150
-    while time.time() < deadline and victim is None:  # a run past its first checkpoint, into epoch 2
+    def into_epoch_2() -> tuple | None:  # a run past its first checkpoint, into epoch 2, and its node
         for run_id in store.run_ids():
             st = store.status(run_id)
             if (st.get("progress") or {}).get("epoch") == 2 and (store.files(run_id).checkpoints / "latest.json").is_file() \
                     and st.get("node"):
-                victim = (run_id, st["node"])
-                break
-        time.sleep(0.2)
-    assert victim, proc.communicate(timeout=60)[0]
+                return run_id, st["node"]
+        return None
+
+    assert wait_for(lambda: into_epoch_2() is not None, timeout=150, proc=proc), proc.communicate(timeout=60)[0]
+    victim = into_epoch_2()
     run_id, node_id = victim
     node = next(n for n in workers if n.node_id == node_id)
     c.remove_node(node, allow_graceful=False)  # SIGKILL of that raylet and its worker processes
@@ -101,7 +101,7 @@ def test_the_store_probe_runs_on_every_node(cluster, tmp_path):
     c, _ = cluster
     code = f"""
 import ray, json
-from healcore.ray_executor import connect, check_store_on_every_node
+from healcore.grids.ray_cluster import connect, check_store_on_every_node
 r = connect({c.address!r})
 probed = check_store_on_every_node(r, {str(tmp_path)!r})
 alive = [n["NodeID"] for n in r.nodes() if n["Alive"]]
@@ -131,7 +131,8 @@ def test_a_cancelled_ray_grid_leaves_its_runs_interrupted_and_resumable(cluster,
     store = RunStore(tmp_path / "runs")
     spec = spec_file(tmp_path, tiny_bert, levels=[0, 1], epochs=3, max_train=1500, name="stoppable")
     proc = grid(store.root, spec, c.address)
-    wait_for(lambda: any((store.status(r).get("progress") or {}).get("step") for r in store.run_ids()), timeout=150)
+    assert wait_for(lambda: any((store.status(r).get("progress") or {}).get("step") for r in store.run_ids()),
+                    timeout=150, proc=proc)
     done = subprocess.run([sys.executable, "-m", "healcore", "--store", str(store.root), "cancel", "--grid",
                            "stoppable"], cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
@@ -152,7 +153,7 @@ def test_an_unreachable_address_is_one_line(tiny_bert, tmp_path):
     assert proc.returncode == 2
     errors = [l for l in out.splitlines() if l.strip()]
     assert errors[-1].startswith("healcore: error: cannot reach a Ray cluster at 127.0.0.1:") and "ray start" in errors[-1]
-    assert "Traceback" not in out and not (tmp_path / "runs").exists() or not list((tmp_path / "runs").glob("*/config.json"))
+    assert "Traceback" not in out and not list((tmp_path / "runs").glob("*/config.json"))
 
 
 def test_a_ray_version_mismatch_is_one_line(cluster, tmp_path):
@@ -160,8 +161,8 @@ def test_a_ray_version_mismatch_is_one_line(cluster, tmp_path):
     code = f"""
 import ray
 ray.__version__ = "0.0.1"  # as if this process had another Ray than the cluster
-from healcore.errors import HealcoreError
-from healcore.ray_executor import connect
+from healcore.core.errors import HealcoreError
+from healcore.grids.ray_cluster import connect
 try:
     connect({c.address!r})
 except HealcoreError as err:
@@ -182,8 +183,8 @@ def test_a_killed_driver_restarted_finishes_the_grid_running_no_config_twice(clu
     store = RunStore(tmp_path / "runs")
     spec = spec_file(tmp_path, tiny_bert, levels=[0, 1], epochs=3, max_train=1200, name="driver")
     proc = grid(store.root, spec, c.address)
-    wait_for(lambda: any((store.status(r).get("progress") or {}).get("epoch") == 2 for r in store.run_ids()),
-             timeout=150)
+    assert wait_for(lambda: any((store.status(r).get("progress") or {}).get("epoch") == 2 for r in store.run_ids()),
+                    timeout=150, proc=proc)
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
     again = grid(store.root, spec, c.address)

@@ -7,9 +7,10 @@ import sys
 
 import pytest
 
+from healcore.engine.run import execute
+from healcore.store.runs import RunStore
+
 from conftest import ROOT, tiny_config, wait_for
-from healcore.run import execute
-from healcore.store import RunStore
 
 
 def _start_run_process(cfg, store, tmp_path) -> subprocess.Popen:
@@ -59,8 +60,10 @@ def test_grid_survives_the_death_of_the_process_that_launched_it(tiny_bert, tmp_
             "corruption": {"sides": ["bottom"], "levels": [0, 1]}, "lrs": [1e-3], "seeds": [0],
             "base": {"epochs": 1, "max_train": 100, "max_test": 50, "feature_samples": 10, "probe_samples": 20}}
     store = tmp_path / "runs"
-    code = ("import sys, json, time; from healcore.launch import launch; "
-            "launch(json.loads(sys.argv[1]), sys.argv[2]); print('launched', flush=True); time.sleep(120)")
+    code = ("import sys, json, time; from healcore.grids.launch import launch; from healcore.grids.plan import make_plan; "
+            "from healcore.store.runs import RunStore; "
+            "launch(make_plan(json.loads(sys.argv[1]), RunStore(sys.argv[2])), sys.argv[2]); print('launched', flush=True); "
+            "time.sleep(120)")
     parent = subprocess.Popen([sys.executable, "-c", code, json.dumps(spec), str(store)], cwd=ROOT,
                               stdout=subprocess.PIPE, text=True)
     assert parent.stdout.readline().strip() == "launched"
@@ -72,7 +75,7 @@ def test_grid_survives_the_death_of_the_process_that_launched_it(tiny_bert, tmp_
 
 
 def test_full_disk_fails_one_run_and_touches_nothing_else(tiny_bert, tmp_path, monkeypatch):
-    from healcore.store import RunHandle
+    from healcore.store.runs import RunHandle
 
     store = RunStore(tmp_path / "runs")
     good = tiny_config(tiny_bert, epochs=1)
@@ -95,12 +98,12 @@ def test_full_disk_fails_one_run_and_touches_nothing_else(tiny_bert, tmp_path, m
 def test_cuda_out_of_memory_is_a_failed_run_with_advice(tiny_bert, tmp_path, monkeypatch):
     import torch
 
-    import healcore.train
+    import healcore.engine.run as run  # where the recipe calls train_epoch
 
     def oom(*a, **k):
         raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
 
-    monkeypatch.setattr(healcore.train, "train_epoch", oom)
+    monkeypatch.setattr(run, "train_epoch", oom)
     store = RunStore(tmp_path / "runs")
     cfg = tiny_config(tiny_bert, epochs=1)
     with pytest.raises(torch.OutOfMemoryError):
@@ -109,8 +112,8 @@ def test_cuda_out_of_memory_is_a_failed_run_with_advice(tiny_bert, tmp_path, mon
 
 
 def test_failed_run_does_not_stop_the_grid(tiny_bert, tmp_path):
-    from healcore.executors import run_local
-    from healcore.grid import expand
+    from healcore.grids.local import run_local
+    from healcore.grids.spec import expand
 
     spec = {"name": "g", "models": [tiny_bert], "datasets": ["sst2"], "lrs": [1e-3],
             "corruption": [{"sides": ["bottom"], "levels": [0]},
@@ -132,7 +135,7 @@ def test_readers_tolerate_a_torn_last_line_and_stray_temp_files(tiny_bert, tmp_p
     (d / ".status.json.123.tmp").write_text('{"state": "runn')
     assert [e["epoch"] for e in store.epochs(cfg.run_id)] == [1, 2]
     assert store.status(cfg.run_id)["state"] == "completed"
-    from healcore.results import load_epochs, load_runs
+    from healcore.results.runs_table import load_epochs, load_runs
 
     assert len(load_epochs(store.root)) == 2 and load_runs(store.root).iloc[0]["state"] == "completed"
     for p in d.rglob("*.json"):

@@ -9,11 +9,15 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from healcore import synthetic as syn
-from healcore.config import RunConfig
-from healcore.flags import cell_surprises, run_failures
-from healcore.results import (bottom_vs_top_tests, cells, claims, export_table1, line_keys, load_epochs,
-                              load_runs, setting_label)
+from healcore.core.config import RunConfig
+from healcore.core.layers import setting_label
+from healcore.results import cells, claims
+from healcore.results import synthetic as syn
+from healcore.results.flags import cell_surprises, run_failures
+from healcore.results.keys import line_keys
+from healcore.results.paper_claims import bottom_vs_top_tests
+from healcore.results.paper_tables import export_table1
+from healcore.results.runs_table import load_epochs, load_runs
 
 
 @pytest.fixture()
@@ -52,7 +56,7 @@ def test_cells_keep_the_best_lr_and_average_seeds(store):
 
 
 def test_recovery_ratio_is_relative_to_clean_and_all():
-    from healcore.results import _recovery
+    from healcore.results.cell_table import _recovery
 
     t = _synthetic({("clean", 0): 90, ("bottom", .5): 75, ("all", 1.0): 60})
     assert list(_recovery(t)) == [1.0, 0.5, 0.0]
@@ -243,7 +247,7 @@ def test_report_keeps_two_models_apart(tmp_path):
 
 
 def test_plateau_tells_a_finished_curve_from_a_rising_one():
-    from healcore.results import plateau
+    from healcore.results.cell_table import plateau
 
     table = pd.DataFrame([{"model": "m", "dataset": d, "side": "clean", "lr": 5e-5, "n_seeds": 2,
                            "run_ids": [f"{d}-0", f"{d}-1"]} for d in ("flat", "rising")]
@@ -265,8 +269,8 @@ def test_a_damaged_run_is_listed_and_breaks_nothing(tmp_path):
     """A truncated summary, a garbage status.json and a torn metrics.jsonl: status, report and the tables go on,
     and each damaged run is listed with the file and the reason."""
     from healcore import cli
-    from healcore.launch import store_status
-    from healcore.store import RunStore
+    from healcore.grids.launch import store_status
+    from healcore.store.runs import RunStore
 
     s = syn.build(tmp_path / "runs", levels=(0, 1, 6), seeds=(0, 1))
     ids = s.run_ids()
@@ -289,8 +293,8 @@ def test_a_damaged_run_is_listed_and_breaks_nothing(tmp_path):
 
 
 def test_a_completed_run_with_a_damaged_summary_is_planned_again(tmp_path):
-    from healcore.grid import Grid
-    from healcore.plan import plan
+    from healcore.grids.plan import plan
+    from healcore.grids.spec import Grid
 
     s = syn.build(tmp_path / "runs", levels=(0,), seeds=(0,), lrs=(5e-5,))
     run_id = s.run_ids()[0]

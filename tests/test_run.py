@@ -4,9 +4,10 @@ import json
 import numpy as np
 import pytest
 
+from healcore.core.errors import CorruptionSpecError, DataError, Interrupted, ModelError, TrainingDiverged
+from healcore.engine.run import execute
+
 from conftest import tiny_config
-from healcore.errors import CorruptionSpecError, DataError, Interrupted, ModelError, TrainingDiverged
-from healcore.run import execute
 
 
 def test_run_writes_a_complete_folder(tiny_bert, store):
@@ -48,7 +49,7 @@ def test_finished_run_is_reused_not_redone(tiny_bert, store):
 
 
 def test_interrupted_run_resumes_to_the_same_result(tiny_bert, store, tmp_path):
-    from healcore.store import RunStore
+    from healcore.store.runs import RunStore
 
     cfg = tiny_config(tiny_bert, epochs=3, corrupt="top:1")
     reference = execute(cfg, RunStore(tmp_path / "reference"))
@@ -68,7 +69,7 @@ def test_interrupted_run_resumes_to_the_same_result(tiny_bert, store, tmp_path):
 
 
 def test_without_checkpoints_an_interrupted_run_restarts_to_the_same_result(tiny_bert, store, tmp_path):
-    from healcore.store import RunStore
+    from healcore.store.runs import RunStore
 
     cfg = tiny_config(tiny_bert, epochs=2, corrupt="top:1", checkpoint_every=0)
     assert cfg.run_id == tiny_config(tiny_bert, epochs=2, corrupt="top:1").run_id  # how it runs, not what it is
@@ -90,7 +91,7 @@ def test_linear_probe_keeps_the_body_frozen(tiny_bert, store, monkeypatch):
     """The body's weights after training equal the ones it started training with; only the head moved."""
     import torch
 
-    import healcore.run as run_module
+    import healcore.engine.run as run_module
 
     seen = {}
     real_set_up, real_summarise = run_module.set_up, run_module.summarise
@@ -148,12 +149,10 @@ def test_sentence_pairs_on_distilbert(tiny_distilbert, store):
 
 
 def test_nan_loss_fails_the_run_with_the_reason(tiny_bert, store, monkeypatch):
-    import torch.nn.functional as F
+    import healcore.engine.train as train
 
-    import healcore.train
-
-    real = F.cross_entropy
-    monkeypatch.setattr(healcore.train.F, "cross_entropy", lambda *a, **k: real(*a, **k) * float("nan"))
+    real = train.cross_entropy
+    monkeypatch.setattr(train, "cross_entropy", lambda logits, labels: real(logits, labels) * float("nan"))
     cfg = tiny_config(tiny_bert, epochs=1)
     with pytest.raises(TrainingDiverged):
         execute(cfg, store)
@@ -184,7 +183,7 @@ def test_bad_input_leaves_no_run_folder(tiny_bert, store, overrides, error, matc
 
 
 def test_bad_model_names(store, tmp_path):
-    from healcore.config import RunConfig
+    from healcore.core.config import RunConfig
 
     with pytest.raises(ModelError, match="does not exist"):
         execute(RunConfig(model="./no-such-folder"), store)

@@ -8,12 +8,13 @@ import sys
 
 import pytest
 
+from healcore.core.config import RunConfig
+from healcore.engine.run import execute
+from healcore.engine.train import lr_factor
+from healcore.results.runs_table import load_runs
+from healcore.store.runs import RunStore
+
 from conftest import ROOT, tiny_config
-from healcore.config import RunConfig
-from healcore.results import load_runs
-from healcore.run import execute
-from healcore.store import RunStore
-from healcore.train import lr_factor
 
 LEGACY = ROOT / "tests" / "data" / "legacy-store"
 
@@ -30,17 +31,17 @@ def test_lr_factor_per_schedule():
 @pytest.mark.parametrize("schedule", ["constant", "linear", "cosine"])
 def test_the_schedule_reaches_the_optimizer(schedule, tiny_bert, store, monkeypatch):
     """The learning rate each optimizer step used, read from the optimizer itself."""
-    import healcore.train as train
+    import healcore.engine.run as run  # where the recipe makes its optimizer
 
     seen = []
-    real = train.make_optimizer
+    real = run.make_optimizer
 
     def recording(*args, **kwargs):
         opt = real(*args, **kwargs)
         opt.register_step_pre_hook(lambda o, args, kwargs: seen.append(o.param_groups[0]["lr"]))
         return opt
 
-    monkeypatch.setattr(train, "make_optimizer", recording)
+    monkeypatch.setattr(run, "make_optimizer", recording)
     cfg = tiny_config(tiny_bert, epochs=2, lr=1e-3, lr_schedule=schedule, warmup_ratio=0.0)
     execute(cfg, store)
     steps = len(seen)
@@ -94,7 +95,7 @@ def test_a_legacy_store_is_reused_not_rerun(tmp_path):
 
 
 def test_the_reproduction_presets_keep_the_schedule_their_stored_runs_used():
-    from healcore.grid import expand, preset_names
+    from healcore.grids.spec import expand, preset_names
 
     for name in preset_names():
         schedules = {c.lr_schedule for c in expand(name).configs}

@@ -6,11 +6,11 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 
-from conftest import ROOT, tiny_config
-from healcore.executors import run_local
-from healcore.store import RunStore
+from healcore.grids.local import run_local
+from healcore.store.runs import RunStore
+
+from conftest import ROOT, tiny_config, wait_for
 
 
 def numbers(store: RunStore, run_id: str) -> list:
@@ -46,17 +46,18 @@ def test_a_worker_that_dies_costs_its_run_only_and_is_replaced(tiny_bert, tmp_pa
     rest = [tiny_config(tiny_bert, epochs=1, corrupt=c, checkpoint_every=0) for c in ("none", "bottom:2")]
     killed = []
 
+    def stepping() -> dict:
+        st = store.status(victim.run_id) if store.has_run(victim.run_id) else {}
+        return st if (st.get("progress") or {}).get("step") else {}
+
     def kill_the_victims_worker():
-        deadline = time.time() + 240
-        while time.time() < deadline and not killed:
-            st = store.status(victim.run_id) if store.has_run(victim.run_id) else {}
-            if (st.get("progress") or {}).get("step"):
-                os.kill(st["pid"], signal.SIGKILL)  # the worker executing it: an out-of-memory kill, say
-                killed.append(st["pid"])
-            time.sleep(0.1)
+        if wait_for(lambda: bool(stepping()), timeout=240, every=0.1):
+            pid = stepping()["pid"]
+            os.kill(pid, signal.SIGKILL)  # the worker executing it: an out-of-memory kill, say
+            killed.append(pid)
 
     threading.Thread(target=kill_the_victims_worker, daemon=True).start()
-    result = run_local([victim] + rest, store, workers=1, quiet=True)
+    result = run_local([victim] + rest, store, quiet=True)
     assert killed, "the victim never started"
     assert result["failed"] == 1 and result["completed"] == 2
     assert "worker process died" in result["errors"][victim.run_id]

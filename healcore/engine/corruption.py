@@ -1,0 +1,162 @@
+"""Corrupting chosen encoder layers: the paper's re-initialisation and four other kinds of damage.
+
+Method `reinit` follows the paper: inside the chosen layers every LayerNorm weight := 1, every bias
+(LayerNorm's too) := 0, every other weight re-initialised. The default re-initialisation is
+`kaiming_uniform` (torch.nn.init.kaiming_uniform_ with its defaults: a=0, fan_in, bound sqrt(6/fan_in)),
+because the paper says "Kaiming uniform" and names no variant, and these are the function's defaults.
+`torch_default` is nn.Linear's own reset (a=sqrt(5), bound 1/sqrt(fan_in)); `normal` is
+N(0, initializer_range), BERT's own initialisation (as in "Revisiting Few-sample BERT Fine-tuning").
+
+Which layers (a LayerSelection) is layers.py's, torch-free.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from healcore.core.errors import CorruptionSpecError
+from healcore.core.layers import DEFAULT_STRENGTH, LayerSelection, chosen_layers, parse_layers
+from healcore.engine.models import layer_list
+
+
+@dataclass(frozen=True)
+class CorruptionSpec:
+    """Everything that defines the damage; serialisable, hashable, seeded."""
+
+    layers: str | LayerSelection = "none"  # a selection's text, or the one a RunConfig parsed (cfg.layers)
+    method: str = "reinit"
+    init: str = "kaiming_uniform"
+    strength: float | None = None
+    scope: str = "all"
+    embeddings: bool = False
+    pooler: bool = False
+    seed: int = 0
+
+    @property
+    def selection(self) -> LayerSelection:
+        return self.layers if isinstance(self.layers, LayerSelection) else parse_layers(self.layers)
+
+    @classmethod
+    def from_config(cls, cfg) -> "CorruptionSpec":
+        return cls(layers=cfg.layers, method=cfg.method, init=cfg.init, strength=cfg.strength, scope=cfg.scope,
+                   embeddings=cfg.corrupt_embeddings, pooler=cfg.corrupt_pooler, seed=cfg.seed)
+
+
+# ---------------------------------------------------------------------------------------------- apply
+def part_of(name: str, module) -> str:
+    """Which part of a transformer block a sub-module belongs to: layernorm, attention or ffn."""
+    lower = name.lower()
+    cls = type(module).__name__.lower()
+    if "layernorm" in cls or "rmsnorm" in cls or "layernorm" in lower or "layer_norm" in lower:
+        return "layernorm"
+    if "attention" in lower or "attn" in lower:
+        return "attention"
+    return "ffn"
+
+
+def _is_norm(module) -> bool:
+    cls = type(module).__name__.lower()
+    return "layernorm" in cls or "rmsnorm" in cls
+
+
+def _targets(encoder, indices: list[int], spec: CorruptionSpec):
+    """(qualified name, module, param name, param) of every parameter the spec touches, in a fixed order."""
+    layers = layer_list(encoder)
+    blocks: list[tuple[str, Any, bool]] = [(f"layer{i + 1}", layers[i], True) for i in indices]
+    if spec.embeddings and getattr(encoder, "embeddings", None) is not None:
+        blocks.append(("embeddings", encoder.embeddings, False))
+    if spec.pooler and getattr(encoder, "pooler", None) is not None:
+        blocks.append(("pooler", encoder.pooler, False))
+    for prefix, block, scoped in blocks:
+        for mod_name, module in block.named_modules():
+            for p_name, param in module.named_parameters(recurse=False):
+                if scoped and spec.scope != "all" and part_of(mod_name, module) != spec.scope:
+                    continue
+                yield f"{prefix}.{mod_name}.{p_name}".replace("..", "."), module, p_name, param
+
+
+def _reinit_(param, module, p_name: str, spec: CorruptionSpec, g, init_range: float) -> None:
+    if _is_norm(module):
+        param.fill_(1.0 if p_name == "weight" else 0.0)
+    elif p_name.endswith("bias") or param.dim() < 2:
+        if p_name.endswith("bias"):
+            param.zero_()
+        else:  # a 1-D weight outside a norm has no fan-in: BERT's own normal init
+            param.copy_(torch.randn(param.shape, generator=g) * init_range)
+    elif spec.init == "kaiming_uniform":
+        tmp = torch.empty(param.shape)
+        torch.nn.init.kaiming_uniform_(tmp, generator=g)
+        param.copy_(tmp)
+    elif spec.init == "torch_default":
+        tmp = torch.empty(param.shape)
+        torch.nn.init.kaiming_uniform_(tmp, a=math.sqrt(5), generator=g)
+        param.copy_(tmp)
+    else:  # normal
+        param.copy_(torch.randn(param.shape, generator=g) * init_range)
+
+
+def _bitflip_(param, rate: float, rng) -> int:
+    int_type = {torch.float32: (torch.int32, np.uint32, 32), torch.bfloat16: (torch.int16, np.uint16, 16),
+                torch.float16: (torch.int16, np.uint16, 16)}.get(param.dtype)
+    if int_type is None:
+        raise CorruptionSpecError(f"bitflip supports float32/bfloat16/float16 weights, not {param.dtype}")
+    torch_int, np_uint, nbits = int_type
+    total = param.numel() * nbits
+    n_flips = int(rng.binomial(total, rate))
+    if n_flips == 0:
+        return 0
+    positions = np.unique(rng.integers(0, total, size=n_flips))
+    bits = param.detach().cpu().contiguous().view(torch_int).numpy().view(np_uint).reshape(-1).copy()
+    elems, bit = positions // nbits, (positions % nbits).astype(np_uint)
+    np.bitwise_xor.at(bits, elems, (np_uint(1) << bit).astype(np_uint))
+    flipped = torch.from_numpy(bits.view(np.int32 if nbits == 32 else np.int16)).view(param.dtype)
+    param.copy_(flipped.view(param.shape))
+    return len(positions)
+
+
+def apply(encoder, spec: CorruptionSpec) -> dict[str, Any]:
+    """Corrupt `encoder` in place, on CPU, deterministically for `spec.seed`. Returns a report."""
+    num_layers = len(layer_list(encoder))
+    indices = chosen_layers(spec.selection, spec.method, num_layers)
+    report: dict[str, Any] = {"num_layers": num_layers, "layers": [i + 1 for i in indices], "method": spec.method,
+                              "params_changed": 0, "tensors_changed": 0, "bits_flipped": 0}
+    if not indices and not spec.embeddings and not spec.pooler:
+        return report
+    g = torch.Generator().manual_seed(spec.seed)
+    rng = np.random.default_rng(spec.seed)
+    strength = spec.strength if spec.strength is not None else DEFAULT_STRENGTH.get(spec.method)
+    report["strength"] = strength
+    init_range = float(getattr(encoder.config, "initializer_range", 0.02))
+
+    if spec.method == "shuffle":
+        layers = layer_list(encoder)
+        modules = [layers[i] for i in indices]
+        perm = list(range(len(indices)))
+        while perm == list(range(len(indices))):  # a permutation that moves something
+            perm = [int(x) for x in rng.permutation(len(indices))]
+        for slot, src in zip(indices, perm):
+            layers[slot] = modules[src]
+        report["permutation"] = [indices[p] + 1 for p in perm]
+        report["tensors_changed"] = sum(1 for i in indices for _ in layers[i].parameters())
+        report["params_changed"] = sum(p.numel() for i in indices for p in layers[i].parameters())
+        return report
+
+    with torch.no_grad():
+        for _, module, p_name, param in _targets(encoder, indices, spec):
+            if spec.method == "reinit":
+                _reinit_(param, module, p_name, spec, g, init_range)
+            elif spec.method == "noise":
+                std = float(param.float().std()) if param.numel() > 1 else 0.0
+                param.add_(torch.randn(param.shape, generator=g).to(param.dtype) * (strength * std))
+            elif spec.method == "zero":
+                mask = torch.rand(param.shape, generator=g) < strength
+                param.masked_fill_(mask, 0.0)
+            elif spec.method == "bitflip":
+                report["bits_flipped"] += _bitflip_(param, strength, rng)
+            report["tensors_changed"] += 1
+            report["params_changed"] += param.numel()
+    return report

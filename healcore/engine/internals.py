@@ -1,0 +1,89 @@
+"""What a run records about the inside of its model, for "where does healing happen" (analysis.py reads it).
+
+- Per-layer representations: for a fixed sample of test rows, each hidden state (the embedding output, then
+  every layer's output) mean-pooled over the example's tokens. Kept for the pretrained model before it is
+  corrupted and for the fine-tuned model at its best epoch; linear CKA between them is computed in the run.
+- Weight movement: per block (embeddings, each layer, pooler, head), ||W_T - W_0|| / ||W_0|| over the block's
+  trainable weights, W_0 at the start of fine-tuning (after the corruption) and W_T at the end.
+"""
+from __future__ import annotations
+
+import inspect
+import re
+
+import numpy as np
+import torch
+
+from healcore.engine.batching import collate, eval_batches
+
+_LAYER_RE = re.compile(r"(?:^|\.)(?:layer|layers)\.(\d+)\.")
+
+
+def block_of(param_name: str) -> str:
+    """The block a classifier parameter belongs to: embeddings, layer <i> (1-based), pooler, head or other."""
+    if param_name.startswith("head."):
+        return "head"
+    m = _LAYER_RE.search(param_name)
+    if m:
+        return f"layer {int(m.group(1)) + 1}"
+    if ".embeddings." in f".{param_name}":
+        return "embeddings"
+    if ".pooler." in f".{param_name}":
+        return "pooler"
+    return "other"
+
+
+def snapshot(model) -> dict[str, torch.Tensor]:
+    """A CPU copy of the trainable weights (W_0 for weight_movement)."""
+    return {n: p.detach().to("cpu", torch.float32, copy=True) for n, p in model.named_parameters() if p.requires_grad}
+
+
+def weight_movement(initial: dict[str, torch.Tensor], model) -> dict[str, float]:
+    """Per block, the relative distance of the current trainable weights from `initial`, in block order."""
+    moved: dict[str, float] = {}
+    base: dict[str, float] = {}
+    current = dict(model.named_parameters())
+    for name, w0 in initial.items():
+        wt = current[name].detach().to("cpu", torch.float32)
+        block = block_of(name)
+        moved[block] = moved.get(block, 0.0) + float((wt - w0).pow(2).sum())
+        base[block] = base.get(block, 0.0) + float(w0.pow(2).sum())
+    return {b: (moved[b] ** 0.5) / (base[b] ** 0.5) if base[b] > 0 else float("nan") for b in _ordered(moved)}
+
+
+def _ordered(blocks) -> list[str]:
+    def key(b: str):
+        if b == "embeddings":
+            return (0, 0)
+        if b.startswith("layer "):
+            return (1, int(b.split()[1]))
+        return (2, ["pooler", "head", "other"].index(b) if b in ("pooler", "head", "other") else 3)
+
+    return sorted(blocks, key=key)
+
+
+def pool_layers(states, attention_mask: torch.Tensor, rows: torch.Tensor) -> np.ndarray:
+    """(L+1, len(rows), H) float32: each hidden state of the batch rows `rows`, mean-pooled over real tokens."""
+    mask = attention_mask[rows].unsqueeze(-1).float()
+    denom = mask.sum(1).clamp(min=1.0)
+    return torch.stack([(h[rows].float() * mask).sum(1) / denom for h in states]).cpu().numpy()
+
+
+@torch.inference_mode()
+def encoder_layers(encoder, enc, device: str, pad_id: int, max_tokens: int) -> np.ndarray:
+    """(L+1, n, H) per-layer representations of every row of `enc` by a bare encoder (the pretrained model)."""
+    was_training = encoder.training
+    encoder.eval()
+    out = None
+    for idx in eval_batches(enc.lengths, max_tokens):
+        batch = collate(enc, idx, pad_id, device)
+        batch.pop("labels")
+        if "token_type_ids" in batch and "token_type_ids" not in inspect.signature(encoder.forward).parameters:
+            batch.pop("token_type_ids")  # DistilBERT takes none
+        states = encoder(**batch, output_hidden_states=True).hidden_states
+        pooled = pool_layers(states, batch["attention_mask"], torch.arange(len(idx), device=batch["attention_mask"].device))
+        if out is None:
+            out = np.zeros((pooled.shape[0], len(enc), pooled.shape[2]), dtype=np.float32)
+        out[:, idx] = pooled
+    encoder.train(was_training)
+    return out

@@ -1,0 +1,256 @@
+"""Loading BERT-family encoders (torch): the tokenizer, the pretrained encoder and its layer list, models derived
+by keeping some layers, the classifier that wraps an encoder, and the device a run trains on. Remote code is never
+run. What is known about a model without loading it is core/model_facts.py's.
+"""
+from __future__ import annotations
+
+import inspect
+import json
+import os
+import shutil
+import tempfile
+import threading
+from functools import lru_cache
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+import transformers
+
+from healcore.core.errors import ModelError
+from healcore.core.model_facts import DERIVED, _friendly_load_error, cpu_name, derived_folder, model_folder
+
+# transformers 5 resolves its public names lazily, and that first resolution is not thread-safe: two threads
+# asking at once (the dashboard runs page scripts in threads that can overlap: reruns, several browser
+# sessions) can get "cannot import name 'AutoModel' from 'transformers'", as the Launch page once did.
+# Every name healcore needs goes through this lock.
+_HF_LOCK = threading.Lock()
+
+
+def hf(name: str):
+    """transformers.<name> (dots reach submodules: "utils.logging"), resolved under one process-wide lock."""
+    with _HF_LOCK:
+        value = transformers
+        for part in name.split("."):
+            value = getattr(value, part)
+        return value
+
+
+# Smaller models derived offline from a short-named one by keeping some of its layers, the way DistilBERT was
+# initialised from BERT's every other layer (here without distillation afterwards): name -> (base, kept layers).
+# They give a second model size where no other pretrained BERT can be downloaded.
+_TOKENIZER_FILES = ("vocab.txt", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
+                    "merges.txt", "vocab.json", "spiece.model")
+
+
+def derive_layer_subset(base_dir: str | Path, keep: tuple[int, ...], out_dir: str | Path) -> Path:
+    """Save the base encoder with only the layers `keep` (0-based, in order) as a normal model folder.
+
+    Written to a temporary sibling and renamed into place, so concurrent runs (several per GPU) never read a
+    half-written folder; the loser of a race discards its copy.
+    """
+    AutoModel = hf("AutoModel")
+    out = Path(out_dir)
+    if (out / "config.json").is_file():
+        return out
+    model = AutoModel.from_pretrained(str(base_dir), dtype="float32", trust_remote_code=False)
+    holder, name, layers = _layer_list_slot(model)
+    if not keep or any(not 0 <= i < len(layers) for i in keep):
+        raise ModelError(f"cannot keep layers {list(keep)} of a {len(layers)}-layer model")
+    setattr(holder, name, nn.ModuleList([layers[i] for i in keep]))
+    for attr in ("num_hidden_layers", "n_layers", "num_layers"):
+        if isinstance(getattr(model.config, attr, None), int):
+            setattr(model.config, attr, len(keep))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))
+    try:
+        model.save_pretrained(str(tmp))
+        for name in _TOKENIZER_FILES:
+            if (Path(base_dir) / name).is_file():
+                shutil.copy2(Path(base_dir) / name, tmp / name)
+        (tmp / "derived_from.json").write_text(
+            json.dumps({"base": Path(base_dir).as_posix(), "kept_layers": list(keep)}) + "\n", encoding="utf-8")
+        try:
+            os.rename(tmp, out)
+        except OSError:  # another process finished first: its folder is the same model
+            if not (out / "config.json").is_file():
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return out
+
+
+def resolve_model_path(name: str) -> str:
+    """model_facts.model_folder, with a derived model written on its first use."""
+    if name.strip() in DERIVED:
+        base, keep = DERIVED[name.strip()]
+        return str(derive_layer_subset(model_folder(base), keep, derived_folder(name.strip())))
+    return model_folder(name)
+
+
+# Where encoders keep their transformer blocks, relative to the base model (AutoModel), in search order.
+LAYER_PATHS = ("encoder.layer", "transformer.layer", "encoder.layers", "layers", "transformer.layers")
+
+
+@lru_cache(maxsize=64)
+def load_model_config(name: str):
+    """The transformers config alone (no weights): cheap, used to check layer specs before a run starts."""
+    AutoConfig = hf("AutoConfig")
+    path = resolve_model_path(name)
+    local_config = Path(path) / "config.json"
+    if local_config.is_file():
+        try:
+            raw = json.loads(local_config.read_text(encoding="utf-8"))
+        except ValueError:
+            raise ModelError(f"model folder {name} has a config.json that is not valid JSON; re-save the model") from None
+        if isinstance(raw, dict) and "auto_map" in raw:
+            raise _friendly_load_error(name, ValueError("trust_remote_code"))
+    try:
+        return AutoConfig.from_pretrained(path, trust_remote_code=False)
+    except Exception as err:  # transformers raises OSError/ValueError/KeyError for the same user mistakes
+        raise _friendly_load_error(name, err) from None
+
+
+def check_architecture(name: str) -> int:
+    """Build the model on the meta device (no memory, no weights) to prove healcore can find its layers.
+
+    Returns L. Called before a run folder exists, so an unsupported model leaves nothing behind.
+    """
+    AutoModel = hf("AutoModel")
+    cfg = load_model_config(name)
+    try:
+        with torch.device("meta"):
+            model = AutoModel.from_config(cfg, trust_remote_code=False)
+    except Exception as err:
+        raise _friendly_load_error(name, err) from None
+    return len(layer_list(model))
+
+
+def _layer_list_slot(encoder):
+    """(the module holding the layer list, its attribute name, the list) at the first of LAYER_PATHS that has one."""
+    for path in LAYER_PATHS:
+        *parents, name = path.split(".")
+        holder = encoder
+        for part in parents:
+            holder = getattr(holder, part, None)
+            if holder is None:
+                break
+        node = getattr(holder, name, None) if holder is not None else None
+        if isinstance(node, nn.ModuleList) and len(node) > 0:
+            return holder, name, node
+    raise ModelError(f"unsupported architecture {type(encoder).__name__}: looked for a layer list at "
+                     f"{', '.join(LAYER_PATHS)}; healcore supports BERT-family encoders "
+                     f"(BERT, DistilBERT, RoBERTa, ELECTRA, DeBERTa-v2, MiniLM)")
+
+
+def layer_list(encoder):
+    """The encoder's ModuleList of transformer blocks, found generically; a clear error when absent."""
+    return _layer_list_slot(encoder)[2]
+
+
+def load_tokenizer(name: str):
+    AutoTokenizer = hf("AutoTokenizer")
+    path = resolve_model_path(name)
+    try:
+        return AutoTokenizer.from_pretrained(path, trust_remote_code=False)
+    except Exception as err:
+        raise _friendly_load_error(name, err) from None
+
+
+def load_encoder(name: str):
+    """The base encoder (AutoModel) with pretrained weights, SDPA attention where the architecture has it."""
+    AutoModel = hf("AutoModel")
+    hf("utils.logging").disable_progress_bar()
+    load_model_config(name)  # fails early, with the friendly message, for bad names
+    path = resolve_model_path(name)
+    try:
+        try:
+            encoder = AutoModel.from_pretrained(path, trust_remote_code=False, attn_implementation="sdpa")
+        except ValueError as err:
+            if "sdpa" not in str(err).lower():
+                raise
+            encoder = AutoModel.from_pretrained(path, trust_remote_code=False)
+    except Exception as err:
+        raise _friendly_load_error(name, err) from None
+    layer_list(encoder)  # unsupported architectures fail here, before anything is written
+    return encoder
+
+
+def _dropout_of(config) -> float:
+    for attr in ("hidden_dropout_prob", "dropout", "hidden_dropout"):
+        value = getattr(config, attr, None)
+        if isinstance(value, float):
+            return value
+    return 0.1
+
+
+def build_classifier(encoder, num_labels: int, pooling: str, seed: int):
+    """Encoder + dropout + linear head (initialised from `seed`). Every classifier is of one class, so K of
+    them can be stacked into one fused model (fused.py)."""
+    return classifier_class()(encoder, num_labels, pooling, seed)
+
+
+@lru_cache(maxsize=1)
+def classifier_class():
+    """The classifier's class (one class, so that K of them can be stacked into one fused model)."""
+
+    class Classifier(nn.Module):
+        """Encoder + dropout + linear head. `pooled` is what t-SNE panels and the probe see."""
+
+        def __init__(self, encoder, num_labels: int, pooling: str, seed: int):
+            super().__init__()
+            self.encoder = encoder
+            self.pooling = pooling
+            hidden = encoder.config.hidden_size if hasattr(encoder.config, "hidden_size") else encoder.config.dim
+            self.dropout = nn.Dropout(_dropout_of(encoder.config))
+            self.head = nn.Linear(hidden, num_labels)
+            # DistilBERT and others take no token_type_ids: pairs are then told apart by [SEP] alone
+            self.use_types = "token_type_ids" in inspect.signature(encoder.forward).parameters
+            g = torch.Generator().manual_seed(seed)
+            with torch.no_grad():
+                self.head.weight.copy_(torch.randn(self.head.weight.shape, generator=g) * 0.02)
+                self.head.bias.zero_()
+
+        def encode(self, input_ids, attention_mask, token_type_ids=None, hidden_states: bool = False):
+            kwargs = {"input_ids": input_ids, "attention_mask": attention_mask}
+            if token_type_ids is not None and self.use_types:
+                kwargs["token_type_ids"] = token_type_ids
+            if hidden_states:
+                kwargs["output_hidden_states"] = True
+            out = self.encoder(**kwargs)
+            return self.pool(out, attention_mask), (out.hidden_states if hidden_states else None)
+
+        def pool(self, out, attention_mask):
+            hidden = out.last_hidden_state
+            if self.pooling == "mean":
+                # The paper's appendix: mean of every token but [CLS], padding excluded.
+                mask = attention_mask.clone()
+                mask[:, 0] = 0
+                mask = mask.unsqueeze(-1).to(hidden.dtype)
+                return (hidden * mask).sum(1) / mask.sum(1).clamp(min=1.0)
+            pooler_output = getattr(out, "pooler_output", None)
+            # BERT-style models: the pooler over [CLS], as BertForSequenceClassification reads it.
+            return pooler_output if pooler_output is not None else hidden[:, 0]
+
+        def forward(self, input_ids, attention_mask, token_type_ids=None, hidden_states: bool = False):
+            """(logits, pooled features) and, with hidden_states, the encoder's per-layer states as a third item."""
+            pooled, states = self.encode(input_ids, attention_mask, token_type_ids, hidden_states)
+            logits = self.head(self.dropout(pooled))
+            return (logits, pooled, states) if hidden_states else (logits, pooled)
+
+    return Classifier
+
+
+def pick_device(requested: str) -> str:
+    if requested == "cuda" and not torch.cuda.is_available():
+        raise ModelError("device=cuda was asked for but no CUDA GPU is visible; use device=auto or cpu")
+    if requested == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return requested
+
+
+def hardware_name(device: str) -> str:
+    """What the run ran on, in words ("NVIDIA H100 80GB HBM3", "CPU: AMD EPYC ... (2 threads)"), for reports."""
+    if device.startswith("cuda"):
+        return torch.cuda.get_device_name(torch.device(device))
+    return f"{cpu_name()} ({torch.get_num_threads()} threads)"

@@ -1,0 +1,205 @@
+"""Where healing happens: representation similarity (linear CKA), weight movement and per-class recovery.
+
+Torch-free: reads what runs stored (analysis.npz, summary.json) and pairs each corrupted run with the clean run
+of its line (same model, data and training settings, same learning rate and seed where one exists).
+
+- linear_cka(X, Y) (Kornblith et al., 2019): the similarity of two sets of representations of the same n
+  examples, invariant to orthogonal transforms and isotropic scaling, 1 for identical ones. No maintained numpy
+  package fits stored arrays (the PyPI ones wrap torch models), and the definition is a few lines.
+- A run's analysis.npz holds its per-layer representations of a fixed test sample at the best epoch and its CKA
+  to the pretrained model; CKA to the clean fine-tuned model is computed here, from the two runs' arrays.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from healcore.core.config import EXPERIMENT_FIELDS
+from healcore.store.io import read_npz
+from healcore.store.runs import RunStore
+
+
+def linear_cka(X: np.ndarray, Y: np.ndarray) -> float:
+    """Linear CKA of X (n, p) and Y (n, q): ||Yc' Xc||_F^2 / (||Xc' Xc||_F ||Yc' Yc||_F), columns centred."""
+    X = np.asarray(X, dtype=np.float64)
+    Y = np.asarray(Y, dtype=np.float64)
+    X = X - X.mean(0)
+    Y = Y - Y.mean(0)
+    cross = np.linalg.norm(Y.T @ X) ** 2
+    norm = np.linalg.norm(X.T @ X) * np.linalg.norm(Y.T @ Y)
+    return float(cross / norm) if norm > 0 else float("nan")
+
+
+def cka_matrix(A: np.ndarray, B: np.ndarray) -> np.ndarray:
+    """M[i, j] = linear_cka(A[i], B[j]) for stacks of layer representations A (La, n, p) and B (Lb, n, q)."""
+    grams_a = [_centred_gram(a) for a in A]
+    grams_b = [_centred_gram(b) for b in B]
+    norms_a = [np.linalg.norm(g) for g in grams_a]
+    norms_b = [np.linalg.norm(g) for g in grams_b]
+    out = np.full((len(A), len(B)), np.nan)
+    for i, (ga, na) in enumerate(zip(grams_a, norms_a)):
+        for j, (gb, nb) in enumerate(zip(grams_b, norms_b)):
+            if na > 0 and nb > 0:
+                out[i, j] = float((ga * gb).sum() / (na * nb))  # HSIC via centred Gram matrices
+    return out
+
+
+def _centred_gram(X: np.ndarray) -> np.ndarray:
+    X = np.asarray(X, dtype=np.float64)
+    X = X - X.mean(0)
+    return X @ X.T
+
+
+def layer_names(n: int) -> list[str]:
+    """Hidden-state names for a stack of n = L + 1 representations: the embedding output, then layers 1..L."""
+    return ["embeddings"] + [f"layer {i}" for i in range(1, n)]
+
+
+def load_analysis(store: RunStore, run_id: str) -> dict | None:
+    return read_npz(store.files(run_id).analysis)
+
+
+# ------------------------------------------------------------------------------------------ pairing
+def clean_partner(runs: pd.DataFrame) -> dict[str, str]:
+    """For each completed corrupted run, the completed clean run of its line: same config but the corruption,
+    preferring the same learning rate and seed (then the same seed, then any)."""
+    done = runs[runs["state"] == "completed"]
+    line_keys = [k for k in EXPERIMENT_FIELDS if k in done]
+    clean = done[done["side"] == "clean"]
+    index: dict[tuple, list] = {}
+    for r in clean.itertuples():
+        index.setdefault(tuple(str(getattr(r, k)) for k in line_keys), []).append(r)
+    pairs = {}
+    for r in done[done["side"] != "clean"].itertuples():
+        candidates = index.get(tuple(str(getattr(r, k)) for k in line_keys), [])
+        ranked = sorted(candidates, key=lambda c: (c.lr != r.lr or c.seed != r.seed, c.seed != r.seed, c.run_id))
+        if ranked:
+            pairs[r.run_id] = ranked[0].run_id
+    return pairs
+
+
+def similarity_to_clean(store: RunStore, run_id: str, clean_id: str, cache: bool = True) -> np.ndarray | None:
+    """CKA matrix (healed layer i x clean fine-tuned layer j) on the two runs' shared sample rows; cached next to
+    the healed run's analysis (RunFiles.similarity_cache)."""
+    healed_path = store.files(run_id).analysis
+    cache_path = store.files(run_id).similarity_cache(clean_id)
+    clean_path = store.files(clean_id).analysis
+    if cache and cache_path.is_file() and healed_path.is_file() and clean_path.is_file() and \
+            cache_path.stat().st_mtime >= max(healed_path.stat().st_mtime, clean_path.stat().st_mtime):
+        try:
+            return np.load(cache_path, allow_pickle=False)
+        except (OSError, ValueError):
+            pass
+    healed, clean = load_analysis(store, run_id), load_analysis(store, clean_id)
+    if healed is None or clean is None:
+        return None
+    common, hi, ci = np.intersect1d(healed["index"], clean["index"], return_indices=True)
+    if len(common) < 10:
+        return None
+    matrix = cka_matrix(healed["layers"][:, hi].astype(np.float32), clean["layers"][:, ci].astype(np.float32))
+    if cache:
+        try:
+            tmp = cache_path.with_name(f".{cache_path.name}.tmp.npy")
+            np.save(tmp, matrix)
+            tmp.replace(cache_path)
+        except OSError:
+            pass  # a read-only store still shows it
+    return matrix
+
+
+# ------------------------------------------------------------------------------------------ tables
+def similarity_table(store: RunStore, runs: pd.DataFrame) -> pd.DataFrame:
+    """One row per (corrupted run, layer): CKA of the healed layer to the same layer of the clean fine-tuned model
+    and of the pretrained model, and whether that layer was corrupted."""
+    pairs = clean_partner(runs)
+    meta = runs.set_index("run_id")
+    rows = []
+    for run_id, clean_id in pairs.items():
+        healed = load_analysis(store, run_id)
+        if healed is None:
+            continue
+        vs_clean = similarity_to_clean(store, run_id, clean_id)
+        vs_pre = healed.get("cka_pretrained")
+        corrupted = set(int(x) for x in healed.get("corrupted_layers", np.array([], dtype=int)))
+        r = meta.loc[run_id]
+        n = healed["layers"].shape[0]
+        for i, name in enumerate(layer_names(n)):
+            rows.append({"run_id": run_id, "clean_run": clean_id, "model": r["model"], "dataset": r["dataset"],
+                         "side": r["side"], "level": r["level"], "lr": r["lr"], "seed": r["seed"], "layer": name,
+                         "depth": i, "corrupted": i in corrupted,
+                         "cka_clean": float(vs_clean[i, i]) if vs_clean is not None else np.nan,
+                         "cka_pretrained": float(vs_pre[i, i]) if vs_pre is not None else np.nan})
+    return pd.DataFrame(rows, columns=["run_id", "clean_run", "model", "dataset", "side", "level", "lr", "seed",
+                                       "layer", "depth", "corrupted", "cka_clean", "cka_pretrained"])
+
+
+def mean_cka_matrices(store: RunStore, runs: pd.DataFrame) -> pd.DataFrame:
+    """Long table of the CKA matrix healed-vs-clean, averaged over the runs (seeds) of each setting:
+    model, dataset, side, level, healed layer, clean layer, cka, runs."""
+    pairs = clean_partner(runs)
+    meta = runs.set_index("run_id")
+    sums: dict[tuple, list] = {}
+    for run_id, clean_id in pairs.items():
+        matrix = similarity_to_clean(store, run_id, clean_id)
+        if matrix is None:
+            continue
+        r = meta.loc[run_id]
+        key = (r["model"], r["dataset"], r["side"], float(r["level"]))
+        acc = sums.setdefault(key, [np.zeros_like(matrix), 0])
+        if acc[0].shape == matrix.shape:
+            acc[0] += matrix
+            acc[1] += 1
+    rows = []
+    for (model, dataset, side, level), (total, n) in sums.items():
+        mean = total / n
+        names = layer_names(mean.shape[0])
+        for i in range(mean.shape[0]):
+            for j in range(mean.shape[1]):
+                rows.append({"model": model, "dataset": dataset, "side": side, "level": level, "healed": names[i],
+                             "clean": names[j], "healed_depth": i, "clean_depth": j, "cka": mean[i, j], "runs": n})
+    return pd.DataFrame(rows, columns=["model", "dataset", "side", "level", "healed", "clean", "healed_depth",
+                                       "clean_depth", "cka", "runs"])
+
+
+def block_order(block: str) -> int:
+    """Where a block sits from input to output: embeddings, layer 1..L, pooler, head. (summary.json stores the
+    movement with sorted keys, so its own order puts the head second.)"""
+    if block.startswith("layer "):
+        return int(block.split()[1])
+    return {"embeddings": 0, "pooler": 1000, "head": 1001}.get(block, 999)
+
+
+def movement_table(store: RunStore, runs: pd.DataFrame) -> pd.DataFrame:
+    """One row per (completed run, block): relative weight movement during fine-tuning, and whether the block is a
+    layer the run corrupted."""
+    rows = []
+    for r in runs[runs["state"] == "completed"].itertuples():
+        moved = (store.summary(r.run_id) or {}).get("weight_movement") or {}
+        hit = {f"layer {i}" for i in str(r.layers or "").split(",") if i}
+        for block, value in moved.items():
+            rows.append({"run_id": r.run_id, "model": r.model, "dataset": r.dataset, "side": r.side,
+                         "level": r.level, "lr": r.lr, "seed": r.seed, "block": block, "order": block_order(block),
+                         "movement": value, "corrupted": block in hit})
+    return pd.DataFrame(rows, columns=["run_id", "model", "dataset", "side", "level", "lr", "seed", "block", "order",
+                                       "movement", "corrupted"])
+
+
+def per_class_table(store: RunStore, runs: pd.DataFrame) -> pd.DataFrame:
+    """One row per (corrupted run, class): F1 of the damage probe before fine-tuning, after fine-tuning (best
+    epoch), and of the clean fine-tuned partner; recovered = share of the clean model's F1 reached."""
+    pairs = clean_partner(runs)
+    meta = runs.set_index("run_id")
+    rows = []
+    for run_id, clean_id in pairs.items():
+        healed = (store.summary(run_id) or {}).get("per_class") or {}
+        clean = (store.summary(clean_id) or {}).get("per_class") or {}
+        if not healed.get("best") or not clean.get("best"):
+            continue
+        r = meta.loc[run_id]
+        probe = healed.get("probe") or [np.nan] * len(healed["best"])
+        for name, before, after, ref in zip(healed["classes"], probe, healed["best"], clean["best"]):
+            rows.append({"run_id": run_id, "model": r["model"], "dataset": r["dataset"], "side": r["side"],
+                         "level": r["level"], "seed": r["seed"], "class": name, "before": before, "after": after,
+                         "clean": ref})
+    return pd.DataFrame(rows, columns=["run_id", "model", "dataset", "side", "level", "seed", "class", "before",
+                                       "after", "clean"])

@@ -1,0 +1,181 @@
+"""Grid cells from the runs table: each keeps its best learning rate and reports mean ± std over seeds; healing,
+the recovery ratio, the plateau check, and the runs each cell scores. Torch-free.
+
+- cell: every run sharing the experiment and its damage (config.CELL_FIELDS, the layers as side, level and which);
+  its learning rate is the one with the best mean selection score over seeds (validation by default), and the cell
+  reports mean ± std over seeds of the best-epoch test score at that learning rate. A cell exists as soon as one of
+  its runs does (queued, running or failed ones too), so nothing a grid does is a gap. `cell_id` hashes its key.
+- line: every cell sharing the experiment (a degradation curve); its clean cell is the reference.
+- healing: best test F1 minus the pre-fine-tuning probe F1 (logistic regression on frozen features).
+- recovery ratio: (F1_cell - F1_all) / (F1_clean - F1_all), with "all" the 100%-corrupted cell; undefined where a
+  reference is itself a convergence failure.
+- convergence failures (per run) and surprises (per cell): flags.py.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from healcore.results import flags
+from healcore.results.keys import CELL_KEYS, as_text, cell_id, line_keys
+
+
+def table1_variant(frame: pd.DataFrame) -> pd.DataFrame:
+    """Rows (runs or cells) of the paper's Table 1 variant: [CLS] pooling, full fine-tuning."""
+    return frame[(frame["pooling"] == "cls") & (frame["mode"] == "full")]
+
+
+def reinit_only(table: pd.DataFrame) -> pd.DataFrame:
+    """The paper's corruption: re-initialised cells and the clean cells they are compared with."""
+    return table[table["method"].isin(["reinit", "-"])]
+
+
+# ------------------------------------------------------------------------------------------ cells
+def cells(runs: pd.DataFrame) -> pd.DataFrame:
+    """Grid cells: the best learning rate kept, mean ± std over seeds; healing, recovery; per cell the count and
+    reasons of its runs' convergence failures (any lr or seed), its runs in flight, and its surprises."""
+    placed = runs[runs["side"].notna()] if len(runs) and "side" in runs else runs.iloc[0:0]
+    if placed.empty:
+        return pd.DataFrame(columns=CELL_KEYS + ["cell_id", "lr", "n_seeds", "f1", "f1_std", "n_failures", "surprises",
+                                                 "run_ids", "all_run_ids", "n_running", "n_queued", "value_failed",
+                                                 "reference_failed", "recovery"])
+    keys = [k for k in CELL_KEYS if k in placed.columns]
+    placed = placed.assign(**{k: placed[k].astype(object).where(placed[k].notna(), "-") for k in keys})
+    placed = placed.assign(select_score=_selection_scores(placed))
+    out = [_cell(dict(zip(keys, key)), group) for key, group in placed.groupby(keys, dropna=False, sort=True)]
+    table = pd.DataFrame(out)
+    table.insert(0, "cell_id", [cell_id(r) for r in table[keys].to_dict("records")])
+    table["reference_failed"] = _reference_failed(table)
+    table["recovery"] = _recovery(table)
+    table["surprises"] = flags.cell_surprises(table, line_keys(table))
+    return table
+
+
+def _selection_scores(runs: pd.DataFrame) -> list[float]:
+    scores = []
+    for r in runs.to_dict("records"):
+        val = r.get(f"validation_{r['metric']}")
+        scores.append(val if r["select_on"] == "validation" and flags._num(val) else r.get(f"test_{r['metric']}"))
+    return scores
+
+
+def _cell(rec: dict, group: pd.DataFrame) -> dict:
+    done = group[(group["state"] == "completed") & group["select_score"].notna()]
+    by_lr = done.groupby("lr")["select_score"].mean()
+    best_lr = by_lr.idxmax() if len(by_lr) else (group["lr"].iloc[0] if len(group) else np.nan)
+    g = done[done["lr"] == best_lr]
+    failing = group[group["failed"]]
+    shown_failing = g[g["failed"]]  # runs whose numbers make up the value the cell shows
+    in_flight = group[group["state"] == "running"]
+    progress = [(p or {}).get("epoch", 0) / max(1, (p or {}).get("epochs") or e)
+                for p, e in zip(in_flight["progress"], in_flight["epochs"])]
+    rec.update(
+        lr=best_lr, lrs_tried=len(by_lr), n_seeds=len(g), seeds=sorted(g["seed"].tolist()),
+        f1=g["test_f1_weighted"].mean() if len(g) else np.nan,
+        f1_std=g["test_f1_weighted"].std(ddof=1) if len(g) > 1 else (0.0 if len(g) else np.nan),
+        f1_macro=g["test_f1_macro"].mean() if len(g) else np.nan,
+        accuracy=g["test_accuracy"].mean() if len(g) else np.nan,
+        best_on_test=g["best_on_test"].mean() if len(g) else np.nan,
+        probe_f1=g["probe_f1"].mean() if len(g) else np.nan,
+        healing=g["healing"].mean() if len(g) else np.nan,
+        majority_f1=g["majority_f1"].mean() if len(g) else np.nan,
+        run_ids=g["run_id"].tolist(), all_run_ids=group["run_id"].tolist(),
+        per_seed=dict(zip(g["seed"].tolist(), g["test_f1_weighted"].tolist())),
+        n_runs=len(group), n_completed=int((group["state"] == "completed").sum()),
+        n_failures=len(failing), failure_run_ids=failing["run_id"].tolist(),
+        failures=sorted({f for fl in failing["failures"] for f in fl}),
+        value_failed=bool(len(shown_failing)), value_failures=sorted({f for fl in shown_failing["failures"] for f in fl}),
+        n_running=len(in_flight), n_queued=int((group["state"] == "queued").sum()),
+        progress=float(np.mean(progress)) if progress else np.nan)
+    return rec
+
+
+def line_names(table: pd.DataFrame) -> pd.Series:
+    """Per cell, its model's name plus, in brackets, what sets its line apart from the table's other lines of
+    the same model and dataset: the non-corruption keys that take several values in the table (pooling and mode
+    bare, others as "key value"). Just the model when nothing varies; tables and claims use it so that, say, a
+    6-epoch and a 16-epoch clean cell are never compared as one line."""
+    keys = [k for k in line_keys(table) if k not in ("model", "dataset")]
+    varying = [k for k in keys if as_text(table[k]).nunique() > 1]
+    labels = [", ".join(str(getattr(r, k)) if k in ("pooling", "mode") else f"{k} {getattr(r, k)}" for k in varying)
+              for r in table.itertuples()]
+    return pd.Series([f"{m} [{lab}]" if lab else m for m, lab in zip(table["model"], labels)], index=table.index,
+                     dtype=object)
+
+
+def _value_failed(table: pd.DataFrame) -> pd.Series:
+    """Per cell, whether the value it shows is a convergence failure (a run at its kept learning rate failed)."""
+    return table["value_failed"].astype(bool) if "value_failed" in table else pd.Series(False, index=table.index)
+
+
+def _reference_failed(table: pd.DataFrame) -> pd.Series:
+    """Per cell, the reason its line's clean cell cannot serve as a reference (its value is a convergence failure),
+    else "": recovery ratios and the claims measured against such a clean cell would score noise."""
+    out = pd.Series("", index=table.index, dtype=object)
+    failed = _value_failed(table)
+    for _, g in table.groupby(line_keys(table), dropna=False):
+        clean = g[(g["side"] == "clean") & failed[g.index]]
+        if len(clean):
+            c = clean.iloc[0]
+            reasons = "; ".join(c.get("value_failures") or []) or "convergence failure"
+            out[g.index] = f"its clean cell (F1 {c['f1']:.2f}) is a convergence failure: {reasons}"
+    return out
+
+
+def _recovery(table: pd.DataFrame) -> pd.Series:
+    """(F1 - F1_all) / (F1_clean - F1_all) per cell; undefined where either reference is a convergence failure."""
+    rec = pd.Series(np.nan, index=table.index)
+    failed = _value_failed(table)
+    for _, g in table.groupby(line_keys(table), dropna=False):
+        references = g[(g["side"] == "clean") | ((g["side"] == "all") & g["method"].isin(["reinit", "-"]))]
+        if failed[references.index].any():
+            continue
+        clean = g[g["side"] == "clean"]["f1"].dropna()
+        full = reinit_only(g[g["side"] == "all"])["f1"].dropna()
+        if len(clean) and len(full) and clean.iloc[0] != full.iloc[0]:
+            rec[g.index] = (g["f1"] - full.iloc[0]) / (clean.iloc[0] - full.iloc[0])
+    return rec
+
+
+def scored(table: pd.DataFrame) -> pd.DataFrame:
+    """Cells with a score (at least one completed run at their learning rate)."""
+    return table[table["f1"].notna()] if len(table) else table
+
+
+# ------------------------------------------------------------------------------------------ plateau
+PLATEAU_POINTS = 1.0  # a clean model whose last third of epochs still adds this much validation F1 was cut short
+
+
+def scored_runs(runs: pd.DataFrame, table: pd.DataFrame) -> pd.DataFrame:
+    """The runs the cells score: each cell's runs at its kept learning rate. Analyses read beside a cell's F1
+    (layer similarity, weight movement, per-class F1) use these, not every learning rate tried."""
+    kept = {i for ids in table["run_ids"] for i in ids}
+    return runs[runs["run_id"].isin(kept)]
+
+
+def clean_run_ids(table: pd.DataFrame) -> list[str]:
+    """The runs behind the clean cells: the epochs plateau() needs (not every run's)."""
+    return [i for ids in table[table["side"] == "clean"]["run_ids"] for i in ids]
+
+
+def plateau(table: pd.DataFrame, epochs: pd.DataFrame) -> pd.DataFrame:
+    """Did training run long enough? Per clean cell: the validation F1 curve (mean over its seeds, at the cell's
+    learning rate) and how much the last third of the epochs added over the best before it."""
+    rows = []
+    for r in table[table["side"] == "clean"].itertuples():
+        curve = epochs[epochs["run_id"].isin(r.run_ids)].groupby("epoch")["validation_f1_weighted"].mean().dropna()
+        if len(curve) < 3:
+            continue
+        cut = curve.index.max() - len(curve) // 3  # epochs after `cut` are the last third
+        gain = float(curve[curve.index > cut].max() - curve[curve.index <= cut].max())
+        rows.append({"model": r.model, "dataset": r.dataset, "lr": r.lr, "seeds": r.n_seeds,
+                     "validation F1 by epoch": " ".join(f"{v:.1f}" for v in curve),
+                     "best epoch": int(curve.idxmax()), "last-third gain": gain,
+                     "verdict": "plateaued" if gain < PLATEAU_POINTS else "still rising"})
+    return pd.DataFrame(rows, columns=["model", "dataset", "lr", "seeds", "validation F1 by epoch", "best epoch",
+                                       "last-third gain", "verdict"])
+
+
+def both_panels(side: str) -> list[str]:
+    """The panels (bottom, top) a cell is drawn in: clean and all-layers cells are the references of both."""
+    return ["bottom", "top"] if side in ("clean", "all") else [side] if side in ("bottom", "top") else []

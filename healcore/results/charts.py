@@ -1,0 +1,361 @@
+"""Altair charts shared by the dashboard pages and `healcore report` (which saves them as PNG).
+
+Each chart is a pure function of a tidy table from results.py; no Streamlit, no torch. Every chart has a real
+legend (sides, the two kinds of flag, classes), integer epoch ticks and axis titles in words, and keeps its
+width inside a dashboard column: faceted charts wrap (at most `FACET_COLUMNS` panels a row) instead of
+growing sideways. Charts a user can click carry a point selection named after what a click picks ("cell").
+"""
+from __future__ import annotations
+
+import altair as alt
+import numpy as np
+import pandas as pd
+
+from healcore.core.layers import setting_label
+from healcore.results.cell_table import both_panels
+
+SIDE_COLOURS = alt.Scale(domain=["bottom", "top"], range=["#d62728", "#1f77b4"])
+FAILURE = "convergence failure (✕ runs)"
+IN_FLIGHT = "running or queued"
+SURPRISE = "surprise: a finding, not a failure"
+MARK_STROKES = alt.Scale(domain=[FAILURE, IN_FLIGHT], range=["#d62728", "#7f7f7f"])
+FACET_COLUMNS = 3  # panels per row in wrapped small multiples (fits a 1280-px-wide window with the sidebar)
+PANEL_WIDTH = 210  # px per small-multiple panel
+# The main column of the wide layout at 1280 px with the sidebar open is about 820 px; charts are sized to fit it
+# with their legends below them.
+COLUMN_PX = 780
+BELOW = alt.Legend(orient="bottom", direction="vertical", labelLimit=0)
+MAX_COLOURED_CLASSES = 20  # beyond this, the largest classes keep a colour and the rest are "other"
+
+
+def _cell_status(r) -> str:
+    running, queued = int(r.n_running or 0), int(r.n_queued or 0)
+    if running:
+        done = getattr(r, "progress", np.nan)
+        return f"running {int(round(100 * done))}%" if isinstance(done, float) and np.isfinite(done) else "running"
+    if queued:
+        return "queued"
+    if int(r.n_failures or 0) and not np.isfinite(r.f1):
+        return "failed"
+    return ""
+
+
+# ------------------------------------------------------------------------------------------ heatmap
+def heatmap_frame(table: pd.DataFrame, value: str) -> pd.DataFrame:
+    """One row per (model, dataset, side panel, level); clean and all-layers cells appear in both panels; cells
+    without a score yet (running, queued, failed) are rows too, so a grid never shows gaps."""
+    rows = []
+    for r in table.itertuples():
+        for panel in both_panels(r.side):
+            number = getattr(r, value)
+            rows.append({
+                "cell_id": r.cell_id, "model": r.model, "dataset": r.dataset,
+                "dataset_path": getattr(r, "dataset_path", r.dataset), "panel": panel,
+                "level": f"{int(round(r.level * 100))}%", "level_order": float(r.level),
+                "setting": setting_label(r.side, r.level),
+                "value": float(number) if number is not None and np.isfinite(number) else np.nan,
+                "std": r.f1_std, "seeds": int(r.n_seeds), "lr": r.lr, "runs": int(r.n_runs),
+                "failures": int(r.n_failures), "why_failed": "; ".join(r.failures) if r.failures else "",
+                "surprise": bool(r.surprises), "why_surprising": "; ".join(r.surprises) if r.surprises else "",
+                "status": _cell_status(r)})
+            if value == "recovery" and getattr(r, "reference_failed", "") and not rows[-1]["status"]:
+                rows[-1]["status"] = "no reference"  # measured against a collapsed clean cell: not a ratio
+                rows[-1]["why_failed"] = "; ".join(x for x in (rows[-1]["why_failed"], r.reference_failed) if x)
+    frame = pd.DataFrame(rows)
+    if len(frame):
+        frame["label"] = [_cell_text(v, f, s) for v, f, s in zip(frame["value"], frame["failures"], frame["status"])]
+        lo, hi = frame["value"].min(), frame["value"].max()
+        shade = (frame["value"] - lo) / (hi - lo) if hi > lo else pd.Series(0.0, index=frame.index)
+        # viridis is dark at the low end and yellow at the high end: black ink on the bright cells
+        frame["ink"] = np.where(frame["value"].isna(), "#444444", np.where(shade > 0.6, "black", "white"))
+    return frame
+
+
+def _cell_text(value: float, failures: int, status: str) -> str:
+    text = f"{value:.1f}" if np.isfinite(value) else status
+    if failures:
+        text += f" ✕{failures}"
+    return text
+
+
+def heatmap(frame: pd.DataFrame, title: str, select: bool = True) -> alt.FacetChart:
+    """Model rows x (bottom | top) panels; datasets down, corruption level across. Colour: the metric; red
+    outline and ✕N: N runs of the cell had convergence failures; orange diamond: a surprise; grey: not scored
+    yet (running, queued) or every run failed. A click selects the cell ("cell")."""
+    order = sorted(frame["level"].unique(), key=lambda s: int(s.rstrip("%")))
+    pick = alt.selection_point(name="cell", fields=["cell_id"], on="click", clear="dblclick")
+    base = alt.Chart().encode(
+        x=alt.X("level:N", sort=order, title="layers corrupted", axis=alt.Axis(labelAngle=0)),
+        y=alt.Y("dataset:N", title=None),
+        tooltip=["model", alt.Tooltip("dataset_path:N", title="dataset"), "setting",
+                 alt.Tooltip("value:Q", format=".2f", title=title), alt.Tooltip("std:Q", format=".2f"),
+                 "seeds", "lr", "runs", alt.Tooltip("status:N", title="in flight"),
+                 alt.Tooltip("why_failed:N", title="convergence failures"),
+                 alt.Tooltip("why_surprising:N", title="surprise")])
+    scored = base.transform_filter("isValid(datum.value)").mark_rect().encode(
+        color=alt.Color("value:Q", title=title, scale=alt.Scale(scheme="viridis"), legend=BELOW),
+        opacity=alt.condition(pick, alt.value(1.0), alt.value(0.55)) if select else alt.value(1.0))
+    if select:
+        scored = scored.add_params(pick)
+    empty = base.transform_filter("!isValid(datum.value)").mark_rect(color="#e6e6e6")
+    text = [base.transform_filter(f"datum.ink == '{ink}'").mark_text(fontSize=10, color=ink).encode(text="label:N")
+            for ink in ("white", "black", "#444444")]  # a colour scale here would clash with the metric's
+    outline = base.transform_calculate(
+        mark=f"datum.failures > 0 ? '{FAILURE}' : (datum.status == 'running' || datum.status == 'queued' || "
+             f"indexof(datum.status, 'running') == 0 ? '{IN_FLIGHT}' : '')").transform_filter(
+        "datum.mark != ''").mark_rect(filled=False, strokeWidth=2.5).encode(
+        stroke=alt.Stroke("mark:N", scale=MARK_STROKES, title="marks", legend=BELOW))
+    surprise = base.transform_filter("datum.surprise").transform_calculate(kind=f"'{SURPRISE}'").mark_point(
+        filled=True, size=70, xOffset=-18, yOffset=-8, color="#ff7f0e").encode(
+        shape=alt.Shape("kind:N", scale=alt.Scale(domain=[SURPRISE], range=["diamond"]), title="", legend=BELOW))
+    layered = alt.layer(scored, empty, *text, outline, surprise, data=frame)
+    step = max(24, min(58, (COLUMN_PX - 160) // (2 * max(1, len(order)))))
+    return layered.properties(width=alt.Step(step), height=alt.Step(30)).facet(
+        column=alt.Column("panel:N", title=None, sort=["bottom", "top"],
+                          header=alt.Header(labelExpr="datum.value + ' layers corrupted'")),
+        row=alt.Row("model:N", title=None)).resolve_scale(color="shared")
+
+
+# ------------------------------------------------------------------------------------------ curves
+def curve_frame(table: pd.DataFrame) -> pd.DataFrame:
+    rows = []
+    for r in table.itertuples():
+        if not np.isfinite(r.f1):
+            continue
+        for side in both_panels(r.side):
+            std = float(r.f1_std) if np.isfinite(r.f1_std) else 0.0
+            rows.append({"cell_id": r.cell_id, "model": r.model, "dataset": r.dataset,
+                         "panel": f"{r.model} · {r.dataset}", "side": side, "level": 100 * r.level,
+                         "setting": setting_label(r.side, r.level), "f1": r.f1, "lo": r.f1 - std, "hi": r.f1 + std,
+                         "seeds": r.n_seeds, "failures": int(r.n_failures), "surprise": bool(r.surprises),
+                         "why_failed": "; ".join(r.failures), "why_surprising": "; ".join(r.surprises)})
+    return pd.DataFrame(rows)
+
+
+def degradation_curves(frame: pd.DataFrame, clean: pd.DataFrame, select: bool = True) -> alt.FacetChart:
+    """F1 against % of layers corrupted: bottom (red) and top (blue) lines, ± std bands, the clean model as a
+    dashed reference; red crosses: cells with convergence failures; orange diamonds: surprises. One panel per
+    model and dataset, wrapped FACET_COLUMNS to a row. A click on a point selects its cell."""
+    frame = frame.merge(clean.rename(columns={"f1": "clean_f1"}), on=["model", "dataset"], how="left")
+    frame["reference"] = "clean model"
+    pick = alt.selection_point(name="cell", fields=["cell_id"], on="click", clear="dblclick")
+    x = alt.X("level:Q", title="% of layers corrupted", scale=alt.Scale(domain=[0, 100]))
+    colour = alt.Color("side:N", scale=SIDE_COLOURS, title="corrupted from the", legend=BELOW)
+    tooltip = ["setting", alt.Tooltip("f1:Q", format=".2f", title="weighted F1"), "seeds",
+               alt.Tooltip("why_failed:N", title="convergence failures"),
+               alt.Tooltip("why_surprising:N", title="surprise")]
+    band = alt.Chart().mark_area(opacity=0.18).encode(x=x, y="lo:Q", y2="hi:Q", color=alt.Color(
+        "side:N", scale=SIDE_COLOURS, legend=None))
+    line = alt.Chart().mark_line().encode(x=x, y=alt.Y("f1:Q", title="weighted F1", scale=alt.Scale(zero=False)),
+                                          color=colour)
+    points = alt.Chart().mark_circle(size=60).encode(x=x, y="f1:Q", color=colour, tooltip=tooltip)
+    if select:
+        points = points.add_params(pick).encode(size=alt.condition(pick, alt.value(60), alt.value(30)))
+    rule = alt.Chart().mark_rule(strokeDash=[6, 3], color="gray").encode(
+        y="mean(clean_f1):Q", strokeDash=alt.StrokeDash("reference:N", title=None, legend=BELOW,
+                                                        scale=alt.Scale(domain=["clean model"], range=[[6, 3]])))
+    failed = alt.Chart().transform_filter("datum.failures > 0").transform_calculate(kind=f"'{FAILURE}'").mark_point(
+        shape="cross", size=140, filled=True).encode(
+        x=x, y="f1:Q", tooltip=tooltip, shape=alt.Shape("kind:N", scale=alt.Scale(
+            domain=[FAILURE, SURPRISE], range=["cross", "diamond"]), title="marks", legend=BELOW),
+        fill=alt.Fill("kind:N", scale=alt.Scale(domain=[FAILURE, SURPRISE], range=["#d62728", "#ff7f0e"]), legend=None))
+    odd = alt.Chart().transform_filter("datum.surprise").transform_calculate(kind=f"'{SURPRISE}'").mark_point(
+        size=120, filled=True, xOffset=9).encode(
+        x=x, y="f1:Q", tooltip=tooltip, shape=alt.Shape("kind:N", scale=alt.Scale(
+            domain=[FAILURE, SURPRISE], range=["cross", "diamond"]), title="marks"),
+        fill=alt.Fill("kind:N", scale=alt.Scale(domain=[FAILURE, SURPRISE], range=["#d62728", "#ff7f0e"]), legend=None))
+    return alt.layer(line, points, band, rule, failed, odd, data=frame).properties(
+        width=PANEL_WIDTH, height=190).facet(facet=alt.Facet("panel:N", title=None), columns=FACET_COLUMNS)
+
+
+def line_over(frame: pd.DataFrame, x: str, y: str, colour: str, x_title: str, y_title: str,
+              colour_title: str | None = None) -> alt.Chart:
+    return alt.Chart(frame).mark_line(point=True).encode(
+        x=alt.X(f"{x}:Q", title=x_title), y=alt.Y(f"{y}:Q", title=y_title, scale=alt.Scale(zero=False)),
+        color=alt.Color(f"{colour}:N", title=colour_title or colour, legend=alt.Legend(orient="bottom")),
+        tooltip=[colour, x, alt.Tooltip(f"{y}:Q", format=".2f")]).properties(width=420, height=260)
+
+
+# ------------------------------------------------------------------------------------------ epochs
+EPOCH_AXIS = alt.Axis(tickMinStep=1, format="d")
+
+
+# Charts that stretch to their column: fit the width only. With Vega's default "fit" the height given is the
+# whole chart's, so a legend of long run names below it squeezed the plot to a few pixels.
+FIT_WIDTH = alt.AutoSizeParams(type="fit-x", contains="padding")
+
+
+def epoch_curves(f1: pd.DataFrame, losses: pd.DataFrame, series: str = "label") -> alt.HConcatChart | alt.VConcatChart:
+    """Per run: weighted F1 per epoch from the damage probe (epoch 0) on, validation dashed and test solid, and
+    the training loss per epoch; one colour per run, named in the legend below."""
+    legend = alt.Legend(orient="bottom", columns=1, labelLimit=0, title="run")
+    f1_chart = alt.Chart(f1).mark_line(point=True).encode(
+        x=alt.X("epoch:Q", title="epoch (0 = probe before fine-tuning)", axis=EPOCH_AXIS),
+        y=alt.Y("F1:Q", title="weighted F1", scale=alt.Scale(zero=False)),
+        color=alt.Color(f"{series}:N", legend=legend),
+        strokeDash=alt.StrokeDash("split:N", title="split", legend=alt.Legend(orient="bottom")),
+        tooltip=[series, "split", "epoch", alt.Tooltip("F1:Q", format=".2f")]).properties(
+        width="container", height=280, autosize=FIT_WIDTH)
+    loss_chart = alt.Chart(losses).mark_line(point=True).encode(
+        x=alt.X("epoch:Q", title="epoch", axis=EPOCH_AXIS), y=alt.Y("train_loss:Q", title="training loss"),
+        color=alt.Color(f"{series}:N", legend=None),
+        tooltip=[series, "epoch", alt.Tooltip("train_loss:Q", format=".4f")]).properties(
+        width="container", height=280, autosize=FIT_WIDTH)
+    return f1_chart, loss_chart
+
+
+def run_curves(epochs: pd.DataFrame, title: str = "") -> alt.LayerChart:
+    """One run's (or a few overlaid runs') test and validation F1 per epoch, integer epochs."""
+    long = epochs.melt(id_vars=[c for c in ("run", "epoch") if c in epochs], value_vars=[
+        c for c in ("validation_f1_weighted", "test_f1_weighted") if c in epochs], var_name="split", value_name="F1")
+    long["split"] = long["split"].str.replace("_f1_weighted", "")
+    colour = alt.Color("run:N", legend=alt.Legend(orient="bottom", columns=1, labelLimit=0)) if "run" in long \
+        else alt.Color("split:N", legend=alt.Legend(orient="bottom"), title="split")
+    return alt.Chart(long.dropna()).mark_line(point=True).encode(
+        x=alt.X("epoch:Q", title="epoch", axis=EPOCH_AXIS), y=alt.Y("F1:Q", title="weighted F1",
+                                                                    scale=alt.Scale(zero=False)),
+        color=colour, strokeDash=alt.StrokeDash("split:N", title="split", legend=alt.Legend(orient="bottom")),
+        tooltip=list(long.columns)).properties(width="container", height=240, autosize=FIT_WIDTH)
+
+
+def loss_curve(epochs: pd.DataFrame) -> alt.Chart:
+    colour = alt.Color("run:N", legend=None) if "run" in epochs else alt.value("#ff7f0e")
+    return alt.Chart(epochs).mark_line(point=True).encode(
+        x=alt.X("epoch:Q", title="epoch", axis=EPOCH_AXIS), y=alt.Y("train_loss:Q", title="training loss"),
+        color=colour, tooltip=[c for c in ("run", "epoch", "train_loss") if c in epochs]).properties(
+        width="container", height=240, autosize=FIT_WIDTH)
+
+
+# ------------------------------------------------------------------------------------------ embeddings
+def class_colours(labels: pd.Series) -> tuple[pd.Series, alt.Scale]:
+    """Distinct colours for up to 20 classes (tableau10, else tableau20); beyond, the 19 largest classes keep
+    theirs and the rest are "other" (grey). Returns the labels to colour by and the scale."""
+    counts = labels.value_counts()
+    classes = sorted(counts.index, key=str)
+    if len(classes) > MAX_COLOURED_CLASSES:
+        keep = set(counts.index[:MAX_COLOURED_CLASSES - 1])
+        labels = labels.where(labels.isin(keep), "other")
+        classes = sorted(keep, key=str) + ["other"]
+    scheme = "tableau10" if len(classes) <= 10 else "tableau20"
+    scale = alt.Scale(domain=classes, scheme=scheme)
+    if "other" in classes:
+        from itertools import islice
+
+        palette = list(islice(_TABLEAU20, len(classes) - 1)) + ["#bdbdbd"]
+        scale = alt.Scale(domain=classes, range=palette)
+    return labels, scale
+
+
+_TABLEAU20 = ["#4c78a8", "#9ecae9", "#f58518", "#ffbf79", "#54a24b", "#88d27a", "#b79a20", "#f2cf5b", "#439894",
+              "#83bcb6", "#e45756", "#ff9d98", "#79706e", "#bab0ac", "#d67195", "#fcbfd2", "#b279a2", "#d6a5c9",
+              "#9e765f", "#d8b5a5"]
+
+
+def embedding_panels(frame: pd.DataFrame, order: list[str], columns: int = 2, size: int = 230) -> alt.FacetChart:
+    """Small multiples of 2-D projections, one panel per setting (its title names the run and seed), points
+    coloured by true label with a legend of every class."""
+    labels, scale = class_colours(frame["label"].astype(str))
+    frame = frame.assign(label=labels)
+    return alt.Chart(frame).mark_circle(size=14, opacity=0.7).encode(
+        x=alt.X("x:Q", axis=None), y=alt.Y("y:Q", axis=None),
+        color=alt.Color("label:N", title="true class", scale=scale,
+                        legend=alt.Legend(orient="right", columns=1 if len(scale.domain) <= 20 else 2,
+                                          symbolLimit=0, labelLimit=160)),
+        tooltip=["label"]).properties(width=size, height=size).facet(
+        facet=alt.Facet("panel:N", title=None, sort=order, header=alt.Header(labelLimit=2 * size, labelFontSize=11)),
+        columns=columns).resolve_scale(x="independent", y="independent")
+
+
+# ------------------------------------------------------------------------------------------ confusion
+def confusion(matrix: list[list[int]], classes: list[str]) -> alt.LayerChart:
+    """Row-normalised confusion matrix: each true class's predictions in % of that class (counts on hover);
+    numbers printed in cells up to 12 classes, labels readable up to 20+ (angled, full length)."""
+    counts = np.asarray(matrix, dtype=float)
+    totals = counts.sum(1, keepdims=True)
+    share = np.divide(100 * counts, totals, out=np.zeros_like(counts), where=totals > 0)
+    rows = [{"true": classes[i], "predicted": classes[j], "share": share[i, j], "count": int(counts[i, j]),
+             "of": int(totals[i, 0])} for i in range(len(classes)) for j in range(len(classes))]
+    step = 34 if len(classes) <= 12 else 24
+    base = alt.Chart(pd.DataFrame(rows)).encode(
+        x=alt.X("predicted:N", sort=classes, title="predicted class",
+                axis=alt.Axis(labelAngle=-40 if len(classes) > 4 else 0, labelLimit=180)),
+        y=alt.Y("true:N", sort=classes, title="true class", axis=alt.Axis(labelLimit=180)),
+        tooltip=["true", "predicted", alt.Tooltip("share:Q", format=".1f", title="% of the true class"),
+                 "count", alt.Tooltip("of:Q", title="examples of the true class")])
+    chart = base.mark_rect().encode(color=alt.Color("share:Q", title="% of true class",
+                                                    scale=alt.Scale(scheme="blues", domain=[0, 100])))
+    if len(classes) <= 12:
+        chart = chart + base.mark_text(fontSize=10).encode(
+            text=alt.Text("share:Q", format=".0f"),
+            color=alt.condition("datum.share > 60", alt.value("white"), alt.value("black")))
+    return chart.properties(width=alt.Step(step), height=alt.Step(step))
+
+
+# ------------------------------------------------------------------------------------------ where healing happens
+def setting_order(frame: pd.DataFrame) -> list[str]:
+    """Settings from the least to the most corruption, bottom before top at each level."""
+    rank = {"clean": 0, "bottom": 1, "top": 2, "all": 3}
+    pairs = frame.drop_duplicates("setting")[["setting", "side", "level"]].itertuples(index=False)
+    return [p.setting for p in sorted(pairs, key=lambda p: (p.level, rank.get(p.side, 4)))]
+
+
+def cka_small_multiples(frame: pd.DataFrame, columns: int = FACET_COLUMNS) -> alt.FacetChart:
+    """CKA between each healed layer (rows) and each layer of the clean fine-tuned model (columns), one panel per
+    corruption setting: a bright diagonal means the layers came back to their original function; brightness off
+    the diagonal means other layers took their role."""
+    order = [f"{d}" for d in sorted(frame["healed"].unique(), key=lambda n: frame[frame["healed"] == n]["healed_depth"].iloc[0])]
+    return alt.Chart(frame).mark_rect().encode(
+        x=alt.X("clean:N", sort=order, title="clean model's layer", axis=alt.Axis(labelAngle=-40)),
+        y=alt.Y("healed:N", sort=order, title="healed model's layer"),
+        color=alt.Color("cka:Q", title="linear CKA", scale=alt.Scale(scheme="viridis", domain=[0, 1])),
+        tooltip=["setting", "healed", "clean", alt.Tooltip("cka:Q", format=".3f"), "runs"]).properties(
+        width=alt.Step(22), height=alt.Step(22)).facet(
+        facet=alt.Facet("setting:N", title=None, sort=setting_order(frame)), columns=columns)
+
+
+def layer_similarity(frame: pd.DataFrame, y: str, y_title: str) -> alt.FacetChart:
+    """Per layer, the mean similarity of the healed layer to the same layer of a reference model, bottom (red)
+    vs top (blue) corruption, one panel per level; diamonds: layers that were corrupted."""
+    order = sorted(frame["layer"].unique(), key=lambda n: frame[frame["layer"] == n]["depth"].iloc[0])
+    frame = frame.assign(layer_kind=np.where(frame["corrupted"], "corrupted", "kept"))
+    base = alt.Chart(frame).encode(
+        x=alt.X("layer:N", sort=order, title="layer", axis=alt.Axis(labelAngle=-40)),
+        y=alt.Y(f"{y}:Q", title=y_title, scale=alt.Scale(domain=[0, 1])),
+        color=alt.Color("side:N", scale=SIDE_COLOURS, title="corrupted from the", legend=BELOW),
+        tooltip=["setting", "layer", alt.Tooltip(f"{y}:Q", format=".3f"), "runs"])
+    points = base.mark_point(size=60, filled=True).encode(
+        shape=alt.Shape("layer_kind:N", title="layer", scale=alt.Scale(domain=["corrupted", "kept"],
+                                                                       range=["diamond", "circle"]),
+                        legend=BELOW))
+    return alt.layer(base.mark_line(), points).properties(width=PANEL_WIDTH, height=170).facet(
+        facet=alt.Facet("level_label:N", title=None), columns=FACET_COLUMNS)
+
+
+def weight_movement(frame: pd.DataFrame) -> alt.FacetChart:
+    """Relative weight movement ||W_T - W_0|| / ||W_0|| per block during fine-tuning, per corruption setting."""
+    order = sorted(frame["block"].unique(), key=lambda b: frame[frame["block"] == b]["order"].iloc[0])
+    return alt.Chart(frame).mark_bar().encode(
+        x=alt.X("block:N", sort=order, title="block", axis=alt.Axis(labelAngle=-40)),
+        y=alt.Y("movement:Q", title="relative weight movement"),
+        color=alt.Color("corrupted:N", title="block was corrupted",
+                        scale=alt.Scale(domain=[True, False], range=["#d62728", "#9e9e9e"]),
+                        legend=BELOW),
+        tooltip=["setting", "block", alt.Tooltip("movement:Q", format=".4f"), "runs"]).properties(
+        width=PANEL_WIDTH, height=170).facet(
+        facet=alt.Facet("setting:N", title=None, sort=setting_order(frame)), columns=FACET_COLUMNS)
+
+
+def class_recovery(frame: pd.DataFrame) -> alt.FacetChart:
+    """Per class: F1 before fine-tuning (the probe), after, and the clean model's, one panel per setting."""
+    long = frame.melt(id_vars=["setting", "class"], value_vars=["before", "after", "clean"], var_name="when",
+                      value_name="F1")
+    long["when"] = long["when"].map({"before": "before fine-tuning (probe)", "after": "healed (best epoch)",
+                                     "clean": "clean model"})
+    order = ["before fine-tuning (probe)", "healed (best epoch)", "clean model"]
+    return alt.Chart(long).mark_bar().encode(
+        y=alt.Y("class:N", title=None), x=alt.X("F1:Q", title="F1 of the class", scale=alt.Scale(domain=[0, 100])),
+        yOffset=alt.YOffset("when:N", sort=order),
+        color=alt.Color("when:N", sort=order, title=None, scale=alt.Scale(domain=order, range=[
+            "#bdbdbd", "#2ca02c", "#1f77b4"]), legend=alt.Legend(orient="bottom")),
+        tooltip=["setting", "class", "when", alt.Tooltip("F1:Q", format=".1f")]).properties(
+        width=PANEL_WIDTH, height=alt.Step(7)).facet(facet=alt.Facet("setting:N", title=None), columns=FACET_COLUMNS)

@@ -1,0 +1,174 @@
+"""The store as a tidy runs table (one row per run folder, plus the queued runs of live grids) and an epochs table.
+
+Torch-free: the dashboard imports this and opens in a couple of seconds.
+
+- level: fraction of the encoder's layers corrupted (k/L); side: bottom, top, all (k = L), clean (k = 0); layers:
+  which ones, as text ("1,2,3"), so that two custom selections of one size stay apart.
+- dataset: a registry name, or a folder's name when a folder was given (its full path is `dataset_path`).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from healcore.core.config import CONFIG_FIELDS, LEGACY_VALUES, RunConfig
+from healcore.core.errors import HealcoreError
+from healcore.core.layers import parse_layers, side_of
+from healcore.core.model_facts import num_layers
+from healcore.results import flags
+from healcore.results.keys import CELL_KEYS
+from healcore.store.grids import grid_records
+from healcore.store.runs import RunStore
+
+SPLIT_METRICS = [f"{s}_{k}" for s in ("validation", "test") for k in ("accuracy", "f1_weighted", "f1_macro")]
+# The runs table's columns, whatever the store holds (empty, queued only, finished): readers never meet a missing one.
+RUN_COLUMNS = (["run_id", *CONFIG_FIELDS, "state", "error", "started", "ended", "attempt", "progress", "damaged",
+                "num_layers", "side", "n_layers", "level", "layers", *SPLIT_METRICS, "best_on_test", "best_epoch", "probe_f1",
+                "healing", "majority_f1", "first_loss", "final_loss", "train_s", "eval_s", "tokens_per_s",
+                "tokens_per_epoch", "hardware", "has_features", "has_analysis", "grid"])  # device: the config's, then
+# the one a finished run names in its summary
+
+
+# ------------------------------------------------------------------------------------------ runs
+def load_runs(root: str | Path, include_queued: bool = True) -> pd.DataFrame:
+    """One row per run folder (plus, while a grid runs, one per run it has not started): config, state, where
+    its corruption places it, best metrics, probe, damaged files, convergence failures."""
+    store = RunStore(root)
+    defaults = {**RunConfig().to_dict(), **LEGACY_VALUES}  # keys added later read as what older runs used
+    rows = [_run_row(store, store.read(run_id), defaults) for run_id in store.run_ids()]
+    if include_queued:
+        rows += _queued_rows(store, {r["run_id"] for r in rows}, defaults)
+    df = pd.DataFrame(rows)
+    df = df.reindex(columns=RUN_COLUMNS + [c for c in df.columns if c not in RUN_COLUMNS])
+    if df.empty:
+        return df.assign(dataset_path=pd.Series(dtype=object), failures=pd.Series(dtype=object),
+                         failed=pd.Series(dtype=bool))
+    for col in ("has_features", "has_analysis"):  # queued runs have no files
+        df[col] = df[col].map(lambda v: v is True)
+    df = _place_unfinished(df)
+    df["dataset_path"] = df["dataset"]
+    df["dataset"] = df["dataset"].map(dataset_labels(df["dataset"]))
+    return flags.with_failures(df, CELL_KEYS)
+
+
+def _run_row(store: RunStore, stored, defaults: dict) -> dict:
+    config = {**defaults, **(stored.config or {})}
+    status, summary = stored.status, stored.summary or {}
+    progress = status.get("progress") if isinstance(status.get("progress"), dict) else {}
+    row = {"run_id": stored.run_id, **config, "state": stored.state, "error": status.get("error"),
+           "started": status.get("started"), "ended": status.get("ended"), "attempt": status.get("attempt"),
+           "progress": progress, "damaged": stored.damaged}
+    corruption = summary.get("corruption") or {}
+    L = corruption.get("num_layers") or status.get("num_layers")
+    layers = corruption.get("layers") if corruption.get("num_layers") else status.get("layers")
+    if isinstance(L, int) and L > 0 and isinstance(layers, list):
+        row["num_layers"] = L
+        row["side"], row["n_layers"] = side_of(layers, L)
+        row["level"] = row["n_layers"] / L
+        row["layers"] = layers_text(layers)
+    best = summary.get("best") or {}
+    for split in ("validation", "test"):
+        for k in ("accuracy", "f1_weighted", "f1_macro"):
+            row[f"{split}_{k}"] = (best.get(split) or {}).get(k)
+    row["best_on_test"] = summary.get("best_on_test")
+    row["best_epoch"] = summary.get("best_epoch")
+    row["probe_f1"] = (summary.get("probe") or stored.probe or {}).get("f1_weighted")
+    row["healing"] = summary.get("healing")
+    row["majority_f1"] = summary.get("majority_f1")
+    losses = summary.get("losses") or []
+    row["first_loss"] = losses[0] if losses else None
+    row["final_loss"] = losses[-1] if losses else None
+    timing = summary.get("timing") or {}
+    for k in ("train_s", "eval_s", "tokens_per_s", "tokens_per_epoch"):
+        row[k] = timing.get(k)
+    row["device"] = summary.get("device")
+    row["hardware"] = summary.get("hardware")  # e.g. "NVIDIA H100 80GB HBM3"; absent in runs before it was kept
+    files = store.files(stored.run_id)
+    row["has_features"] = files.features("best").is_file()  # stores copied between machines may lack them
+    row["has_analysis"] = files.analysis.is_file()
+    return row
+
+
+def _queued_rows(store: RunStore, present: set[str], defaults: dict) -> list[dict]:
+    """Runs of a grid still in progress that have no folder yet: they read as queued."""
+    rows = []
+    for record in grid_records(store):
+        if not record.get("alive"):
+            continue
+        for run_id, config in (record.get("configs") or {}).items():
+            if run_id not in present and isinstance(config, dict):
+                present.add(run_id)
+                rows.append({"run_id": run_id, **defaults, **config, "state": "queued", "damaged": [],
+                             "progress": {}, "grid": record.get("name")})
+    return rows
+
+
+def _place_unfinished(df: pd.DataFrame) -> pd.DataFrame:
+    """Runs without a corruption report (queued; older failed runs) are placed from their config and the model's
+    layer count (known offline, or from finished runs of the same model)."""
+    for col in ("side", "n_layers", "level", "num_layers", "layers"):
+        if col not in df:
+            df[col] = np.nan
+    # a store whose runs are all queued has no side yet: an all-NaN column is float, and cannot take "bottom"
+    df["side"] = df["side"].astype(object)
+    df["layers"] = df["layers"].astype(object)
+    known = df.dropna(subset=["num_layers"]).groupby("model")["num_layers"].first().to_dict()
+    for i in df.index[df["side"].isna()]:
+        model = df.at[i, "model"]
+        L = known.get(model)
+        if L is None:
+            try:
+                L = known[model] = num_layers(str(model))
+            except (HealcoreError, OSError):
+                continue
+        try:
+            layers = [x + 1 for x in parse_layers(str(df.at[i, "corrupt"])).resolve(int(L))]
+        except HealcoreError:
+            continue
+        df.at[i, "num_layers"] = L
+        df.at[i, "side"], n = side_of(layers, int(L))
+        df.at[i, "n_layers"], df.at[i, "level"] = n, n / int(L)
+        df.at[i, "layers"] = layers_text(layers)
+    return df
+
+
+def dataset_labels(datasets: pd.Series) -> dict[str, str]:
+    """Short, unique labels: registry names as they are, folders by their name (parent/name when two share it)."""
+    values = sorted(set(map(str, datasets)))
+    labels = {}
+    for value in values:
+        path = Path(value.rstrip("/"))
+        labels[value] = path.name if ("/" in value or value.startswith((".", "~"))) and path.name else value
+    taken: dict[str, list[str]] = {}
+    for value, label in labels.items():
+        taken.setdefault(label, []).append(value)
+    for label, owners in taken.items():
+        if len(owners) > 1:
+            for value in owners:
+                parts = Path(value.rstrip("/")).parts
+                labels[value] = "/".join(parts[-2:]) if len(parts) >= 2 else value
+    return labels
+
+
+def load_epochs(root: str | Path, run_ids: list[str] | None = None) -> pd.DataFrame:
+    """One row per run and finished epoch: train loss, validation and test metrics, times."""
+    store = RunStore(root)
+    rows = []
+    for run_id in run_ids if run_ids is not None else store.run_ids():
+        if not store.has_run(run_id):
+            continue
+        for e in store.epochs(run_id):
+            row = {"run_id": run_id, "epoch": e["epoch"], "train_loss": e.get("train_loss"),
+                   "train_s": e.get("train_s"), "eval_s": e.get("eval_s"), "lr": e.get("lr")}
+            for split in ("validation", "test"):
+                for k in ("accuracy", "f1_weighted", "f1_macro"):
+                    row[f"{split}_{k}"] = (e.get(split) or {}).get(k)
+            rows.append(row)
+    return pd.DataFrame(rows, columns=["run_id", "epoch", "train_loss", "train_s", "eval_s", "lr"] + SPLIT_METRICS)
+
+
+def layers_text(layers: list[int]) -> str:
+    """Which layers a run corrupted, as text for a cell's key ("" for none)."""
+    return ",".join(str(int(x)) for x in layers)
