@@ -12,11 +12,12 @@ import pandas as pd
 import streamlit as st
 
 from healcore import results
+from healcore.core.config import CORRUPTION_FIELDS
 from healcore.core.errors import HealcoreError
 from healcore.core.layers import setting_label  # noqa: F401 - pages use common.setting_label
 from healcore.core.paths import confine
 from healcore.results import flags
-from healcore.results.keys import as_text
+from healcore.results.keys import CELL_KEYS, PLACEMENT_KEYS, as_text
 from healcore.store.runs import RunStore, fingerprint
 
 # (file, title, icon, url path, section): the navigation, in order
@@ -120,14 +121,15 @@ def url_selectbox(label: str, options: list, key: str, default=None, container=N
 # ------------------------------------------------------------------------------------------ store
 def store_root() -> str:
     """The run store: ?store= in the URL, else the sidebar's earlier choice, else $HEALCORE_RUNS, else ./runs."""
-    if "store_root" not in st.session_state:
+    if "store_root" not in st.session_state or url_get("store") not in (None, st.session_state["store_root"]):
+        # a link (or a compared run of a second store) names its store: the URL wins
         st.session_state["store_root"] = url_get("store") or os.environ.get("HEALCORE_RUNS", "runs")
     value = st.sidebar.text_input("Run store", st.session_state["store_root"],
                                   help="Folder with one sub-folder per run (healcore --store); relative paths "
                                        "are relative to where streamlit was started.")
     st.session_state["store_root"] = value.strip() or "runs"
-    if st.session_state["store_root"] != os.environ.get("HEALCORE_RUNS", "runs"):
-        url_set("store", st.session_state["store_root"])
+    default = os.environ.get("HEALCORE_RUNS", "runs")
+    url_set("store", st.session_state["store_root"] if st.session_state["store_root"] != default else None)
     return st.session_state["store_root"]
 
 
@@ -162,6 +164,13 @@ def load() -> tuple[str, pd.DataFrame]:
     return root, runs_table(root, store_version(root))
 
 
+def with_speed(root: str, table: pd.DataFrame, share: float) -> pd.DataFrame:
+    """Cells with their healing speed (results.healing_speed), from the stored per-epoch metrics of their runs."""
+    ids = tuple(sorted({i for ids in table["run_ids"] for i in ids}))
+    per_cell, _ = results.healing_speed(table, epochs_table(root, store_version(root), ids), share)
+    return table.assign(healing_speed=per_cell)
+
+
 def load_cells(root: str) -> pd.DataFrame:
     return cells_table(root, store_version(root))
 
@@ -193,7 +202,7 @@ def nothing_scored_yet(runs: pd.DataFrame) -> None:
 
 
 # ------------------------------------------------------------------------------------------ filters
-def cell_filters(table: pd.DataFrame, key: str) -> pd.DataFrame:
+def cell_filters(table: pd.DataFrame) -> pd.DataFrame:
     """Sidebar filters common to the results pages (kept in the URL): models, datasets, pooling, mode, method."""
     out = table
     with st.sidebar:
@@ -206,27 +215,38 @@ def cell_filters(table: pd.DataFrame, key: str) -> pd.DataFrame:
     return out
 
 
-def variant_label(table: pd.DataFrame, methods: bool = True) -> pd.Series:
-    cols = [c for c in (["pooling", "mode", "lr_schedule", "epochs"] + (["method", "strength"] if methods else []))
-            if c in table.columns]
-    return table[cols].apply(as_text).agg(" · ".join, axis=1)
+def variant_keys(table: pd.DataFrame, exclude=()) -> list[str]:
+    """The keys of a cell, beyond where it sits (model, dataset, side, level), that take several values here."""
+    placed = {"model", "dataset", *PLACEMENT_KEYS}
+    return [k for k in CELL_KEYS if k not in placed and k not in exclude and k in table
+            and as_text(table[k]).nunique() > 1]
 
 
-def one_variant(table: pd.DataFrame, key: str, methods: bool = True) -> pd.DataFrame:
-    """Charts that place cells by model, dataset and level show one variant (pooling, mode, schedule, epochs,
-    corruption method) at a time; otherwise cells of different variants would land on the same spot."""
-    if table.empty:
+def variant_label(table: pd.DataFrame, keys: list[str]) -> pd.Series:
+    if not keys:
+        return pd.Series("", index=table.index, dtype=object)
+    return table[keys].apply(as_text).apply(lambda row: " · ".join(f"{k} {v}" for k, v in row.items()), axis=1)
+
+
+def one_variant(table: pd.DataFrame, exclude=()) -> pd.DataFrame:
+    """Charts that place cells by model, dataset and level show one variant (every other key of a cell that
+    varies: pooling, mode, schedule, epochs, batch size, method...) at a time; otherwise cells of different variants
+    would land on the same spot. `exclude`: the key a comparison sets side by side."""
+    keys = variant_keys(table, exclude)
+    if table.empty or not keys:
         return table
-    labels = variant_label(table, methods)
-    options = sorted(labels.unique(), key=lambda v: (not v.startswith("cls · full"), v))
+    labels = variant_label(table, keys)
+    options = sorted(labels.unique(), key=lambda v: ("pooling cls" not in v and "pooling" in keys,
+                                                     "mode full" not in v and "mode" in keys, v))
     if len(options) == 1:
         return table
-    title = "Variant (pooling · mode · schedule · epochs" + (" · method · strength)" if methods else ")")
-    chosen = url_selectbox(title, options, key="variant")
+    chosen = url_selectbox(f"Variant ({' · '.join(keys)})", options, key="variant")
     picked = table[labels == chosen]
-    if methods:  # clean and all-layers references come from the same pooling, mode and training
-        same = variant_label(table, methods=False) == variant_label(picked.iloc[:1], methods=False).iloc[0]
-        refs = table[same & table["side"].isin(["clean"]) & ~table.index.isin(picked.index)]
+    damage = [k for k in keys if k in CORRUPTION_FIELDS]
+    if damage:  # clean cells are the reference of every damage: taken from the same experiment
+        rest = [k for k in keys if k not in damage]
+        same = variant_label(table, rest) == variant_label(picked.iloc[:1], rest).iloc[0]
+        refs = table[same & (table["side"] == "clean") & ~table.index.isin(picked.index)]
         picked = pd.concat([picked, refs])
     return picked
 
@@ -246,10 +266,10 @@ def flag_banner(runs: pd.DataFrame, table: pd.DataFrame) -> None:
         pass
 
 
-def selected_cell(event, key: str) -> None:
+def selected_cell(event, key: str, field: str = "cell_id") -> None:
     """A click on a chart's cell puts it in the URL (?cell=); a click elsewhere clears it. An unchanged selection
     (a rerun for another reason, or a URL opened with ?cell=) leaves the URL as it is."""
-    picked = [p.get("cell_id") for p in (event.selection.get("cell") or [])] if event is not None else []
+    picked = [p.get(field) for p in (event.selection.get("cell") or [])] if event is not None else []
     last = st.session_state.get(f"{key}-last")
     if picked != last:
         st.session_state[f"{key}-last"] = picked
@@ -257,18 +277,21 @@ def selected_cell(event, key: str) -> None:
             url_set("cell", picked[0] if picked else None)
 
 
-def open_run_detail(run_id: str) -> None:
+def open_run_detail(run_id: str, store: str | None = None) -> None:
+    """Run detail of a run: of this store, or of `store` (a compared second store)."""
+    query = {"run": run_id, **({"store": store} if store else {})}
     try:
-        st.switch_page(page("Run detail"), query_params={"run": run_id})
+        st.switch_page(page("Run detail"), query_params=query)
     except st.errors.StreamlitAPIException:  # a page run on its own (tests): keep the choice in the URL
-        url_set("run", run_id)
+        for k, v in query.items():
+            url_set(k, v)
 
 
 RUN_COLUMNS = ["run_id", "state", "setting", "lr", "seed", "test_f1_weighted", "probe_f1", "best_epoch", "failures"]
 
 
-def runs_behind(runs: pd.DataFrame, run_ids: list[str], key: str, title: str) -> None:
-    """The runs behind a chart mark, flags first; selecting one opens its Run detail."""
+def runs_behind(runs: pd.DataFrame, run_ids: list[str], key: str, title: str, store: str | None = None) -> None:
+    """The runs behind a chart mark, flags first; selecting one opens its Run detail (in `store`, when given)."""
     sub = runs[runs["run_id"].isin(run_ids)].copy()
     if sub.empty:
         return
@@ -280,7 +303,7 @@ def runs_behind(runs: pd.DataFrame, run_ids: list[str], key: str, title: str) ->
                          selection_mode="single-row", key=key, column_config=RUN_COLUMN_CONFIG)
     rows = event.selection.rows if event is not None else []
     if rows:
-        open_run_detail(sub.iloc[rows[0]]["run_id"])
+        open_run_detail(sub.iloc[rows[0]]["run_id"], store)
 
 
 RUN_COLUMN_CONFIG = {

@@ -45,7 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
                      "measure how much it heals. Runs are stored one folder each under --store.")
     parser.add_argument("--store", default=DEFAULT_STORE, help="run store folder [$HEALCORE_RUNS or ./runs]")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser,
-                                metavar="{run,grid,status,cancel,report,data}")
+                                metavar="{run,grid,status,cancel,report,compare,data}")
 
     p = sub.add_parser("run", help="execute one run (reused if finished, resumed if interrupted)",
                        description="Execute one healing run. Example: healcore run --model minilm-l6 "
@@ -96,6 +96,27 @@ def build_parser() -> argparse.ArgumentParser:
                    help="commands that regenerate the report, '; '-separated, printed as a code block")
     r.add_argument("--note", default="", help="a paragraph placed under the title (scope, caveats)")
 
+    k = sub.add_parser("compare", help="compare two conditions cell by cell (A / B / A - B, with significance)",
+                       description="Two conditions of the store's grid cell by cell, in the paper's Table 3/4 "
+                       "layout: a setting's two values (--by pooling --a cls --b mean), this store against a second "
+                       "(--store2 DIR), or against the paper's published numbers (--against paper). Examples: "
+                       "healcore compare --by lr_schedule; healcore compare --against paper --format latex")
+    k.add_argument("--by", help="the setting to compare (a key that varies in the store: pooling, mode, "
+                                "lr_schedule, model, method, epochs...)")
+    k.add_argument("--a", help="its value for A [the first]")
+    k.add_argument("--b", help="its value for B [the second]")
+    k.add_argument("--store2", help="a second run store: this store is A, it is B (matched on experiments)")
+    k.add_argument("--against", choices=("paper",), help="compare with the paper's published numbers (B)")
+    k.add_argument("--paper-model", help="the paper's model to set beside the store's [the store's own, else "
+                                         "bert-base-uncased]")
+    k.add_argument("--metric", default="f1", help="f1, f1_macro, accuracy, healing, recovery [f1]")
+    k.add_argument("--correction", default="holm", choices=("holm", "bh"),
+                   help="multiple-comparison correction: holm (Holm) or bh (Benjamini-Hochberg) [holm]")
+    k.add_argument("--where", action="append", default=[], metavar="KEY=VALUE",
+                   help="keep only cells with this setting (repeatable), e.g. --where epochs=6")
+    k.add_argument("--format", default="md", choices=("md", "csv", "latex"), help="table format [md]")
+    k.add_argument("--out", help="write the table to this file (atomically) instead of printing it")
+
     d = sub.add_parser("data", help="dataset tools")
     dsub = d.add_subparsers(dest="data_command", required=True, parser_class=_Parser)
     e = dsub.add_parser("export", help="write a dataset as train.csv.gz/test.csv.gz into DIR")
@@ -126,7 +147,7 @@ def main(argv: list[str] | None = None) -> int:
 def _dispatch(args: argparse.Namespace) -> int:
     # Each command imports what it needs when it is chosen: `healcore status` and `--help` never load torch.
     commands = {"run": _run, "exec": _exec, "worker": _worker, "grid": _grid, "status": _status, "cancel": _cancel,
-                "report": _report, "data": _data}
+                "report": _report, "compare": _compare, "data": _data}
     return commands[args.command](args)
 
 
@@ -183,6 +204,16 @@ def _report(args: argparse.Namespace) -> int:
     from healcore.results.report import write_report
 
     print(f"wrote {write_report(args.store, args.out, args.title, args.name, args.command_line, args.note, args.force)}")
+    return 0
+
+
+def _compare(args: argparse.Namespace) -> int:
+    from healcore.results.compare_command import run_compare
+
+    text = run_compare(args.store, by=args.by, a=args.a, b=args.b, store2=args.store2, against=args.against,
+                       paper_model=args.paper_model, metric=args.metric, correction=args.correction,
+                       where=args.where, style=args.format, out=args.out)
+    print(text if not args.out else f"wrote {args.out}", end="" if not args.out else "\n")
     return 0
 
 

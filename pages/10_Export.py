@@ -5,14 +5,43 @@ import io
 import pandas as pd
 import streamlit as st
 
-from dashboard import common
+from dashboard import common, comparing
 from healcore import results
+from healcore.core.errors import HealcoreError
+from healcore.results import compare, compare_tables
+
+
+def comparison_tables(root: str, runs: pd.DataFrame, table: pd.DataFrame) -> None:
+    """The comparison tables `healcore compare` writes (A / B / A − B per cell, the paper's Table 3/4 layout)."""
+    st.subheader("Comparison tables")
+    by = comparing.compare_by(table)
+    if by is None:
+        st.caption("Choose what to compare (Compare by) for its table: A / B / A − B per cell, with significance.")
+        return
+    chosen = comparing.choose(root, runs, table, by)
+    if chosen is None:
+        return
+    try:
+        result = compare.compare(chosen.a, chosen.b, chosen.key, "f1", chosen.correction, chosen.relative)
+    except HealcoreError as err:
+        st.error(str(err))
+        return
+    if result.empty:
+        st.caption("Neither side has cells under these filters.")
+        return
+    csv = compare_tables.export(result, "csv")
+    st.dataframe(pd.read_csv(io.StringIO(csv), dtype=str).fillna(""), hide_index=True, width="stretch")
+    st.caption(compare_tables.caption(result))
+    c = st.columns(3)
+    c[0].download_button("Markdown", compare_tables.export(result, "md"), "comparison.md", "text/markdown")
+    c[1].download_button("LaTeX", compare_tables.export(result, "latex"), "comparison.tex", "text/x-tex")
+    c[2].download_button("CSV", csv, "comparison.csv", "text/csv")
 
 
 def main() -> None:
     common.set_up_page("Export")
     root, runs = common.load_nonempty()
-    table = common.cell_filters(common.load_cells(root), "export")
+    table = common.cell_filters(common.load_cells(root))
     common.flag_banner(runs, common.load_cells(root))
     value = common.url_selectbox("Value", ["f1", "f1_macro", "accuracy", "healing", "recovery"], key="value")
     st.subheader("Table 1 layout")
@@ -31,6 +60,7 @@ def main() -> None:
         c[2].download_button("CSV", csv, "table1.csv", "text/csv")
     else:
         st.caption("No re-initialisation cells yet.")
+    comparison_tables(root, runs, table)
     st.subheader("Tidy data")
     c = st.columns(3)
     c[0].download_button("Runs (CSV)", runs.to_csv(index=False), "runs.csv", "text/csv")

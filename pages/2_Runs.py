@@ -70,9 +70,9 @@ def compare(root: str, picked: pd.DataFrame) -> None:
     epochs = common.epochs_table(root, common.store_version(root), tuple(picked["run_id"]))
     if len(epochs):
         epochs = epochs.assign(run=epochs["run_id"])
-        c1, c2 = st.columns(2)
-        c1.altair_chart(charts.run_curves(epochs, title="Weighted F1 per epoch"), width="stretch")
-        c2.altair_chart(charts.loss_curve(epochs), width="stretch")
+        # one above the other, full width: the legend of run ids needs the room
+        st.altair_chart(charts.run_curves(epochs, title="Weighted F1 per epoch"), width="stretch")
+        st.altair_chart(charts.loss_curve(epochs), width="stretch")
 
 
 def main() -> None:

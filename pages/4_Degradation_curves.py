@@ -1,23 +1,21 @@
 """Degradation curves: F1 against corruption level, bottom and top as two lines, seed spread as bands, the clean
 model as a reference line; the paper's three claims judged on the data on screen, and whether the clean models
-trained long enough to plateau (the reference the claims lean on). Click a point for the runs behind it."""
+trained long enough to plateau (the reference the claims lean on). With "Compare by", two conditions overlaid
+(A solid, B dashed) and the claims judged on each. Click a point for the runs behind it."""
+import pandas as pd
 import streamlit as st
 
-from dashboard import common
+from dashboard import common, comparing
 from healcore import results
-from healcore.results import charts
+from healcore.core.config import CORRUPTION_FIELDS
+from healcore.results import charts, compare, compare_charts
 
 ICON = {"holds": "✓ holds", "fails": "✗ does not hold", "mixed": "~ mixed", "insufficient": "? not enough data",
         results.REFERENCE_FAILED: "⚠ not judged: the clean cell failed"}
 
 
-def main() -> None:
-    common.set_up_page("Degradation curves")
-    root, runs = common.load_nonempty()
-    table = common.load_cells(root)
-    common.flag_banner(runs, table)
-    table = results.reinit_only(common.cell_filters(table, "curves"))
-    table = common.one_variant(table, "curves", methods=False)
+def one_condition(root: str, runs, table) -> None:
+    table = common.one_variant(table, exclude=CORRUPTION_FIELDS)
     frame = charts.curve_frame(table)
     if frame.empty:
         if not (runs["state"] == "completed").any():
@@ -54,6 +52,49 @@ def main() -> None:
     if len(sig):
         st.subheader("Bottom vs top: paired t-tests")
         st.dataframe(sig, hide_index=True, width="stretch")
+
+
+def two_conditions(root: str, runs, table, by: str) -> None:
+    chosen = comparing.choose(root, runs, table, by)
+    if chosen is None:
+        return
+    try:
+        result = compare.compare(chosen.a, chosen.b, chosen.key, "f1", chosen.correction, chosen.relative)
+    except Exception as err:  # noqa: BLE001 - a comparison that cannot be made is a line, never a traceback
+        st.error(str(err).splitlines()[0] if str(err) else type(err).__name__)
+        return
+    frame = compare_charts.compare_curve_frame(result, chosen.a.name, chosen.b.name)
+    if frame.empty:
+        st.warning("Neither side has a scored cell under these filters.")
+        return
+    metric = "f1"
+    event = st.altair_chart(compare_charts.compare_curves(frame, metric), on_select="rerun", key="compare-curves")
+    common.selected_cell(event, "compare-curves", field="align")
+    st.caption("A solid, B dashed; bands: ± one standard deviation over seeds; cells whose value is a convergence "
+               "failure are left out. " + comparing.caption(result) + " Click a point to list both sides' runs.")
+    comparing.runs_of_selected(chosen, result, key="compare-curve-runs")
+    st.subheader("The paper's claims, on A and on B")
+    verdicts = [results.claims(results.reinit_only(side.cells)).assign(side=name)
+                for side, name in ((chosen.a, "A"), (chosen.b, "B"))]
+    both = pd.concat(verdicts)
+    if len(both):
+        both["verdict"] = both["verdict"].map(ICON)
+        wide = both.pivot_table(index=["dataset", "claim"], columns="side", values="verdict", aggfunc="first")
+        st.dataframe(wide.reset_index().rename(columns={"A": f"A: {chosen.a.name}", "B": f"B: {chosen.b.name}"}),
+                     hide_index=True, width="stretch")
+
+
+def main() -> None:
+    common.set_up_page("Degradation curves")
+    root, runs = common.load_nonempty()
+    table = common.load_cells(root)
+    common.flag_banner(runs, table)
+    table = results.reinit_only(common.cell_filters(table))
+    by = comparing.compare_by(table)
+    if by is None:
+        one_condition(root, runs, table)
+    else:
+        two_conditions(root, runs, table, by)
 
 
 main()

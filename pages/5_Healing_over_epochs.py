@@ -8,8 +8,13 @@ from healcore.results import charts
 
 
 def labels(runs: pd.DataFrame) -> pd.Series:
-    return pd.Series([f"{r.model} · {r.dataset} · {common.setting_label(r.side, r.level)} · lr {r.lr:g} · seed {r.seed}"
-                      for r in runs.itertuples()], index=runs.index)
+    """A run's name in words: model, dataset, setting, lr and seed, and every other key that varies among the
+    runs (pooling, schedule...), so two runs never share one; the run id where they still would."""
+    variant = common.variant_label(runs, common.variant_keys(runs))
+    out = pd.Series([f"{r.model} · {r.dataset} · {common.setting_label(r.side, r.level)} · lr {r.lr:g} · seed {r.seed}"
+                     + (f" · {v}" if v else "") for r, v in zip(runs.itertuples(), variant)], index=runs.index)
+    twins = out.duplicated(keep=False)
+    return out.where(~twins, out + " · " + runs["run_id"].astype(str))
 
 
 def draw(root: str, picked: pd.DataFrame) -> None:
@@ -22,9 +27,9 @@ def draw(root: str, picked: pd.DataFrame) -> None:
         value_name="F1").dropna()
     f1["split"] = f1["split"].str.replace("_f1_weighted", "")
     f1_chart, loss_chart = charts.epoch_curves(f1, epochs)
-    c1, c2 = st.columns(2)
-    c1.altair_chart(f1_chart, width="stretch")
-    c2.altair_chart(loss_chart, width="stretch")
+    # one above the other, full width: the legend of run names needs the room
+    st.altair_chart(f1_chart, width="stretch")
+    st.altair_chart(loss_chart, width="stretch")
 
 
 @st.fragment(run_every=3.0)

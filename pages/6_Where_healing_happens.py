@@ -7,6 +7,7 @@ import streamlit as st
 
 from dashboard import common
 from healcore import results
+from healcore.core.config import CORRUPTION_FIELDS
 from healcore.results import analysis, charts
 from healcore.store.runs import RunStore
 
@@ -43,7 +44,7 @@ def main() -> None:
     dataset = common.url_selectbox("Dataset", datasets, key="dataset", container=c[1],
                                    default=with_analysis["dataset"].iloc[0] if len(with_analysis) else datasets[0])
     sub = common.one_variant(results.reinit_only(done[(done["model"] == model) & (done["dataset"] == dataset)]),
-                             "where", methods=False)
+                             exclude=CORRUPTION_FIELDS)
     if not sub["has_analysis"].any():
         st.info("These runs kept no layer analyses: runs made before healcore recorded them, or run with "
                 "analysis_samples=0. Run the grid again in a new store (or another grid) to see where healing happens.")

@@ -43,7 +43,7 @@ def main() -> None:
         surprises = pd.DataFrame({
             "model": odd["model"], "dataset": odd["dataset"],
             "setting": [common.setting_label(s, l) for s, l in zip(odd["side"], odd["level"])],
-            "variant": common.variant_label(odd), "F1": odd["f1"], "why": odd["surprises"].map("; ".join)})
+            "variant": common.variant_label(odd, common.variant_keys(table)), "F1": odd["f1"], "why": odd["surprises"].map("; ".join)})
         # a static table wraps the long "why" sentences, where a data grid would cut them at its column's edge
         st.table(surprises.style.hide(axis="index").format({"F1": "{:.2f}"}))
 

@@ -5,6 +5,7 @@ import pandas as pd
 import streamlit as st
 
 from dashboard import common
+from healcore.core.config import CORRUPTION_FIELDS
 from healcore.results import charts
 from healcore.results.projection import project
 from healcore.store.runs import RunStore
@@ -45,8 +46,8 @@ def main() -> None:
     which = common.url_selectbox("Features", ["best", "before"], key="features", container=c[3],
                                  format_func={"best": "after fine-tuning (best epoch)",
                                               "before": "before fine-tuning"}.get)
-    sub = common.one_variant(done[(done["model"] == model) & (done["dataset"] == dataset)].copy(), "emb",
-                             methods=False)
+    sub = common.one_variant(done[(done["model"] == model) & (done["dataset"] == dataset)].copy(),
+                             exclude=CORRUPTION_FIELDS)
     sub["setting"] = [common.setting_label(r.side, r.level) + ("" if r.method == "reinit" or r.side == "clean"
                                                               else f" {r.method}") for r in sub.itertuples()]
     # one run per setting: the lowest seed among runs that kept features

@@ -68,6 +68,11 @@ def main() -> None:
     if not ids:
         common.nothing_scored_yet(common.runs_table(root, common.store_version(root)))
         return
+    asked = common.url_get("run")
+    if asked is not None and asked not in ids:  # a link to a run this store does not hold: say so, show no other
+        st.warning(f"No run {asked!r} in the store {root}; it may be in another store (choose it in the sidebar), or "
+                   f"the link is wrong. Pick a run below.")
+        common.url_set("run", None)
     run_id = common.url_selectbox("Run", ids, key="run")
     store = RunStore(root)
     try:

@@ -173,3 +173,33 @@ def test_launch_demo_in_a_real_browser(empty_server, browser, tmp_path):
     expect(page.locator(".vega-embed").first).to_be_visible(timeout=120_000)
     expect(page.get_by_text("silhouette", exact=False).first).to_be_visible()
     page.screenshot(path=str(tmp_path / "embeddings.png"))
+
+
+@pytest.fixture()
+def compare_server(tmp_path):
+    """Six datasets in both poolings, 3 seeds: the comparison a user makes of the paper's Table 3 against Table 1."""
+    from healcore.results import synthetic as syn
+
+    datasets = ("sst2", "ag_news", "emotion", "imdb", "dbpedia_14", "mrpc")
+    store = syn.build(tmp_path / "runs", datasets=datasets, levels=(0, 2, 3, 4, 6), seeds=(0, 1, 2), lrs=(5e-5,))
+    syn.build(tmp_path / "runs", datasets=datasets, levels=(0, 2, 3, 4, 6), seeds=(0, 1, 2), lrs=(5e-5,),
+              base={"pooling": "mean"})
+    proc, url = serve(store.root)
+    yield url
+    stop(proc)
+
+
+@pytest.mark.parametrize("path", ["Grid_heatmaps", "Degradation_curves"])
+def test_a_comparison_of_six_datasets_fits_1280x800(compare_server, browser, path):
+    page = browser.new_page(viewport={"width": 1280, "height": 800})
+    page.set_default_timeout(90_000)
+    page.goto(f"{compare_server}/{path}?by=pooling&a=cls&b=mean")
+    page.wait_for_selector("h1")
+    page.locator(".vega-embed").first.wait_for()
+    page.wait_for_timeout(3000)
+    m = page.evaluate(MEASURE)
+    assert m["charts"] and m["scroll"] <= m["client"], m
+    assert all(c["width"] <= c["room"] + 1 for c in m["charts"]), m["charts"]
+    if path == "Grid_heatmaps":  # the three panels, A, B and A − B, with their titles
+        for title in ("A: pooling = cls", "B: pooling = mean", "A − B"):
+            assert page.locator(".vega-embed").first.get_by_text(title).count() >= 1, title

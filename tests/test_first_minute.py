@@ -165,6 +165,6 @@ def test_a_recovery_heatmap_of_a_collapsed_reference_says_why(tmp_path, monkeypa
 
     table = cells(load_runs(collapsed_clean_store(tmp_path / "runs").root))
     frame = heatmap_frame(table, "recovery")
-    assert frame["value"].isna().all() and frame["label"].str.startswith("no reference").all()
+    assert frame["value"].isna().all() and frame["label"].str.contains("no reference").all()
     assert frame["why_failed"].str.contains("clean cell").all()
     assert np.isfinite(heatmap_frame(table, "f1")["value"]).all()

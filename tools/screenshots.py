@@ -1,6 +1,6 @@
 """Screenshots of every dashboard page, for the README and docs.
 
-Run: python tools/screenshots.py --store runs/schedule --out docs/screenshots
+Run: python tools/screenshots.py --store runs/schedule --out docs/screenshots --compare lr_schedule:constant:linear
 Starts `streamlit run app.py` on a free port against the store and drives Debian's chromium with Playwright, at
 1280x800 (the window the layout is tested at), full page.
 """
@@ -27,7 +27,17 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--store", default="runs")
     ap.add_argument("--out", default="docs/screenshots")
+    ap.add_argument("--compare", metavar="KEY:A:B",
+                    help="also shoot the heatmaps and curves comparing A with B on KEY (compare.png, compare_curves.png)")
+    ap.add_argument("--only", nargs="*", help="shoot these names only")
     args = ap.parse_args()
+    shots = dict(SHOTS)
+    if args.compare:
+        key, a, b = args.compare.split(":")
+        query = f"?by={key}&a={a}&b={b}"
+        shots.update({"compare": f"Grid_heatmaps{query}", "compare_curves": f"Degradation_curves{query}"})
+    if args.only:
+        shots = {name: path for name, path in shots.items() if name in args.only}
     from playwright.sync_api import sync_playwright
 
     with socket.socket() as s:
@@ -47,10 +57,14 @@ def main() -> None:
         with sync_playwright() as p:
             browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=FLAGS)
             page = browser.new_page(viewport={"width": 1280, "height": 800})
-            for name, path in SHOTS.items():
+            for name, path in shots.items():
                 page.goto(f"http://127.0.0.1:{port}/{path}")
                 page.wait_for_selector("h1", timeout=60_000)
-                page.wait_for_timeout(8000 if name in ("embeddings", "where_healing_happens") else 3000)
+                page.wait_for_timeout(8000 if name in ("embeddings", "where_healing_happens", "compare",
+                                                       "compare_curves") else 3000)
+                page.wait_for_function("!document.querySelector('[data-testid=\"stStatusWidget\"]')",
+                                       timeout=120_000)  # the script has finished: every chart is drawn
+                page.wait_for_timeout(1500)
                 page.screenshot(path=str(out / f"{name}.png"), full_page=True)
                 print("saved", out / f"{name}.png")
             browser.close()

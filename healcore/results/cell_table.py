@@ -176,6 +176,48 @@ def plateau(table: pd.DataFrame, epochs: pd.DataFrame) -> pd.DataFrame:
                                        "last-third gain", "verdict"])
 
 
+# ------------------------------------------------------------------------------------------ healing speed
+SPEED_SHARE = 0.95  # a run has healed once its test F1 reaches this share of its line's clean cell's best
+
+
+def healing_speed(table: pd.DataFrame, epochs: pd.DataFrame, share: float = SPEED_SHARE) \
+        -> tuple[pd.Series, dict[str, float]]:
+    """How fast each cell heals: per run at the cell's kept learning rate, the first epoch whose test weighted F1
+    reaches `share` of its line's clean cell's F1 (inf: not reached in its epochs); per cell, the median over its
+    seeds (inf when most never reached it). From the per-epoch metrics already stored: no extra training. Missing
+    where the line has no clean score or its clean cell is a convergence failure. Returns (per cell, per run)."""
+    per_run: dict[str, float] = {}
+    per_cell = pd.Series(np.nan, index=table.index, dtype=float)
+    curves = {run_id: g.sort_values("epoch") for run_id, g in epochs.groupby("run_id")} if len(epochs) else {}
+    reference = _clean_reference(table)
+    for i, r in zip(table.index, table.to_dict("records")):
+        ref = reference[i]
+        if not np.isfinite(ref):
+            continue
+        speeds = []
+        for run_id in r.get("run_ids") or []:
+            curve = curves.get(run_id)
+            if curve is None or curve.empty:
+                continue
+            hit = curve[curve["test_f1_weighted"] >= share * ref]
+            per_run[run_id] = float(hit["epoch"].iloc[0]) if len(hit) else float("inf")
+            speeds.append(per_run[run_id])
+        if speeds:
+            per_cell[i] = float(np.median(speeds))
+    return per_cell, per_run
+
+
+def _clean_reference(table: pd.DataFrame) -> pd.Series:
+    """Each cell's line's clean F1 (NaN where the line has none, or its clean cell is a convergence failure)."""
+    out = pd.Series(np.nan, index=table.index, dtype=float)
+    failed = _value_failed(table)
+    for _, g in table.groupby(line_keys(table), dropna=False):
+        clean = g[(g["side"] == "clean") & ~failed[g.index]]["f1"].dropna()
+        if len(clean):
+            out[g.index] = float(clean.iloc[0])
+    return out
+
+
 def both_panels(side: str) -> list[str]:
     """The panels (bottom, top) a cell is drawn in: clean and all-layers cells are the references of both."""
     return ["bottom", "top"] if side in ("clean", "all") else [side] if side in ("bottom", "top") else []

@@ -16,9 +16,13 @@ from healcore.results.cell_table import both_panels
 
 SIDE_COLOURS = alt.Scale(domain=["bottom", "top"], range=["#d62728", "#1f77b4"])
 FAILURE = "convergence failure (✕ runs)"
+VALUE_FAILED = "thick: the value shown is a convergence failure (✕)"
+OTHER_FAILURES = "dashed: runs at another lr or seed failed (✕N)"
 IN_FLIGHT = "running or queued"
+NOT_REACHED = "not reached"
 SURPRISE = "surprise: a finding, not a failure"
-MARK_STROKES = alt.Scale(domain=[FAILURE, IN_FLIGHT], range=["#d62728", "#7f7f7f"])
+MARKS = [VALUE_FAILED, OTHER_FAILURES, IN_FLIGHT]
+MARK_STROKES = alt.Scale(domain=MARKS, range=["#d62728", "#d62728", "#7f7f7f"])
 FACET_COLUMNS = 3  # panels per row in wrapped small multiples (fits a 1280-px-wide window with the sidebar)
 PANEL_WIDTH = 210  # px per small-multiple panel
 # The main column of the wide layout at 1280 px with the sidebar open is about 820 px; charts are sized to fit it
@@ -26,6 +30,10 @@ PANEL_WIDTH = 210  # px per small-multiple panel
 COLUMN_PX = 780
 BELOW = alt.Legend(orient="bottom", direction="vertical", labelLimit=0)
 MAX_COLOURED_CLASSES = 20  # beyond this, the largest classes keep a colour and the rest are "other"
+# the fixed colour range of each heatmap metric (the other choice fits the cells on screen)
+FIXED_DOMAINS = {"f1": (0, 100), "f1_macro": (0, 100), "accuracy": (0, 100), "healing": (-50, 100),
+                 "recovery": (-0.5, 1.5), "healing_speed": (1, 10)}
+LOWER_IS_BETTER = {"healing_speed"}
 
 
 def _cell_status(r) -> str:
@@ -40,6 +48,34 @@ def _cell_status(r) -> str:
     return ""
 
 
+def failure_mark(value_failed: bool, failures: int, status: str) -> str:
+    """The outline a heatmap cell gets: its shown value is a failure; runs at another lr or seed failed; in
+    flight; or none."""
+    if value_failed:
+        return VALUE_FAILED
+    if failures:
+        return OTHER_FAILURES
+    if status.startswith(("running", "queued")):
+        return IN_FLIGHT
+    return ""
+
+
+def mark_outlines(base: alt.Chart, marks: pd.Series) -> list[alt.Chart]:
+    """The outline layers of the marks present, one legend listing those only: thick red where the value shown is
+    a failure, dashed red where other runs of the cell failed, grey while in flight. (Vega-Lite draws a rect's
+    dash from a mark property only, so the dashed outline is a layer of its own on the same stroke scale.)"""
+    present = [m for m in MARKS if (marks == m).any()]
+    stroke = alt.Stroke("mark:N", title="marks", legend=BELOW, scale=alt.Scale(
+        domain=present, range=[MARK_STROKES.range[MARKS.index(m)] for m in present]))
+    layers = []
+    for kind, props in ((VALUE_FAILED, {"strokeWidth": 3.5}), (OTHER_FAILURES, {"strokeWidth": 2, "strokeDash": [3, 3]}),
+                        (IN_FLIGHT, {"strokeWidth": 2.5})):
+        if kind in present:
+            layers.append(base.transform_filter(f"datum.mark == '{kind}'").mark_rect(filled=False, **props).encode(
+                stroke=stroke))
+    return layers
+
+
 # ------------------------------------------------------------------------------------------ heatmap
 def heatmap_frame(table: pd.DataFrame, value: str) -> pd.DataFrame:
     """One row per (model, dataset, side panel, level); clean and all-layers cells appear in both panels; cells
@@ -47,68 +83,112 @@ def heatmap_frame(table: pd.DataFrame, value: str) -> pd.DataFrame:
     rows = []
     for r in table.itertuples():
         for panel in both_panels(r.side):
-            number = getattr(r, value)
+            number = getattr(r, value, np.nan)
+            number = float(number) if number is not None and not pd.isna(number) else np.nan
+            status = _cell_status(r)
+            why = "; ".join(r.failures) if r.failures else ""
+            if value == "recovery" and getattr(r, "reference_failed", "") and not status:
+                status = "no reference"  # measured against a collapsed clean cell: not a ratio
+                why = "; ".join(x for x in (why, r.reference_failed) if x)
+            if np.isinf(number):
+                status = NOT_REACHED
+            value_failed = bool(getattr(r, "value_failed", False))
             rows.append({
                 "cell_id": r.cell_id, "model": r.model, "dataset": r.dataset,
                 "dataset_path": getattr(r, "dataset_path", r.dataset), "panel": panel,
                 "level": f"{int(round(r.level * 100))}%", "level_order": float(r.level),
-                "setting": setting_label(r.side, r.level),
-                "value": float(number) if number is not None and np.isfinite(number) else np.nan,
-                "std": r.f1_std, "seeds": int(r.n_seeds), "lr": r.lr, "runs": int(r.n_runs),
-                "failures": int(r.n_failures), "why_failed": "; ".join(r.failures) if r.failures else "",
+                "setting": setting_label(r.side, r.level), "value": number if np.isfinite(number) else np.nan,
+                "std": r.f1_std, "seeds": int(r.n_seeds), "lr": _lr_text(r.lr), "runs": int(r.n_runs),
+                "failures": int(r.n_failures), "why_failed": why, "value_failed": value_failed,
+                "mark": failure_mark(value_failed, int(r.n_failures), status),
                 "surprise": bool(r.surprises), "why_surprising": "; ".join(r.surprises) if r.surprises else "",
-                "status": _cell_status(r)})
-            if value == "recovery" and getattr(r, "reference_failed", "") and not rows[-1]["status"]:
-                rows[-1]["status"] = "no reference"  # measured against a collapsed clean cell: not a ratio
-                rows[-1]["why_failed"] = "; ".join(x for x in (rows[-1]["why_failed"], r.reference_failed) if x)
+                "status": status})
     frame = pd.DataFrame(rows)
     if len(frame):
-        frame["label"] = [_cell_text(v, f, s) for v, f, s in zip(frame["value"], frame["failures"], frame["status"])]
-        lo, hi = frame["value"].min(), frame["value"].max()
-        shade = (frame["value"] - lo) / (hi - lo) if hi > lo else pd.Series(0.0, index=frame.index)
-        # viridis is dark at the low end and yellow at the high end: black ink on the bright cells
-        frame["ink"] = np.where(frame["value"].isna(), "#444444", np.where(shade > 0.6, "black", "white"))
+        frame["label"] = [_cell_text(v, f, vf, s) for v, f, vf, s in
+                          zip(frame["value"], frame["failures"], frame["value_failed"], frame["status"])]
     return frame
 
 
-def _cell_text(value: float, failures: int, status: str) -> str:
+def _lr_text(lr) -> str:
+    """A learning rate as every view writes it: 5e-05, 0.01 (the shortest exact form)."""
+    return f"{lr:g}" if isinstance(lr, (int, float, np.floating)) and np.isfinite(lr) else "–"
+
+
+def _cell_text(value: float, failures: int, value_failed: bool, status: str) -> str:
     text = f"{value:.1f}" if np.isfinite(value) else status
+    if value_failed:
+        return f"✕ {text}"
     if failures:
         text += f" ✕{failures}"
     return text
 
 
-def heatmap(frame: pd.DataFrame, title: str, select: bool = True) -> alt.FacetChart:
-    """Model rows x (bottom | top) panels; datasets down, corruption level across. Colour: the metric; red
-    outline and ✕N: N runs of the cell had convergence failures; orange diamond: a surprise; grey: not scored
-    yet (running, queued) or every run failed. A click selects the cell ("cell")."""
+def ink(values: pd.Series, domain: tuple[float, float] | None, reverse: bool = False) -> pd.Series:
+    """Black or white text for each cell's colour on viridis (dark at the low end, yellow at the high end)."""
+    lo, hi = domain if domain else (values.min(), values.max())
+    shade = (values - lo) / (hi - lo) if hi > lo else pd.Series(0.5, index=values.index)
+    shade = 1 - shade if reverse else shade
+    return pd.Series(np.where(values.isna(), "#444444", np.where(shade > 0.6, "black", "white")), index=values.index)
+
+
+def colour_domain(values: pd.Series, metric: str, fixed: bool) -> list[float] | None:
+    """The colour scale's range: the metric's fixed range, or the cells on screen (padded when they are one
+    value, so the legend never reads 74.211485 or NaN). None when nothing is scored."""
+    finite = values[np.isfinite(values)]
+    if fixed and metric in FIXED_DOMAINS:
+        lo, hi = FIXED_DOMAINS[metric]
+        return [min(lo, float(finite.min())) if len(finite) else lo, max(hi, float(finite.max())) if len(finite) else hi]
+    if finite.empty:
+        return None
+    lo, hi = float(finite.min()), float(finite.max())
+    pad = 0.0 if hi > lo else max(1.0, abs(lo) * 0.01)
+    return [lo - pad, hi + pad]
+
+
+def heatmap(frame: pd.DataFrame, title: str, select: bool = True, metric: str = "f1", fixed: bool = False,
+            field: str = "cell_id") -> alt.FacetChart:
+    """Model rows x (bottom | top) panels; datasets down, corruption level across. Colour: the metric (fixed range
+    or fitted to the cells); a thick red outline and ✕: the value shown is itself a convergence failure; a dashed
+    red outline and ✕N: N runs at another learning rate or seed failed; grey outline: running or queued; orange
+    diamond: a surprise; dark grey: healing not reached; light grey: not scored. A click selects the cell."""
     order = sorted(frame["level"].unique(), key=lambda s: int(s.rstrip("%")))
-    pick = alt.selection_point(name="cell", fields=["cell_id"], on="click", clear="dblclick")
+    domain = colour_domain(frame["value"], metric, fixed)
+    reverse = metric in LOWER_IS_BETTER
+    frame = frame.assign(ink=ink(frame["value"], tuple(domain) if domain else None, reverse))
+    pick = alt.selection_point(name="cell", fields=[field], on="click", clear="dblclick")
     base = alt.Chart().encode(
         x=alt.X("level:N", sort=order, title="layers corrupted", axis=alt.Axis(labelAngle=0)),
         y=alt.Y("dataset:N", title=None),
         tooltip=["model", alt.Tooltip("dataset_path:N", title="dataset"), "setting",
                  alt.Tooltip("value:Q", format=".2f", title=title), alt.Tooltip("std:Q", format=".2f"),
-                 "seeds", "lr", "runs", alt.Tooltip("status:N", title="in flight"),
-                 alt.Tooltip("why_failed:N", title="convergence failures"),
+                 "seeds", alt.Tooltip("lr:N", title="learning rate kept"), "runs",
+                 alt.Tooltip("status:N", title="status"), alt.Tooltip("why_failed:N", title="convergence failures"),
                  alt.Tooltip("why_surprising:N", title="surprise")])
-    scored = base.transform_filter("isValid(datum.value)").mark_rect().encode(
-        color=alt.Color("value:Q", title=title, scale=alt.Scale(scheme="viridis"), legend=BELOW),
-        opacity=alt.condition(pick, alt.value(1.0), alt.value(0.55)) if select else alt.value(1.0))
-    if select:
-        scored = scored.add_params(pick)
-    empty = base.transform_filter("!isValid(datum.value)").mark_rect(color="#e6e6e6")
-    text = [base.transform_filter(f"datum.ink == '{ink}'").mark_text(fontSize=10, color=ink).encode(text="label:N")
-            for ink in ("white", "black", "#444444")]  # a colour scale here would clash with the metric's
-    outline = base.transform_calculate(
-        mark=f"datum.failures > 0 ? '{FAILURE}' : (datum.status == 'running' || datum.status == 'queued' || "
-             f"indexof(datum.status, 'running') == 0 ? '{IN_FLIGHT}' : '')").transform_filter(
-        "datum.mark != ''").mark_rect(filled=False, strokeWidth=2.5).encode(
-        stroke=alt.Stroke("mark:N", scale=MARK_STROKES, title="marks", legend=BELOW))
-    surprise = base.transform_filter("datum.surprise").transform_calculate(kind=f"'{SURPRISE}'").mark_point(
-        filled=True, size=70, xOffset=-18, yOffset=-8, color="#ff7f0e").encode(
-        shape=alt.Shape("kind:N", scale=alt.Scale(domain=[SURPRISE], range=["diamond"]), title="", legend=BELOW))
-    layered = alt.layer(scored, empty, *text, outline, surprise, data=frame)
+    layers = []
+    if domain is not None:
+        layers.append(base.transform_filter("isValid(datum.value)").mark_rect().encode(
+            color=alt.Color("value:Q", title=title, legend=alt.Legend(orient="bottom", direction="vertical",
+                                                                       format=".1f", gradientLength=90),
+                            scale=alt.Scale(scheme="viridis", domain=domain, clamp=True, reverse=reverse)),
+            opacity=alt.condition(pick, alt.value(1.0), alt.value(0.55)) if select else alt.value(1.0)))
+    layers.append(base.transform_filter(f"!isValid(datum.value) && datum.status != '{NOT_REACHED}'").mark_rect(
+        color="#e6e6e6"))
+    if select:  # on the first layer, which exists whether or not anything is scored yet
+        layers[0] = layers[0].add_params(pick)
+    if (frame["status"] == NOT_REACHED).any():
+        layers.append(base.transform_filter(f"datum.status == '{NOT_REACHED}'").transform_calculate(
+            kind=f"'{NOT_REACHED}'").mark_rect().encode(fill=alt.Fill(
+                "kind:N", title="", scale=alt.Scale(domain=[NOT_REACHED], range=["#555555"]), legend=BELOW)))
+    layers += [base.transform_filter(f"datum.ink == '{colour}'").mark_text(fontSize=10, color=colour).encode(
+        text="label:N") for colour in ("white", "black", "#444444")]  # a colour scale here would clash with the metric's
+    layers += mark_outlines(base, frame["mark"])
+    if frame["surprise"].any():
+        layers.append(base.transform_filter("datum.surprise").transform_calculate(kind=f"'{SURPRISE}'").mark_point(
+            filled=True, size=70, xOffset=-18, yOffset=-8, color="#ff7f0e").encode(
+            shape=alt.Shape("kind:N", scale=alt.Scale(domain=[SURPRISE], range=["diamond"]), title="",
+                            legend=BELOW)))
+    layered = alt.layer(*layers, data=frame)
     step = max(24, min(58, (COLUMN_PX - 160) // (2 * max(1, len(order)))))
     return layered.properties(width=alt.Step(step), height=alt.Step(30)).facet(
         column=alt.Column("panel:N", title=None, sort=["bottom", "top"],
@@ -185,6 +265,15 @@ EPOCH_AXIS = alt.Axis(tickMinStep=1, format="d")
 FIT_WIDTH = alt.AutoSizeParams(type="fit-x", contains="padding")
 
 
+# The split's line style: its legend sits above the plot, where a long legend of run names below cannot push it
+# out of a half-width column.
+SPLIT_DASH = alt.StrokeDash("split:N", title=None, scale=alt.Scale(domain=["test", "validation"], range=[[1, 0], [5, 3]]),
+                            legend=alt.Legend(orient="top", direction="horizontal", labelExpr=(
+                                "datum.label == 'test' ? 'test (solid)' : 'validation (dashed)'"), symbolStrokeWidth=2,
+                                symbolType="stroke", symbolStrokeColor="#555555"))
+RUN_COLOURS = alt.Scale(scheme="tableau10")  # distinct hues in order (the theme's first two are both blue)
+
+
 def epoch_curves(f1: pd.DataFrame, losses: pd.DataFrame, series: str = "label") -> alt.HConcatChart | alt.VConcatChart:
     """Per run: weighted F1 per epoch from the damage probe (epoch 0) on, validation dashed and test solid, and
     the training loss per epoch; one colour per run, named in the legend below."""
@@ -192,34 +281,34 @@ def epoch_curves(f1: pd.DataFrame, losses: pd.DataFrame, series: str = "label") 
     f1_chart = alt.Chart(f1).mark_line(point=True).encode(
         x=alt.X("epoch:Q", title="epoch (0 = probe before fine-tuning)", axis=EPOCH_AXIS),
         y=alt.Y("F1:Q", title="weighted F1", scale=alt.Scale(zero=False)),
-        color=alt.Color(f"{series}:N", legend=legend),
-        strokeDash=alt.StrokeDash("split:N", title="split", legend=alt.Legend(orient="bottom")),
+        color=alt.Color(f"{series}:N", legend=legend, scale=RUN_COLOURS), strokeDash=SPLIT_DASH,
         tooltip=[series, "split", "epoch", alt.Tooltip("F1:Q", format=".2f")]).properties(
         width="container", height=280, autosize=FIT_WIDTH)
     loss_chart = alt.Chart(losses).mark_line(point=True).encode(
         x=alt.X("epoch:Q", title="epoch", axis=EPOCH_AXIS), y=alt.Y("train_loss:Q", title="training loss"),
-        color=alt.Color(f"{series}:N", legend=None),
+        color=alt.Color(f"{series}:N", legend=None, scale=RUN_COLOURS),
         tooltip=[series, "epoch", alt.Tooltip("train_loss:Q", format=".4f")]).properties(
         width="container", height=280, autosize=FIT_WIDTH)
     return f1_chart, loss_chart
 
 
 def run_curves(epochs: pd.DataFrame, title: str = "") -> alt.LayerChart:
-    """One run's (or a few overlaid runs') test and validation F1 per epoch, integer epochs."""
+    """One run's (or a few overlaid runs') test and validation F1 per epoch, integer epochs: test solid and
+    validation dashed (legend above), one colour per run (legend below)."""
     long = epochs.melt(id_vars=[c for c in ("run", "epoch") if c in epochs], value_vars=[
         c for c in ("validation_f1_weighted", "test_f1_weighted") if c in epochs], var_name="split", value_name="F1")
     long["split"] = long["split"].str.replace("_f1_weighted", "")
-    colour = alt.Color("run:N", legend=alt.Legend(orient="bottom", columns=1, labelLimit=0)) if "run" in long \
-        else alt.Color("split:N", legend=alt.Legend(orient="bottom"), title="split")
+    colour = alt.Color("run:N", legend=alt.Legend(orient="bottom", columns=1, labelLimit=0), scale=RUN_COLOURS) \
+        if "run" in long else alt.Color("split:N", legend=None, scale=alt.Scale(range=["#1f77b4", "#1f77b4"]))
     return alt.Chart(long.dropna()).mark_line(point=True).encode(
         x=alt.X("epoch:Q", title="epoch", axis=EPOCH_AXIS), y=alt.Y("F1:Q", title="weighted F1",
                                                                     scale=alt.Scale(zero=False)),
-        color=colour, strokeDash=alt.StrokeDash("split:N", title="split", legend=alt.Legend(orient="bottom")),
+        color=colour, strokeDash=SPLIT_DASH,
         tooltip=list(long.columns)).properties(width="container", height=240, autosize=FIT_WIDTH)
 
 
 def loss_curve(epochs: pd.DataFrame) -> alt.Chart:
-    colour = alt.Color("run:N", legend=None) if "run" in epochs else alt.value("#ff7f0e")
+    colour = alt.Color("run:N", legend=None, scale=RUN_COLOURS) if "run" in epochs else alt.value("#ff7f0e")
     return alt.Chart(epochs).mark_line(point=True).encode(
         x=alt.X("epoch:Q", title="epoch", axis=EPOCH_AXIS), y=alt.Y("train_loss:Q", title="training loss"),
         color=colour, tooltip=[c for c in ("run", "epoch", "train_loss") if c in epochs]).properties(

@@ -15,7 +15,7 @@ import pandas as pd
 from healcore import results
 from healcore.core.errors import ConfigError
 from healcore.core.paths import file_name, output_dir
-from healcore.results import analysis, charts, flags
+from healcore.results import analysis, charts, compare_tables, flags
 from healcore.results.cell_table import table1_variant
 from healcore.store.io import atomic_write_bytes
 from healcore.store.runs import RunStore
@@ -67,6 +67,7 @@ def write_report(store_root: str | Path, out_dir: str | Path, title: str = "Repr
                   runs[runs["state"] == "completed"], table, reinit, flat)
     lines = (header(study, title, note, command) + setup(study) + table1(study) + plateau(study) + curves(study)
              + healing(study) + claims(study) + flags_section(study.runs, study.table) + variants(study)
+             + comparisons(study)
              + dose_response(study) + tsne(study) + where_healing_happens(study))
     atomic_write_bytes(path, (marker + "\n" + "\n".join(lines) + "\n").encode())
     return path
@@ -270,6 +271,23 @@ def variants(s: Study) -> list[str]:
             "Test weighted F1 (best epoch on validation; seeds as available per variant: "
             + ", ".join(f"{v}: {int(n)}" for v, n in piv.groupby("variant")["n_seeds"].min().items()) + ").", "",
             _md(wide), ""]
+
+
+def comparisons(s: Study) -> list[str]:
+    """Every setting that varies in the store, its first value against each other, cell by cell (healcore compare
+    --by KEY): A / B / A − B with a significance mark, every other varying setting held at its most common value."""
+    found = compare_tables.store_comparisons(s.table, s.runs, s.root)
+    if not found:
+        return []
+    lines = ["## Comparisons", "",
+             "Each setting that takes several values in this store, compared cell by cell (`healcore compare --by "
+             "KEY`); cells are aligned on everything else, and each side keeps its own best learning rate.", ""]
+    for key, held, result in found:
+        lines += [f"### {result.attrs['a']} vs {result.attrs['b']}", ""]
+        if held:
+            lines += [f"Other settings held at: {held}.", ""]
+        lines += [compare_tables.export(result, "md"), ""]
+    return lines
 
 
 def dose_response(s: Study) -> list[str]:

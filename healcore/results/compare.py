@@ -1,0 +1,310 @@
+"""Two conditions of a grid compared cell by cell: A, B and A − B, with a significance test per cell.
+
+A side is a set of cells: those of one value of a configuration key (pooling = cls), a whole run store (two
+machines, two versions of a model), or the paper's published numbers (paper.py). Cells are aligned on everything
+but the compared key: dataset, side and level (a percentage of the layers, so a 6-layer and a 12-layer model line
+up), the model unless the model is compared, and every other key of a cell's experiment. Each side keeps its own
+best learning rate per cell, as Table 1 does.
+
+Honest cells (`status`): a cell on one side only is "only in A" or "only in B", never 0 or a gap; a cell whose
+value on either side is a convergence failure is "failure in A/B/both" and its difference is no measurement
+(`delta` is missing). Failures at another learning rate or seed than the one shown are counted beside it
+(`a_other_failures`), not confused with a failed value.
+
+Significance: where both sides have at least two seeds, a paired t-test over the seeds they share (same seed, same
+data order and head), or Welch's t-test where fewer than two pair; with one seed on a side, "n = 1, no test". The
+p-values of a comparison are corrected together (Holm, or Benjamini-Hochberg) and a cell is marked significant
+when its corrected p is below ALPHA. Torch-free.
+"""
+from __future__ import annotations
+
+import hashlib
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from healcore.core.errors import ConfigError
+from healcore.results.keys import CELL_KEYS, PLACEMENT_KEYS, as_text, text_of
+
+ALPHA = 0.05
+CORRECTIONS = {"holm": "Holm", "bh": "Benjamini-Hochberg"}
+METRICS = {"f1": "weighted F1", "f1_macro": "macro F1", "accuracy": "accuracy",
+           "healing": "healing (F1 after − probe)", "recovery": "recovery ratio",
+           "healing_speed": "healing speed (epochs)"}
+# the per-run column behind a cell's metric (a test needs each seed's value)
+RUN_VALUE = {"f1": "test_f1_weighted", "f1_macro": "test_f1_macro", "accuracy": "test_accuracy",
+             "healing": "healing", "healing_speed": "healing_speed"}
+STORE_KEY = "store"  # "compare by another run store"
+PAPER_KEY = "paper"  # "compare with the paper"
+NOT_COMPARED = {"model", "dataset", *PLACEMENT_KEYS}  # keys that place a cell, not conditions to compare
+
+
+@dataclass
+class Side:
+    """One side of a comparison: its cells, the runs behind them (None for the paper), and its name."""
+
+    name: str
+    cells: pd.DataFrame
+    runs: pd.DataFrame | None = None
+    root: str | None = None  # the store it reads (None for the paper)
+    notes: list[str] = field(default_factory=list)
+
+
+def comparable_keys(table: pd.DataFrame) -> list[str]:
+    """The configuration keys that take more than one value among a store's cells, in the order of a cell's key
+    (model first): what "Compare by" offers."""
+    keys = ["model"] + [k for k in CELL_KEYS if k not in NOT_COMPARED]
+    return [k for k in keys if k in table.columns and as_text(table[k]).nunique() > 1]
+
+
+def values_of(table: pd.DataFrame, key: str) -> list[str]:
+    return sorted(as_text(table[key]).unique(), key=_natural)
+
+
+def _natural(text: str):
+    try:
+        return (0, float(text), text)
+    except ValueError:
+        return (1, 0.0, text)
+
+
+def split(table: pd.DataFrame, runs: pd.DataFrame, key: str, a: str, b: str, root: str | None = None) \
+        -> tuple[Side, Side]:
+    """The two sides of "compare by `key`": the cells whose key reads `a`, and those reading `b`. One-line errors
+    for a key that does not vary (naming those that do) and for A equal to B."""
+    varying = comparable_keys(table)
+    if key not in varying:
+        raise ConfigError(f"{key!r} has a single value in this store, so there is nothing to compare; keys that vary: "
+                          f"{', '.join(varying) or 'none (compare with another store or the paper)'}")
+    if str(a) == str(b):
+        raise ConfigError(f"A and B are both {key} = {a}; choose two different values")
+    values = values_of(table, key)
+    for v in (a, b):
+        if str(v) not in values:
+            raise ConfigError(f"{key} = {v} is not in this store; its values: {', '.join(values)}")
+    text = as_text(table[key])
+    return (Side(f"{key} = {a}", table[text == str(a)], runs, root),
+            Side(f"{key} = {b}", table[text == str(b)], runs, root))
+
+
+def align_keys(a: pd.DataFrame, b: pd.DataFrame, key: str | None) -> list[str]:
+    """What aligns a cell of A with a cell of B: every cell key both have, but the compared key and where the
+    layers sit in a particular model (how many, which); the level stays, as a percentage."""
+    drop = {"n_layers", "layers", key} | ({"model"} if key == "model" else set())
+    return [k for k in CELL_KEYS if k not in drop and k in a.columns and k in b.columns]
+
+
+# ------------------------------------------------------------------------------------------ the comparison
+def compare(a: Side, b: Side, key: str | None, metric: str = "f1", correction: str = "holm",
+            relative: bool = False) -> pd.DataFrame:
+    """One row per aligned cell: each side's value, spread, seeds, learning rate and runs; A − B; the test, its p
+    and corrected p, whether it stays significant; and a status that says when a row is no measurement.
+    `relative` puts each value as a share (%) of its own line's clean cell (two models, or a store and the paper
+    on another model)."""
+    if metric not in METRICS:
+        raise ConfigError(f"metric {metric!r} is not one of {', '.join(METRICS)}")
+    if correction not in CORRECTIONS:
+        raise ConfigError(f"correction {correction!r} is not one of {', '.join(CORRECTIONS)}")
+    keys = align_keys(a.cells, b.cells, key)
+    left, right = _prepared(a, keys, metric, relative), _prepared(b, keys, metric, relative)
+    merged = left.merge(right, on=["align"], how="outer", suffixes=("_a", "_b"), indicator=True)
+    rows = [_row(r, keys, a, b, metric) for r in merged.to_dict("records")]
+    out = pd.DataFrame(rows)
+    if out.empty:
+        return out
+    tested = out["p"].notna()
+    out["p_adj"] = np.nan
+    out.loc[tested, "p_adj"] = adjust(out.loc[tested, "p"].to_numpy(), correction)
+    out["significant"] = out["p_adj"] < ALPHA
+    out.attrs.update(correction=CORRECTIONS[correction], metric=metric, a=a.name, b=b.name, key=key,
+                     relative=relative, align=keys, notes=a.notes + b.notes)
+    rank = {"clean": 0, "bottom": 1, "top": 2, "all": 3}
+    model = out["model"] if "model" in out else out["model_a"].astype(str) + " vs " + out["model_b"].astype(str)
+    order = out.assign(_side=out["side"].map(lambda s: rank.get(s, 4)), _model=as_text(model))
+    return out.loc[order.sort_values(["_model", "dataset", "level", "_side"], kind="stable").index].reset_index(
+        drop=True)
+
+
+def _prepared(side: Side, keys: list[str], metric: str, relative: bool) -> pd.DataFrame:
+    """A side's cells keyed by their alignment, with the value compared and each seed's."""
+    cells = side.cells
+    if cells.empty:
+        return pd.DataFrame(columns=["align", *[f"{k}" for k in keys], "value"])
+    value = cells[metric] if metric in cells else pd.Series(np.nan, index=cells.index)
+    out = cells.assign(value=value.astype(float))
+    out["per_seed_value"] = [_per_seed(side, r, metric) for r in out.to_dict("records")]
+    if relative:
+        clean = _clean_of(out, keys)
+        out["value"] = 100 * out["value"] / clean
+        out["per_seed_value"] = [{s: 100 * v / c for s, v in d.items()} if np.isfinite(c) else {}
+                                 for d, c in zip(out["per_seed_value"], clean)]
+    out["align"] = [align_id(r, keys) for r in out.to_dict("records")]
+    twins = out[out["align"].duplicated(keep=False)]
+    if len(twins):  # two cells of one side on one spot: a key that varies there must be chosen first
+        differ = [k for k in CELL_KEYS if k in twins and k not in keys and k not in ("n_layers", "layers")
+                  and as_text(twins[k]).nunique() > 1]
+        raise ConfigError(f"{side.name}: several cells fall on one spot (they differ in {', '.join(differ) or 'a key'}"
+                          f"); keep one value of {differ[0] if differ else 'it'} before comparing")
+    return out
+
+
+def _clean_of(cells: pd.DataFrame, keys: list[str]) -> pd.Series:
+    """Each cell's line's clean value (its reference for a relative comparison)."""
+    line = [k for k in keys if k not in ("side", "level", "method", "strength", "init", "scope",
+                                         "corrupt_embeddings", "corrupt_pooler")]
+    clean = cells[cells["side"] == "clean"]
+    lookup = {tuple(text_of(r[k]) for k in line): r["value"] for r in clean.to_dict("records")}
+    return pd.Series([lookup.get(tuple(text_of(r[k]) for k in line), np.nan) for r in cells.to_dict("records")],
+                     index=cells.index, dtype=float)
+
+
+def _per_seed(side: Side, cell: dict, metric: str) -> dict:
+    """seed -> the metric of the cell's run at its kept learning rate (what a test compares)."""
+    if side.runs is None or metric not in RUN_VALUE or RUN_VALUE[metric] not in side.runs:
+        return {}
+    ids = set(cell.get("run_ids") or [])
+    runs = side.runs[side.runs["run_id"].isin(ids)]
+    return {int(s): float(v) for s, v in zip(runs["seed"], runs[RUN_VALUE[metric]])
+            if _finite(v) or (isinstance(v, float) and math.isinf(v))}  # inf: healing not reached
+
+
+def align_id(row: dict, keys: list[str]) -> str:
+    """A short id of an aligned cell (what a click on a comparison's cell puts in the URL)."""
+    text = "|".join(text_of(round(row[k], 6) if k == "level" and _finite(row[k]) else row.get(k)) for k in keys)
+    return hashlib.sha1(text.encode()).hexdigest()[:12]
+
+
+def _row(r: dict, keys: list[str], a: Side, b: Side, metric: str) -> dict:
+    present = r["_merge"]
+    out = {k: _either(r, k) for k in keys}
+    out.update(align=r["align"], model_a=r.get("model_a", r.get("model")), model_b=r.get("model_b", r.get("model")))
+    for s in ("a", "b"):
+        here = present in ("both", "left_only" if s == "a" else "right_only")
+        value = r.get(f"value_{s}")
+        out[s] = float(value) if here and value is not None and not pd.isna(value) else np.nan
+        out[f"{s}_std"] = r.get(f"f1_std_{s}") if here else np.nan
+        out[f"{s}_n"] = int(r.get(f"n_seeds_{s}") or 0) if here else 0
+        out[f"{s}_lr"] = r.get(f"lr_{s}") if here else np.nan
+        out[f"{s}_cell_id"] = r.get(f"cell_id_{s}") if here else None
+        out[f"{s}_run_ids"] = list(r.get(f"all_run_ids_{s}") or []) if here else []
+        out[f"{s}_value_failed"] = bool(r.get(f"value_failed_{s}")) if here else False
+        out[f"{s}_why_failed"] = "; ".join(r.get(f"value_failures_{s}") or []) if here else ""
+        shown = int(bool(out[f"{s}_value_failed"]))
+        out[f"{s}_other_failures"] = max(0, int(r.get(f"n_failures_{s}") or 0) - shown) if here else 0
+        out[f"{s}_per_seed"] = r.get(f"per_seed_value_{s}") or {} if here else {}
+        out[f"{s}_in_flight"] = int(r.get(f"n_running_{s}") or 0) + int(r.get(f"n_queued_{s}") or 0) if here else 0
+    out["status"] = _status(present, out)
+    measured = out["status"] == ""
+    out["delta"] = out["a"] - out["b"] if measured else np.nan
+    out["test"], out["p"] = _test(out) if measured else (out["status"], np.nan)
+    return out
+
+
+def _either(r: dict, k: str):
+    for name in (k, f"{k}_a", f"{k}_b"):
+        if name in r and not (isinstance(r[name], float) and math.isnan(r[name])):
+            return r[name]
+    return None
+
+
+def _status(present: str, row: dict) -> str:
+    """Why a row is no measurement ("" when it is one)."""
+    if present == "left_only":
+        return "only in A"
+    if present == "right_only":
+        return "only in B"
+    failed = [s.upper() for s in ("a", "b") if row[f"{s}_value_failed"]]
+    if failed:
+        return "failure in both" if len(failed) == 2 else f"failure in {failed[0]}"
+    unreached = [s.upper() for s in ("a", "b") if isinstance(row[s], float) and math.isinf(row[s])]
+    if unreached:
+        return f"not reached in {' and '.join(unreached)}"
+    missing = [s.upper() for s in ("a", "b") if not _finite(row[s])]
+    if missing:
+        what = "running or queued" if any(row[f"{s.lower()}_in_flight"] for s in missing) else "no score"
+        return f"{what} in {' and '.join(missing)}"
+    return ""
+
+
+def _test(row: dict) -> tuple[str, float]:
+    """(the test, its p-value) for a measured row; no test where a side has one seed."""
+    from scipy import stats
+
+    sa, sb = row["a_per_seed"], row["b_per_seed"]
+    na, nb = row["a_n"], row["b_n"]
+    if min(na, nb) < 2 or min(len(sa), len(sb)) < 2:
+        n = min(na, nb)
+        return (f"n = {n}, no test" if n <= 1 else "no per-seed values, no test"), np.nan
+    if not all(map(np.isfinite, [*sa.values(), *sb.values()])):
+        return "some seeds never reached it, no test", np.nan
+    common = sorted(set(sa) & set(sb))
+    if len(common) >= 2:
+        res = stats.ttest_rel([sa[s] for s in common], [sb[s] for s in common])
+        name = f"paired t-test over {len(common)} seeds"
+    else:
+        res = stats.ttest_ind(list(sa.values()), list(sb.values()), equal_var=False)
+        name = f"Welch's t-test ({len(sa)} vs {len(sb)} seeds)"
+    p = float(res.pvalue)
+    return (name, p) if np.isfinite(p) else (f"{name}: no spread, no test", np.nan)
+
+
+def adjust(p: np.ndarray, correction: str) -> np.ndarray:
+    """p-values corrected for the cells tested together: Holm's step-down, or Benjamini-Hochberg's."""
+    from scipy import stats
+
+    p = np.asarray(p, dtype=float)
+    if not len(p):
+        return p
+    if correction == "bh":
+        return stats.false_discovery_control(p, method="bh")
+    order = np.argsort(p)
+    m = len(p)
+    adjusted = np.empty(m)
+    running = 0.0
+    for rank, i in enumerate(order):
+        running = max(running, min(1.0, (m - rank) * p[i]))
+        adjusted[i] = running
+    return adjusted
+
+
+def _finite(x) -> bool:
+    return x is not None and isinstance(x, (int, float, np.integer, np.floating)) and math.isfinite(float(x))
+
+
+# ------------------------------------------------------------------------------------------ sides from elsewhere
+def store_sides(root: str, runs: pd.DataFrame, table: pd.DataFrame, root2: str, runs2: pd.DataFrame,
+                table2: pd.DataFrame) -> tuple[Side, Side]:
+    """This store against a second one, matched on their experiments (the cells' keys), never on folder names. A
+    second store that shares no experiment is a one-line error."""
+    if table2.empty:
+        raise ConfigError(f"the second store {root2} holds no runs; choose a run store (a folder of run folders)")
+    keys = align_keys(table, table2, None)
+    shared = {align_id(r, keys) for r in table.to_dict("records")} & \
+        {align_id(r, keys) for r in table2.to_dict("records")}
+    if not shared:
+        raise ConfigError(f"no run of {root2} matches an experiment of {root} (model, data, recipe, damage); "
+                          f"compare stores that ran the same grid, or a subset of it")
+    return Side(f"store {root}", table, runs, root), Side(f"store {root2}", table2, runs2, root2)
+
+
+def paper_side(table: pd.DataFrame, paper_model: str | None = None) -> tuple[Side, bool]:
+    """The paper's cells as side B, for the pooling and mode this store ran (Table 1, 3 or 4), and whether the
+    comparison is relative: the store's model is not one the paper ran, so each side is a share of its own clean
+    score (levels are percentages of the layers, so the shapes compare)."""
+    from healcore.results.paper import MODELS, NAME, matching_model, paper_cells
+
+    paper = paper_cells()
+    models = list(dict.fromkeys(table["model"])) if len(table) else []
+    chosen = paper_model or matching_model(models)
+    if chosen not in MODELS:
+        raise ConfigError(f"the paper ran {', '.join(MODELS)}, not {chosen}")
+    same_model = chosen in models
+    cells = paper[paper["model"] == chosen].assign(paper_model=chosen)
+    if not same_model:  # set beside each of the store's models: two models, their shapes compared
+        cells = pd.concat([cells.assign(model=m) for m in models]) if models else cells
+    if len(table):  # the paper's cells of this store's tasks and variants only
+        cells = cells[cells["pooling"].isin(set(table["pooling"])) & cells["mode"].isin(set(table["mode"]))
+                      & cells["dataset"].isin(set(table["dataset"]))]
+    return Side(f"{NAME} ({chosen})", cells, None, None, ["the paper ran one seed per cell: no test"]), not same_model
