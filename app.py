@@ -17,15 +17,22 @@ from healcore.store.runs import RunStore
 from healcore.store.grids import grid_records  # noqa: E402
 
 STATES = ("completed", "running", "queued", "interrupted", "failed")
+STATE_HELP = {"failed": "Runs that ended with an error (NaN loss, out of memory, a crash): one kind of convergence "
+                        "failure", "interrupted": "Stopped (cancelled or killed): the next grid or run command resumes "
+                                                  "them"}
 REFRESH_S = 3.0
 
 
 def store_at_a_glance(root: str) -> None:
     runs = common.runs_table(root, common.store_version(root))
     counts = runs["state"].value_counts().to_dict() if len(runs) else {}
-    cols = st.columns(len(STATES))
+    cols = st.columns(len(STATES) + 1)
     for col, state in zip(cols, STATES):
-        col.metric(state.capitalize(), counts.get(state, 0))
+        col.metric(state.capitalize(), counts.get(state, 0), help=STATE_HELP.get(state))
+    flagged = int(runs["failed"].sum()) if len(runs) else 0
+    cols[-1].metric("Convergence failures", flagged, help=(
+        "Runs whose number is not a measurement of healing: failed (above), collapsed to one class, a loss that did "
+        "not fall, a damaged file, or a seed far from its siblings. Every page counts them the same way."))
     if runs.empty:
         common.empty_store_notice(root)
         return

@@ -17,7 +17,7 @@ from healcore.core.errors import HealcoreError
 from healcore.core.layers import setting_label  # noqa: F401 - pages use common.setting_label
 from healcore.core.paths import confine
 from healcore.results import flags
-from healcore.results.keys import CELL_KEYS, PLACEMENT_KEYS, as_text
+from healcore.results.keys import CELL_KEYS, PLACEMENT_KEYS, as_text, lr_text
 from healcore.store.runs import RunStore, fingerprint
 
 # (file, title, icon, url path, section): the navigation, in order
@@ -157,8 +157,10 @@ def load() -> tuple[str, pd.DataFrame]:
     root = store_root()
     try:
         confine(root, "run store")
-        RunStore(root)
-    except HealcoreError as err:  # outside the allowed folders, or a file: say so, never a traceback
+        if not RunStore(root).looks_like_a_store():
+            raise HealcoreError(f"{root} is not a run store: it holds no run folders; choose the folder given to "
+                                f"healcore --store (or a new, empty one)")
+    except HealcoreError as err:  # outside the allowed folders, a file, not a store: say so, never a traceback
         st.error(str(err))
         st.stop()
     return root, runs_table(root, store_version(root))
@@ -298,6 +300,7 @@ def runs_behind(runs: pd.DataFrame, run_ids: list[str], key: str, title: str, st
     sub["setting"] = [setting_label(s, l) for s, l in zip(sub["side"], sub["level"])]
     sub["failures"] = sub["failures"].map("; ".join)
     sub = sub.sort_values(["failures", "lr", "seed"], ascending=[False, True, True])
+    sub["lr"] = sub["lr"].map(lr_text)
     st.markdown(f"**{title}** · select a run to open it")
     event = st.dataframe(sub[RUN_COLUMNS], hide_index=True, width="stretch", on_select="rerun",
                          selection_mode="single-row", key=key, column_config=RUN_COLUMN_CONFIG)
@@ -310,7 +313,8 @@ RUN_COLUMN_CONFIG = {
     "run_id": st.column_config.TextColumn("run", width="medium"),
     "test_f1_weighted": st.column_config.NumberColumn("test F1", format="%.2f"),
     "probe_f1": st.column_config.NumberColumn("probe F1", format="%.2f"),
-    "lr": st.column_config.NumberColumn("lr", format="%.0e"),
+    "healing": st.column_config.NumberColumn("healing", format="%.2f"),
+    "lr": st.column_config.TextColumn("lr", width="small"),  # results.keys.lr_text: 1e-2, 5e-5, as every view writes it
     "best_epoch": st.column_config.NumberColumn("best epoch", format="%d"),
     "failures": st.column_config.TextColumn("convergence failures", width="large"),
 }

@@ -18,6 +18,7 @@ from healcore.core.errors import HealcoreError
 from healcore.core.paths import confine
 from healcore.results import charts
 from healcore.results import compare as cmp
+from healcore.results.keys import lr_text
 from healcore.results.paper import MODELS as PAPER_MODELS
 from healcore.store.runs import RunStore
 
@@ -155,8 +156,8 @@ def runs_of_selected(comparison: Comparison, result: pd.DataFrame, key: str) -> 
         return
     r = chosen.iloc[0]
     where = f"{r['dataset']} · {common.setting_label(r['side'], float(r['level']))}"
-    st.markdown(f"**{where}**: A {r['a']:.2f} (lr {r['a_lr']:g}, n = {r['a_n']}) vs B {r['b']:.2f} "
-                f"(lr {r['b_lr']:g}, n = {r['b_n']}); A − B {r['delta']:+.2f}; {r['test']}"
+    st.markdown(f"**{where}**: A {r['a']:.2f} (lr {lr_text(r['a_lr'])}, n = {r['a_n']}) vs B {r['b']:.2f} "
+                f"(lr {lr_text(r['b_lr'])}, n = {r['b_n']}); A − B {r['delta']:+.2f}; {r['test']}"
                 .replace("nan", "–") + (f"; {r['status']}" if r["status"] else ""))
     curves = []
     for side, ids, label in ((comparison.a, r["a_run_ids"], "A"), (comparison.b, r["b_run_ids"], "B")):

@@ -249,8 +249,13 @@ def _grid(args: argparse.Namespace) -> int:
         print("nothing to do")
         return 0
     result = run_grid(plan, store)
+    from healcore.results import load_runs
+
+    runs = load_runs(store.root, include_queued=False)
+    flagged = int(runs[runs["run_id"].isin({c.run_id for c in plan.grid.configs})]["failed"].sum())
     print(f"grid {plan.grid.name}: {result['completed']} completed, {result['failed']} failed, "
-          f"{result['busy']} skipped (running elsewhere), {result['interrupted']} interrupted")
+          f"{result['busy']} skipped (running elsewhere), {result['interrupted']} interrupted; {flagged} run(s) with "
+          f"convergence failures (healcore status lists them)")
     for run_id, error in result.get("errors", {}).items():
         print(f"  failed {run_id}: {error}")
     return 1 if result["interrupted"] else 0

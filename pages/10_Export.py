@@ -50,7 +50,7 @@ def main() -> None:
     if md:
         csv = results.export_table1(table, "csv", value)
         st.dataframe(pd.read_csv(io.StringIO(csv), dtype=str).fillna(""), hide_index=True, width="stretch")
-        st.caption(md.split("\n\n", 1)[1])
+        st.caption(f"{caption} {results.note('csv')}")  # the marks of the table shown, which is the CSV
         with st.expander("Markdown"):
             st.code(md, language="markdown")
         c = st.columns(3)

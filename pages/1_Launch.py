@@ -125,7 +125,9 @@ def plan_summary(plan: GridPlan | str) -> None:
     else:
         c[3].metric("Estimated run time" + (" (prior)" if plan.prior else ""), fmt_duration(plan.cost_s, "unknown"))
         st.caption(f"Estimate {plan.cost_note}; about {fmt_duration(plan.wall_s, 'unknown')} of wall time with "
-                   f"{plan.slots} run(s) at a time. " + " ".join(plan.grid.notes))
+                   f"{plan.slots} run(s) at a time.")
+    if plan.grid.notes:  # levels some models of the grid cannot take (another model does): said, not hidden
+        st.info("Not run: " + "; ".join(plan.grid.notes) + ".")
 
 
 def execution_choice() -> Execution | str:

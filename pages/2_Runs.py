@@ -7,12 +7,13 @@ import streamlit as st
 from dashboard import common
 from healcore.core.config import CONFIG_FIELDS
 from healcore.results import charts
-from healcore.results.keys import as_text
+from healcore.results.keys import as_text, lr_text
 
 METRICS = ["test_f1_weighted", "test_f1_macro", "test_accuracy", "validation_f1_weighted", "best_on_test",
            "probe_f1", "healing", "tokens_per_s", "train_s"]
-DEFAULT_COLUMNS = ["run_id", "state", "model", "dataset", "setting", "lr", "lr_schedule", "seed", "epochs",
-                   "test_f1_weighted", "probe_f1", "healing", "best_epoch", "failures"]
+# the scores first after the run: at 1280 px columns past the tenth are off-screen
+DEFAULT_COLUMNS = ["run_id", "state", "dataset", "setting", "test_f1_weighted", "probe_f1", "healing", "failures",
+                   "lr", "seed", "model", "lr_schedule", "epochs", "best_epoch"]
 MAX_COMPARED = 8
 
 
@@ -110,7 +111,10 @@ def main() -> None:
                      column_config={k: st.column_config.NumberColumn(format="%.2f") for k in
                                     ("mean", "std", "min", "max")})
         return
-    event = st.dataframe(shown[columns or ["run_id"]], hide_index=True, width="stretch", on_select="rerun",
+    display = shown[columns or ["run_id"]]
+    if "lr" in display:  # sorted as numbers above, written as every view writes it
+        display = display.assign(lr=display["lr"].map(lr_text))
+    event = st.dataframe(display, hide_index=True, width="stretch", on_select="rerun",
                          selection_mode="multi-row", key="runs-table", column_config=common.RUN_COLUMN_CONFIG)
     rows = event.selection.rows if event is not None else []
     now = list(shown.iloc[rows[:MAX_COMPARED]]["run_id"]) if rows else []

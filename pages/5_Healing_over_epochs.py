@@ -5,13 +5,14 @@ import streamlit as st
 
 from dashboard import common
 from healcore.results import charts
+from healcore.results.keys import lr_text
 
 
 def labels(runs: pd.DataFrame) -> pd.Series:
     """A run's name in words: model, dataset, setting, lr and seed, and every other key that varies among the
     runs (pooling, schedule...), so two runs never share one; the run id where they still would."""
     variant = common.variant_label(runs, common.variant_keys(runs))
-    out = pd.Series([f"{r.model} · {r.dataset} · {common.setting_label(r.side, r.level)} · lr {r.lr:g} · seed {r.seed}"
+    out = pd.Series([f"{r.model} · {r.dataset} · {common.setting_label(r.side, r.level)} · lr {lr_text(r.lr)} · seed {r.seed}"
                      + (f" · {v}" if v else "") for r, v in zip(runs.itertuples(), variant)], index=runs.index)
     twins = out.duplicated(keep=False)
     return out.where(~twins, out + " · " + runs["run_id"].astype(str))

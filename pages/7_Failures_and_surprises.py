@@ -6,6 +6,7 @@ import streamlit as st
 
 from dashboard import common
 from healcore.results import charts, flags
+from healcore.results.keys import lr_text
 
 
 def main() -> None:
@@ -24,12 +25,15 @@ def main() -> None:
     else:
         failed["setting"] = [common.setting_label(s, l) for s, l in zip(failed["side"], failed["level"])]
         failed["reason"] = failed["failures"].map("; ".join)
-        shown = failed[["run_id", "model", "dataset", "setting", "lr", "seed", "state", "test_f1_weighted",
-                        "majority_f1", "reason"]]
+        failed["lr"] = failed["lr"].map(lr_text)
+        # the reason first after the run: at 1280 px a reason at the far right was off-screen
+        shown = failed[["run_id", "reason", "dataset", "setting", "lr", "seed", "test_f1_weighted", "majority_f1",
+                        "state", "model"]]
         event = st.dataframe(shown, hide_index=True, width="stretch", on_select="rerun", selection_mode="single-row",
                              key="failed-runs", column_config={**common.RUN_COLUMN_CONFIG,
+                                                               "run_id": st.column_config.TextColumn("run", width="small"),
                                                                "majority_f1": st.column_config.NumberColumn(
-                                                                   "majority-class F1", format="%.2f"),
+                                                                   "majority F1", format="%.2f"),
                                                                "reason": st.column_config.TextColumn(width="large")})
         st.caption("Select a run to see its curves here; open it for everything else.")
         rows = event.selection.rows if event is not None else []

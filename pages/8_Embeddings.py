@@ -7,11 +7,12 @@ import streamlit as st
 from dashboard import common
 from healcore.core.config import CORRUPTION_FIELDS
 from healcore.results import charts
-from healcore.results.projection import project
+from healcore.results.keys import lr_text
+from healcore.results.projection import is_cached, project
 from healcore.store.runs import RunStore
 
 
-@st.cache_data(show_spinner="Projecting features (cached on disk next to them)...", max_entries=64)
+@st.cache_data(show_spinner=False, max_entries=64)
 def projection(root: str, run_id: str, which: str, method: str, mtime: float) -> dict | None:
     return project(RunStore(root).files(run_id), which, method)
 
@@ -57,20 +58,30 @@ def main() -> None:
     chosen = common.url_multiselect("Settings (one run each: the lowest seed that kept features)", options,
                                     key="setting", default=default_settings(options), all_means_none=False)
     panels = []
-    for setting in chosen:
-        r = sub[sub["setting"] == setting].iloc[0]
+    picked = {setting: sub[sub["setting"] == setting].iloc[0] for setting in chosen}
+    to_compute = [s for s, r in picked.items() if store.files(r["run_id"]).features(which).is_file()
+                  and not is_cached(store.files(r["run_id"]), which, method)]
+    bar = st.progress(0.0, text=f"Projecting {len(to_compute)} panel(s) with {method.upper()} (once: the result is "
+                                f"kept on disk next to the features)...") if to_compute else None
+    for setting, r in picked.items():
         feat = store.files(r["run_id"]).features(which)
         if not feat.is_file():
             st.warning(f"{setting}: no stored {which} features")
             continue
+        if bar is not None and setting in to_compute:
+            done_so_far = to_compute.index(setting)
+            bar.progress(done_so_far / len(to_compute), text=f"Projecting {setting} ({done_so_far + 1} of "
+                                                             f"{len(to_compute)}; kept on disk once done)...")
         proj = projection(root, r["run_id"], which, method, feat.stat().st_mtime)
         if proj is None:
             continue
         classes = (store.summary(r["run_id"]) or {}).get("classes") or []
         labels = [classes[i] if i < len(classes) else str(i) for i in proj["labels"]]
-        title = (f"{setting} · seed {r['seed']} · lr {r['lr']:g} · {r['run_id'][-10:]} · silhouette "
+        title = (f"{setting} · seed {r['seed']} · lr {lr_text(r['lr'])} · {r['run_id'][-10:]} · silhouette "
                  f"{proj['silhouette']:.2f} · kNN {proj['knn_accuracy']:.1f}%")
         panels.append(pd.DataFrame({"x": proj["xy"][:, 0], "y": proj["xy"][:, 1], "label": labels, "panel": title}))
+    if bar is not None:
+        bar.empty()
     if not panels:
         st.info("Pick at least one setting with stored features.")
         return

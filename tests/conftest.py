@@ -1,4 +1,13 @@
-"""Shared fixtures: tiny random BERT/DistilBERT models saved as folders, and the shared offline data."""
+"""Shared fixtures: tiny random BERT/DistilBERT models saved as folders, and the shared offline data; and the two
+layers of the suite.
+
+Every test is `unit` or `integration`, decided here from what it uses: a test that trains (a tiny model fixture),
+starts processes (grids, workers, Ray, a browser, a wheel install) or is marked slow is integration; the rest,
+pure functions and pages rendered over synthetic stores, is the quick layer:
+
+    python -m pytest -q -m unit        # the contributor's loop, about a minute on 2 cores
+    python -m pytest -q                # everything (the README's command, and CI's)
+"""
 from __future__ import annotations
 
 import os
@@ -14,6 +23,39 @@ SHARED_DATA = (ROOT.parent / "shared" / "data").resolve()
 # The device the numerics tests train on: cpu everywhere (CI has no GPU); HEALCORE_TEST_DEVICE=cuda runs the
 # same tests on a GPU machine (see docs/PERFORMANCE.md).
 TEST_DEVICE = os.environ.get("HEALCORE_TEST_DEVICE", "cpu")
+
+
+# Fixtures that train models, and modules whose every test starts processes or trains.
+TRAINING_FIXTURES = {"tiny_bert", "tiny_bert_no_dropout", "tiny_distilbert", "tiny_store"}
+INTEGRATION_MODULES = {"test_browser", "test_ray_cluster", "test_reliability", "test_workers", "test_fused",
+                       "test_compiled", "test_run", "test_fast_path"}
+
+
+def pytest_ignore_collect(collection_path, config):
+    """`-m unit` does not even import the modules whose every test is integration (they import torch)."""
+    if config.getoption("markexpr", "") == "unit" and collection_path.stem in INTEGRATION_MODULES:
+        return True
+    return None
+
+
+def _starts_processes(item) -> bool:
+    """A test whose own code starts a process (subprocess, or the CLI helpers that do)."""
+    import inspect
+
+    try:
+        source = inspect.getsource(item.function)
+    except (OSError, TypeError):
+        return False
+    return any(word in source for word in ("subprocess.", "healcore(", "_cli(", "launch("))
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        heavy = (TRAINING_FIXTURES & set(getattr(item, "fixturenames", ()))
+                 or item.module.__name__.rsplit(".", 1)[-1] in INTEGRATION_MODULES
+                 or item.get_closest_marker("slow") or item.get_closest_marker("browser")
+                 or item.get_closest_marker("integration") or _starts_processes(item))
+        item.add_marker(pytest.mark.integration if heavy else pytest.mark.unit)
 
 
 def pytest_configure(config):

@@ -59,7 +59,7 @@ CASES = [
     ("shuffle one layer", lambda t, m: {"method": "shuffle", "corrupt": "top:1"}, "at least 2"),
     ("unknown dataset", lambda t, m: {"dataset": "sst3"}, "unknown dataset 'sst3'"),
     ("missing model folder", lambda t, m: {"model": "./no-such-model"}, "does not exist"),
-    ("unknown hub model", lambda t, m: {"model": "nobody/no-such-model-xyz"}, "cannot load model"),
+    ("unknown hub model", lambda t, m: {"model": "nobody/no-such-model-xyz"}, "the hub cannot be reached"),
     ("remote code", lambda t, m: {"model": _model_folder(t, "rc", {"model_type": "bert", "auto_map": {"AutoModel": "x.Y"}})},
      "trust_remote_code"),
     ("unsupported architecture", lambda t, m: {"model": _model_folder(t, "gpt", {"model_type": "gpt2", "n_layer": 2, "n_embd": 32, "n_head": 2, "vocab_size": 100})},

@@ -9,12 +9,14 @@ import pyarrow as pa
 import pytest
 from scipy import stats
 
-from conftest import ROOT
 from healcore.core.config import RunConfig
 from healcore.core.errors import ConfigError
-from healcore.results import cells, load_runs
+from healcore.results import cells
 from healcore.results import compare as cmp
+from healcore.results import load_runs
 from healcore.results import synthetic as syn
+
+from conftest import ROOT
 from test_dashboard import open_page, texts
 
 
@@ -40,11 +42,15 @@ def pooling_store(root):
     return store
 
 
+@pytest.fixture(scope="session")
+def pooled_store(tmp_path_factory):
+    return pooling_store(tmp_path_factory.mktemp("pooled") / "runs")  # built once: the tests only read it
+
+
 @pytest.fixture()
-def pooled(tmp_path, monkeypatch):
-    store = pooling_store(tmp_path / "runs")
-    monkeypatch.setenv("HEALCORE_RUNS", str(store.root))
-    return store
+def pooled(pooled_store, monkeypatch):
+    monkeypatch.setenv("HEALCORE_RUNS", str(pooled_store.root))
+    return pooled_store
 
 
 def chart_frames(at) -> list[pd.DataFrame]:
@@ -244,7 +250,7 @@ def test_a_copied_url_reopens_the_comparison_and_its_selected_cell(pooled):
     assert chosen["Compare by"] == "pooling" and chosen["A: pooling ="] == "mean" and chosen["B: pooling ="] == "cls"
     assert chosen["Metric"] == "Macro F1" and chosen["Correction for many cells"] == "Benjamini-Hochberg"
     assert chosen["Colour scale"] == "fixed range"
-    assert any(f"A: pooling = mean" in m.value for m in at.markdown)  # both sides' runs are listed
+    assert any("A: pooling = mean" in m.value for m in at.markdown)  # both sides' runs are listed
     assert len(at.dataframe) >= 2
     for key, value in query.items():
         assert at.query_params[key] == [value] or at.query_params[key] == value

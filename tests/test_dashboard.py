@@ -44,15 +44,17 @@ def texts(at: AppTest) -> str:
     return "\n".join(map(str, parts))
 
 
-@pytest.fixture()
-def troubled(tmp_path, monkeypatch):
+@pytest.fixture(scope="session")
+def troubled_store(tmp_path_factory):
     """A synthetic store with every kind of trouble: a failed run, a collapse, a flat loss and a stray seed (at
-    both learning rates), a surprising cell, a damaged summary, a running run and a queued grid."""
+    both learning rates), a surprising cell, a damaged summary, a running run and a queued grid. Built once: the
+    tests read it (and `troubled` refreshes what ages)."""
     from healcore.core.config import RunConfig
     from healcore.results import synthetic as syn
     from healcore.results.runs_table import load_runs
 
-    store = syn.build(tmp_path / "runs", datasets=("sst2", "ag_news"), analysis=True, features=True)
+    store = syn.build(tmp_path_factory.mktemp("troubled") / "runs", datasets=("sst2", "ag_news"), analysis=True,
+                      features=True)
     runs = load_runs(store.root)
 
     def pick(dataset, corrupt, lr, seed):
@@ -72,6 +74,18 @@ def troubled(tmp_path, monkeypatch):
     queued = [RunConfig(model="minilm-l6", dataset="sst2", corrupt="bottom:4", lr=lr, seed=s, epochs=3)
               for lr in (2e-5, 5e-5) for s in (0, 1, 2)]
     syn.queue(store, "more", [RunConfig.from_stored(store.config(running))] + queued)
+    return store, running
+
+
+@pytest.fixture()
+def troubled(troubled_store, monkeypatch):
+    """The troubled store, its running run's and its grid's heartbeats fresh (a run silent for 90 s reads as
+    interrupted), as this page's store."""
+    from healcore.results import synthetic as syn
+
+    store, running = troubled_store
+    syn.run_now(store, running)
+    store.grid_heartbeat_path("more").touch()
     monkeypatch.setenv("HEALCORE_RUNS", str(store.root))
     return store
 
@@ -148,7 +162,7 @@ def test_flag_counts_agree_across_pages_report_and_exports(troubled, tmp_path):
     # clean and all-layers cells appear in both panels: count each flagged cell once
     marked = table[(table["n_failures"] > 0) & table["method"].isin(["reinit", "-"])]
     expected = sum(2 if s in ("clean", "all") else 1 for s in marked["side"])
-    assert csv.count("failed)") == expected
+    assert csv.count("†") == expected
 
 
 def test_a_failing_run_at_any_learning_rate_marks_its_cell_and_a_failed_only_cell_is_drawn(tmp_path):

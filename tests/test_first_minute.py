@@ -4,8 +4,10 @@ click on Start."""
 import json
 import subprocess
 import sys
+import time
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from healcore.core.config import RunConfig
@@ -168,3 +170,121 @@ def test_a_recovery_heatmap_of_a_collapsed_reference_says_why(tmp_path, monkeypa
     assert frame["value"].isna().all() and frame["label"].str.contains("no reference").all()
     assert frame["why_failed"].str.contains("clean cell").all()
     assert np.isfinite(heatmap_frame(table, "f1")["value"]).all()
+
+
+# ------------------------------------------------------------------------------------------ rough edges
+@pytest.fixture()
+def absurd_lr(tmp_path, monkeypatch):
+    """A grid with lr 5e-5 beside an absurd 1e-2 at which every run collapsed (validation too)."""
+    store = syn.build(tmp_path / "runs", datasets=("sst2", "ag_news"), levels=(0, 3, 6), seeds=(0, 1), lrs=(5e-5, 1e-2))
+    for run_id in store.run_ids():
+        if store.config(run_id)["lr"] == 1e-2:
+            syn.collapse(store, run_id)
+    monkeypatch.setenv("HEALCORE_RUNS", str(store.root))
+    return store
+
+
+def test_a_learning_rate_is_written_one_way_everywhere(absurd_lr):
+    from healcore.results import cells, load_runs
+    from healcore.results.charts import heatmap_frame
+    from healcore.results.keys import lr_text
+
+    assert [lr_text(x) for x in (0.01, 5e-5, 2e-5, 1.5e-5)] == ["1e-2", "5e-5", "2e-5", "1.5e-5"]
+    frame = heatmap_frame(cells(load_runs(absurd_lr.root)), "f1")
+    assert set(frame["lr"]) <= {"1e-2", "5e-5"}
+    at = open_page("Failures and surprises")
+    shown = at.dataframe[0].value
+    assert list(shown.columns[:2]) == ["run_id", "reason"]  # the reason is on screen at 1280 px, not off its edge
+    assert set(shown["lr"]) == {"1e-2"}
+
+
+def test_surprises_are_not_judged_against_a_collapsed_cell(tmp_path):
+    from healcore.results import cells, load_runs
+
+    store = syn.build(tmp_path / "runs", levels=(0, 3, 6), seeds=(0, 1, 2), lrs=(5e-5,))
+    for run_id in store.run_ids():
+        if store.config(run_id)["corrupt"] == "none":
+            syn.collapse(store, run_id)
+    table = cells(load_runs(store.root))
+    # bottom and top 50% score far above the collapsed clean cell: no "more corruption, higher" from that
+    assert not any("non-monotone" in s for s in table["surprises"].sum())
+
+
+def test_the_runs_table_shows_scores_before_settings_and_run_names_are_unique(absurd_lr):
+    at = open_page("Runs")
+    columns = list(at.dataframe[0].value.columns)
+    assert columns.index("test_f1_weighted") < 5 and columns.index("failures") < 8
+    from healcore.results import load_runs
+
+    from pages_helpers import page_functions
+
+    labels = page_functions("5_Healing_over_epochs", ["labels"])["labels"]
+    runs = load_runs(absurd_lr.root)
+    runs = pd.concat([runs, runs.assign(pooling="mean", run_id=runs["run_id"] + "-m")])
+    assert labels(runs).is_unique and labels(runs).str.contains("pooling mean").any()
+
+
+def test_run_curves_name_their_split_above_and_runs_in_distinct_colours():
+    from healcore.results.charts import loss_curve, run_curves
+
+    epochs = pd.DataFrame({"run": ["a", "a", "b", "b"], "epoch": [1, 2, 1, 2], "train_loss": [0.7, 0.7, 0.5, 0.4],
+                           "validation_f1_weighted": [10.0, 10.0, 80, 85], "test_f1_weighted": [10.0, 10.0, 79, 84]})
+    spec = run_curves(epochs).to_dict()
+    assert spec["encoding"]["strokeDash"]["legend"]["orient"] == "top"
+    assert spec["encoding"]["color"]["scale"]["scheme"] == "tableau10"
+    assert spec["encoding"]["y"]["axis"]["format"] == ".1f"  # a flat, collapsed curve: never 10.000000000000
+    assert loss_curve(epochs).to_dict()["encoding"]["y"]["axis"]["format"] == ".3~f"
+
+
+def test_table1_marks_mean_what_its_caption_says_in_every_format(absurd_lr):
+    from healcore.results import cells, export_table1, load_runs, note
+
+    table = cells(load_runs(absurd_lr.root))
+    csv = export_table1(table, "csv")
+    assert "failed)" not in csv and "(surprise)" not in csv and "†" in csv
+    assert "*:" in note("csv") and "†N" in note("csv") and "Bold:" in note("markdown")
+    at = open_page("Export")
+    assert any(note("csv") in c.value for c in at.caption)
+
+
+def test_home_status_and_grid_name_convergence_failures_beside_failed_runs(absurd_lr):
+    at = open_page("Home")
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics["Failed"] == "0" and int(metrics["Convergence failures"]) > 0
+    out = subprocess.run([sys.executable, "-m", "healcore", "--store", str(absurd_lr.root), "status"],
+                         capture_output=True, text=True, cwd=ROOT)
+    assert "run(s) with convergence failures" in out.stdout and "collapsed" in out.stdout
+
+
+def test_impossible_levels_are_refused_and_an_unknown_model_is_one_quick_line(tmp_path, monkeypatch):
+    from healcore.core.errors import ConfigError, ModelError
+    from healcore.core.model_facts import num_layers
+    from healcore.grids.spec import expand
+
+    for level, why in (("37%", "37% of 6 layers is not a whole number"), ("9", "9 layers asked, it has 6")):
+        with pytest.raises(ConfigError, match=why):
+            expand({"name": "x", "models": ["minilm-l6"], "corruption": {"levels": ["0%", level]}})
+    assert expand("paper-table1").notes  # 25% of DistilBERT is skipped where BERT-base takes it
+    monkeypatch.setenv("HEALCORE_RUNS", str(tmp_path / "runs"))
+    at = open_page("Launch")
+    at.radio[0].set_value("Build a grid").run()
+    next(m for m in at.multiselect if m.label.startswith("Corruption levels")).set_value(["0%", "37%"]).run()
+    assert any("fits no model of the grid" in e.value for e in at.error)
+    assert not [b for b in at.button if b.label == "Start"]
+    started = time.perf_counter()
+    with pytest.raises(ModelError, match="the hub cannot be reached") as err:
+        num_layers("nobody/no-such-model-xyz")
+    assert time.perf_counter() - started < 10 and "\n" not in str(err.value) and str(err.value).endswith("reachable")
+
+
+def test_run_detail_says_a_run_is_unknown_and_a_folder_that_is_no_store_says_so(absurd_lr, tmp_path, monkeypatch):
+    at = open_page("Run detail", {"run": "no-such-run"})
+    assert not at.exception and any("No run 'no-such-run'" in w.value for w in at.warning)
+    elsewhere = tmp_path / "not-a-store"
+    (elsewhere / "notes").mkdir(parents=True)
+    (elsewhere / "data.csv").write_text("a,b\n")
+    monkeypatch.setenv("HEALCORE_RUNS", str(elsewhere))
+    at = open_page("Runs")
+    assert not at.exception and any("is not a run store" in e.value for e in at.error)
+    monkeypatch.setenv("HEALCORE_RUNS", str(tmp_path / "brand-new"))
+    assert "No runs in" in texts(open_page("Runs"))  # a new store: the next step, not an error

@@ -4,10 +4,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from conftest import tiny_config
 from healcore.core.config import CELL_FIELDS, EXECUTION_FIELDS, EXPERIMENT_FIELDS, RunConfig
 from healcore.core.errors import ConfigError
 from healcore.results import synthetic as syn
+
+from conftest import tiny_config
 
 
 # ------------------------------------------------------------------------------------------ cells

@@ -70,6 +70,46 @@ def _written(name: str) -> bool:
     return name not in DERIVED or (derived_folder(name) / "config.json").is_file()
 
 
+HUB_HOST = ("huggingface.co", 443)
+
+
+def _hub_config(name: str) -> Path:
+    """A hub id's config.json: from the local Hugging Face cache, else from the hub, asked once and only when it
+    answers (offline, the hub client retries for half a minute before it gives up)."""
+    from huggingface_hub import hf_hub_download, try_to_load_from_cache
+
+    try:
+        cached = try_to_load_from_cache(name, "config.json")
+    except Exception:  # noqa: BLE001 - a malformed id: the hub call below says so
+        cached = None
+    if isinstance(cached, str):
+        return Path(cached)
+    if os.environ.get("HF_HUB_OFFLINE", "").strip() in ("1", "true", "True") or not hub_reachable():
+        raise ModelError(f"model {short_name(name)!r} is not a local folder, a short name (minilm-l6) or a hub model in "
+                         f"this machine's Hugging Face cache, and the hub cannot be reached; give a folder saved with "
+                         f"save_pretrained, or download the model where the hub is reachable")
+    try:
+        return Path(hf_hub_download(name, "config.json"))
+    except Exception as err:  # noqa: BLE001 - unknown repo, malformed id: one line, as for loading
+        raise _friendly_load_error(name, err) from None
+
+
+@lru_cache(maxsize=1)
+def hub_reachable(timeout: float = 3.0) -> bool:
+    """Whether the Hugging Face hub answers a TCP connection (asked once per process)."""
+    import socket
+
+    try:
+        socket.create_connection(HUB_HOST, timeout=timeout).close()
+        return True
+    except OSError:
+        return False
+
+
+def short_name(name: str, limit: int = 80) -> str:
+    return name if len(name) <= limit else name[:limit] + "..."
+
+
 def _friendly_load_error(name: str, err: Exception) -> ModelError:
     text = str(err)
     if "trust_remote_code" in text or "custom code" in text:
@@ -77,8 +117,11 @@ def _friendly_load_error(name: str, err: Exception) -> ModelError:
                           f"choose a standard transformers architecture")
     if "Unrecognized model" in text or "does not recognize this architecture" in text:
         return ModelError(f"model {name!r} is not an architecture transformers knows; use a BERT-family encoder")
-    first = first_line(err)[:200]
-    return ModelError(f"cannot load model {name!r} ({first}); offline? use a local folder or minilm-l6")
+    if "RepositoryNotFound" in type(err).__name__ or "404" in text or "not found" in text.lower():
+        return ModelError(f"model {short_name(name)!r}: the hub has no such model (or it is private); check the id, "
+                          f"or give a local folder")
+    return ModelError(f"cannot load model {short_name(name)!r}: {first_line(err)[:160].rstrip('.')}; give a local "
+                      f"folder or minilm-l6")
 
 
 # Layer counts of common hub models, so grid specs expand (and dry-run) offline.
@@ -122,12 +165,7 @@ def _config_json(name: str) -> dict:
         return raw
     path = Path(model_folder(name)) / "config.json"
     if not path.is_file():
-        try:  # a hub id: its config.json alone, from the local cache or (online) the hub
-            from huggingface_hub import hf_hub_download
-
-            path = Path(hf_hub_download(name, "config.json"))
-        except Exception as err:  # noqa: BLE001 - offline, unknown repo, malformed id: one line, as for loading
-            raise _friendly_load_error(name, err) from None
+        path = _hub_config(name)
     try:
         raw = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):

@@ -18,7 +18,8 @@ import torch.nn as nn
 import transformers
 
 from healcore.core.errors import ModelError
-from healcore.core.model_facts import DERIVED, _friendly_load_error, cpu_name, derived_folder, model_folder
+from healcore.core.model_facts import (DERIVED, _friendly_load_error, check_model_offline, cpu_name, derived_folder,
+                                       model_folder)
 
 # transformers 5 resolves its public names lazily, and that first resolution is not thread-safe: two threads
 # asking at once (the dashboard runs page scripts in threads that can overlap: reruns, several browser
@@ -94,17 +95,12 @@ LAYER_PATHS = ("encoder.layer", "transformer.layer", "encoder.layers", "layers",
 
 @lru_cache(maxsize=64)
 def load_model_config(name: str):
-    """The transformers config alone (no weights): cheap, used to check layer specs before a run starts."""
+    """The transformers config alone (no weights): cheap, used to check layer specs before a run starts. Its
+    config.json is read torch-free first (model_facts), with the same one-line errors the dashboard gives: a damaged
+    file, remote code, a hub id neither cached nor reachable (in a second, not after the hub client's retries)."""
     AutoConfig = hf("AutoConfig")
     path = resolve_model_path(name)
-    local_config = Path(path) / "config.json"
-    if local_config.is_file():
-        try:
-            raw = json.loads(local_config.read_text(encoding="utf-8"))
-        except ValueError:
-            raise ModelError(f"model folder {name} has a config.json that is not valid JSON; re-save the model") from None
-        if isinstance(raw, dict) and "auto_map" in raw:
-            raise _friendly_load_error(name, ValueError("trust_remote_code"))
+    check_model_offline(name)
     try:
         return AutoConfig.from_pretrained(path, trust_remote_code=False)
     except Exception as err:  # transformers raises OSError/ValueError/KeyError for the same user mistakes

@@ -20,6 +20,8 @@ from pathlib import Path
 from healcore.core.errors import ConfigError, StoreError
 from healcore.grids.local import run_local
 from healcore.grids.plan import GridPlan
+from healcore.results import flags
+from healcore.results.cell_table import cells
 from healcore.results.runs_table import load_runs
 from healcore.store.grids import grid_records, live_grid
 from healcore.store.io import HOST, atomic_write_json, now, pid_alive, read_json, release_lock, try_lock, update_json
@@ -237,10 +239,14 @@ def store_status(store: RunStore) -> dict:
                       "completed": sum(1 for i in ids if by_id.get(i) == "completed")})
     attention = []
     if len(runs):
-        for r in runs[runs["state"].isin(["running", "failed", "interrupted"]) | runs["damaged"].map(bool)].itertuples():
+        needs = runs["state"].isin(["running", "failed", "interrupted"]) | runs["damaged"].map(bool) | runs["failed"]
+        for r in runs[needs].itertuples():
             attention.append({"run_id": r.run_id, "state": r.state, "error": r.error if r.state == "failed" else None,
-                              "damaged": list(r.damaged)})
-    return {"store": str(store.root), "runs": len(runs), "states": states, "grids": grids, "attention": attention}
+                              "damaged": list(r.damaged), "failures": [f for f in r.failures if not
+                                                                       f.startswith(("failed", "damaged", "diverged"))]})
+    counts = flags.summary(runs, cells(runs)) if len(runs) else flags.summary(runs, runs.iloc[0:0])
+    return {"store": str(store.root), "runs": len(runs), "states": states, "grids": grids, "attention": attention,
+            "flags": counts}
 
 
 def status_lines(status: dict) -> list[str]:
@@ -250,8 +256,11 @@ def status_lines(status: dict) -> list[str]:
         where = f"on Ray at {g['address']}" if g["executor"] == "ray" else f"pid {g['pid']}"
         lines.append(f"  grid {g['name']}: {g['completed']}/{g['runs']} completed; "
                      + (f"running ({where})" if g["alive"] else "not running"))
+    if status["runs"]:
+        lines.append("  " + flags.summary_line(status["flags"]))
     for a in status["attention"]:
         extra = f": {a['error']}" if a["error"] else ""
         extra += "".join(f"; damaged {d}" for d in a["damaged"])
+        extra += "".join(f"; {f}" for f in a.get("failures", []))
         lines.append(f"  {a['state']:11s} {a['run_id']}{extra}")
     return lines

@@ -30,6 +30,7 @@ from typing import Any
 
 from healcore.core.config import RunConfig
 from healcore.core.errors import ConfigError, first_line
+from healcore.core.paths import short
 
 PRESETS_DIR = Path(__file__).resolve().parents[1] / "presets"  # shipped inside the package (wheels too)
 SPEC_KEYS = {"name", "description", "command", "models", "datasets", "corruption", "lrs", "seeds", "pooling",
@@ -83,8 +84,8 @@ def _as_list(value: Any, key: str) -> list:
     return out
 
 
-def _level_layers(level: Any, num_layers: int) -> int | None:
-    """A level ("50%" or a count) -> number of layers for this model; None if it is no whole number."""
+def _level_layers(level: Any, num_layers: int) -> tuple[int | None, str]:
+    """A level ("50%" or a count) -> (number of layers for this model, ""), or (None, why it does not fit)."""
     text = str(level).strip()
     m = re.fullmatch(r"(\d+(?:\.\d+)?)%", text)
     if m:
@@ -92,13 +93,15 @@ def _level_layers(level: Any, num_layers: int) -> int | None:
         if not 0 <= pct <= 100:
             raise ConfigError(f"corruption level {text} must be within 0%..100%")
         k = pct * num_layers / 100
-        return int(k) if k.is_integer() else None
+        return (int(k), "") if k.is_integer() else (None, f"{text} of {num_layers} layers is not a whole number")
     if re.fullmatch(r"\d+", text):
         k = int(text)
-        if k > num_layers:
-            return None
-        return k
-    raise ConfigError(f"corruption level {level!r} is neither a percentage (50%) nor a layer count (3)")
+        return (k, "") if k <= num_layers else (None, f"{k} layers asked, it has {num_layers}")
+    raise ConfigError(f"corruption level {short(level)!r} is neither a percentage (50%) nor a layer count (3)")
+
+
+def _fitting_levels(num_layers: int) -> str:
+    return ", ".join(f"{p}%" for p in (0, 25, 50, 75, 100) if p * num_layers % 100 == 0) + f", or 0..{num_layers}"
 
 
 def expand(spec: str | Path | dict, overrides: dict | None = None) -> Grid:
@@ -125,6 +128,7 @@ def expand(spec: str | Path | dict, overrides: dict | None = None) -> Grid:
             raise ConfigError(f"unknown corruption key(s) {', '.join(map(repr, bad))}; valid: {', '.join(sorted(CORRUPTION_KEYS))}")
     configs: dict[str, RunConfig] = {}
     notes: list[str] = []
+    fits: dict[str, list[str]] = {}  # level -> why it fits no model, for each model
     for model in _as_list(data.get("models", [base.get("model", "minilm-l6")]), "models"):
         L = num_layers(str(model))
         settings: list[dict] = []
@@ -135,10 +139,13 @@ def expand(spec: str | Path | dict, overrides: dict | None = None) -> Grid:
                     raise ConfigError(f"corruption side {side!r} must be bottom or top")
             strengths = b.get("strengths", [None])
             for level in _as_list(b.get("levels", ["0%"]), "levels"):
-                k = _level_layers(level, L)
-                if k is None:
-                    notes.append(f"{model}: level {level} skipped (not a whole number of its {L} layers)")
+                k, why = _level_layers(level, L)
+                fits.setdefault(str(level), [])
+                if k is None:  # another model of the grid may take it (DistilBERT has no 25%, as in the paper)
+                    fits[str(level)].append(f"{model}: {why} (valid: {_fitting_levels(L)})")
+                    notes.append(f"{model}: level {level} skipped ({why})")
                     continue
+                fits[str(level)].append("")
                 for side in (["bottom"] if k in (0, L) else sides):  # 0% and 100% are one setting each
                     for strength in _as_list(strengths, "strengths"):
                         s = {"corrupt": "none" if k == 0 else f"{side}:{k}"}
@@ -156,6 +163,11 @@ def expand(spec: str | Path | dict, overrides: dict | None = None) -> Grid:
             cfg = RunConfig.from_dict({**base, "model": model, "dataset": dataset, **setting, "lr": lr, "seed": seed,
                                        "pooling": pooling, "mode": mode})
             configs.setdefault(cfg.run_id, cfg)
+    unusable = {level: whys for level, whys in fits.items() if whys and all(whys)}
+    if unusable:  # a level no model of the grid can take is a mistake, not a note
+        level, whys = next(iter(unusable.items()))
+        raise ConfigError(f"corruption level {short(level)} fits no model of the grid ({'; '.join(whys)}); remove it "
+                          f"or give one that fits")
     if not configs:
         raise ConfigError(f"grid {name} expands to no runs ({'; '.join(sorted(set(notes))) or 'no levels'}); "
                           f"choose levels that fit the models' layer counts")

@@ -13,6 +13,7 @@ import pandas as pd
 
 from healcore.core.layers import setting_label
 from healcore.results.cell_table import both_panels
+from healcore.results.keys import lr_text
 
 SIDE_COLOURS = alt.Scale(domain=["bottom", "top"], range=["#d62728", "#1f77b4"])
 FAILURE = "convergence failure (✕ runs)"
@@ -98,7 +99,7 @@ def heatmap_frame(table: pd.DataFrame, value: str) -> pd.DataFrame:
                 "dataset_path": getattr(r, "dataset_path", r.dataset), "panel": panel,
                 "level": f"{int(round(r.level * 100))}%", "level_order": float(r.level),
                 "setting": setting_label(r.side, r.level), "value": number if np.isfinite(number) else np.nan,
-                "std": r.f1_std, "seeds": int(r.n_seeds), "lr": _lr_text(r.lr), "runs": int(r.n_runs),
+                "std": r.f1_std, "seeds": int(r.n_seeds), "lr": lr_text(r.lr), "runs": int(r.n_runs),
                 "failures": int(r.n_failures), "why_failed": why, "value_failed": value_failed,
                 "mark": failure_mark(value_failed, int(r.n_failures), status),
                 "surprise": bool(r.surprises), "why_surprising": "; ".join(r.surprises) if r.surprises else "",
@@ -108,11 +109,6 @@ def heatmap_frame(table: pd.DataFrame, value: str) -> pd.DataFrame:
         frame["label"] = [_cell_text(v, f, vf, s) for v, f, vf, s in
                           zip(frame["value"], frame["failures"], frame["value_failed"], frame["status"])]
     return frame
-
-
-def _lr_text(lr) -> str:
-    """A learning rate as every view writes it: 5e-05, 0.01 (the shortest exact form)."""
-    return f"{lr:g}" if isinstance(lr, (int, float, np.floating)) and np.isfinite(lr) else "–"
 
 
 def _cell_text(value: float, failures: int, value_failed: bool, status: str) -> str:
@@ -302,7 +298,8 @@ def run_curves(epochs: pd.DataFrame, title: str = "") -> alt.LayerChart:
         if "run" in long else alt.Color("split:N", legend=None, scale=alt.Scale(range=["#1f77b4", "#1f77b4"]))
     return alt.Chart(long.dropna()).mark_line(point=True).encode(
         x=alt.X("epoch:Q", title="epoch", axis=EPOCH_AXIS), y=alt.Y("F1:Q", title="weighted F1",
-                                                                    scale=alt.Scale(zero=False)),
+                                                                    scale=alt.Scale(zero=False),
+                                                                    axis=alt.Axis(format=".1f")),
         color=colour, strokeDash=SPLIT_DASH,
         tooltip=list(long.columns)).properties(width="container", height=240, autosize=FIT_WIDTH)
 
@@ -310,7 +307,8 @@ def run_curves(epochs: pd.DataFrame, title: str = "") -> alt.LayerChart:
 def loss_curve(epochs: pd.DataFrame) -> alt.Chart:
     colour = alt.Color("run:N", legend=None, scale=RUN_COLOURS) if "run" in epochs else alt.value("#ff7f0e")
     return alt.Chart(epochs).mark_line(point=True).encode(
-        x=alt.X("epoch:Q", title="epoch", axis=EPOCH_AXIS), y=alt.Y("train_loss:Q", title="training loss"),
+        x=alt.X("epoch:Q", title="epoch", axis=EPOCH_AXIS), y=alt.Y("train_loss:Q", title="training loss",
+                                                                    axis=alt.Axis(format=".3~f")),
         color=colour, tooltip=[c for c in ("run", "epoch", "train_loss") if c in epochs]).properties(
         width="container", height=240, autosize=FIT_WIDTH)
 

@@ -134,7 +134,9 @@ def _prepared(side: Side, keys: list[str], metric: str, relative: bool) -> pd.Da
         return pd.DataFrame(columns=["align", *[f"{k}" for k in keys], "value"])
     value = cells[metric] if metric in cells else pd.Series(np.nan, index=cells.index)
     out = cells.assign(value=value.astype(float))
-    out["per_seed_value"] = [_per_seed(side, r, metric) for r in out.to_dict("records")]
+    by_run = _run_values(side, metric)
+    out["per_seed_value"] = [{by_run[i][0]: by_run[i][1] for i in (ids or []) if i in by_run}
+                             for ids in out["run_ids"]]
     if relative:
         clean = _clean_of(out, keys)
         out["value"] = 100 * out["value"] / clean
@@ -160,14 +162,14 @@ def _clean_of(cells: pd.DataFrame, keys: list[str]) -> pd.Series:
                      index=cells.index, dtype=float)
 
 
-def _per_seed(side: Side, cell: dict, metric: str) -> dict:
-    """seed -> the metric of the cell's run at its kept learning rate (what a test compares)."""
+def _run_values(side: Side, metric: str) -> dict[str, tuple[int, float]]:
+    """run id -> (seed, the run's value of the metric): each cell's per-seed values (what a test compares) are its
+    kept runs'. A value of inf is kept: healing not reached."""
     if side.runs is None or metric not in RUN_VALUE or RUN_VALUE[metric] not in side.runs:
         return {}
-    ids = set(cell.get("run_ids") or [])
-    runs = side.runs[side.runs["run_id"].isin(ids)]
-    return {int(s): float(v) for s, v in zip(runs["seed"], runs[RUN_VALUE[metric]])
-            if _finite(v) or (isinstance(v, float) and math.isinf(v))}  # inf: healing not reached
+    runs = side.runs
+    return {i: (int(s), float(v)) for i, s, v in zip(runs["run_id"], runs["seed"], runs[RUN_VALUE[metric]])
+            if _finite(v) or (isinstance(v, float) and math.isinf(v))}
 
 
 def align_id(row: dict, keys: list[str]) -> str:

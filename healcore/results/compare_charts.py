@@ -15,13 +15,10 @@ from healcore.results.cell_table import both_panels
 from healcore.results.charts import (BELOW, COLUMN_PX, FACET_COLUMNS, LOWER_IS_BETTER, OTHER_FAILURES, PANEL_WIDTH,
                                      SIDE_COLOURS, VALUE_FAILED, colour_domain, ink, mark_outlines)
 from healcore.results.compare import METRICS
+from healcore.results.keys import lr_text
 
 VIEWS = ("A", "B", "A − B")
 STAR = "★"
-
-
-def _lr(value) -> str:
-    return f"{value:g}" if isinstance(value, (int, float, np.floating)) and np.isfinite(value) else "–"
 
 
 def compare_frame(result: pd.DataFrame) -> pd.DataFrame:
@@ -32,7 +29,7 @@ def compare_frame(result: pd.DataFrame) -> pd.DataFrame:
         level = float(r["level"])
         common = {"align": r["align"], "model": str(model), "dataset": r["dataset"], "level": f"{int(round(level * 100))}%",
                   "setting": setting_label(r["side"], level), "a": r["a"], "b": r["b"], "delta": r["delta"],
-                  "a_n": r["a_n"], "b_n": r["b_n"], "a_lr": _lr(r["a_lr"]), "b_lr": _lr(r["b_lr"]),
+                  "a_n": r["a_n"], "b_n": r["b_n"], "a_lr": lr_text(r["a_lr"]), "b_lr": lr_text(r["b_lr"]),
                   "test": r["test"], "p": r["p"], "p_adj": r["p_adj"], "status": r["status"],
                   "significant": bool(r["significant"]),
                   "a_failures": r["a_why_failed"] or (f"{r['a_other_failures']} run(s) at another lr or seed"

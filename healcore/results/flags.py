@@ -79,10 +79,12 @@ def with_failures(runs: pd.DataFrame, cell_keys: list[str]) -> pd.DataFrame:
 
 # ------------------------------------------------------------------------------------------ per cell
 def cell_surprises(table: pd.DataFrame, line_keys: list[str]) -> list[list[str]]:
-    """Per cell of `table` (cells with a score), what is surprising about it along its degradation line."""
+    """Per cell of `table` (cells with a score), what is surprising about it along its degradation line. A cell
+    whose value is a convergence failure is no point of a line: it is neither surprising nor a neighbour."""
     out: list[list[str]] = [[] for _ in range(len(table))]
     position = {idx: i for i, idx in enumerate(table.index)}
-    scored = table[table["f1"].notna()]
+    failed = table["value_failed"].astype(bool) if "value_failed" in table else pd.Series(False, index=table.index)
+    scored = table[table["f1"].notna() & ~failed]
     sided = scored[scored["side"].isin(["bottom", "top"])]
     keys = [k for k in line_keys if k in table]
     for _, g in sided.groupby(keys + ["side", "method"], dropna=False):

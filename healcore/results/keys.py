@@ -25,6 +25,15 @@ def text_of(value) -> str:
     return "-" if value is None or (isinstance(value, float) and math.isnan(value)) else str(value)
 
 
+def lr_text(lr) -> str:
+    """A learning rate as every view writes it, in the paper's spelling: 1e-2, 5e-5, 1.5e-5; "–" when unknown."""
+    import numpy as np
+
+    if not isinstance(lr, (int, float, np.floating)) or not math.isfinite(lr):
+        return "–"
+    return np.format_float_scientific(float(lr), trim="-", exp_digits=1).replace("e+", "e")
+
+
 def cell_id(row) -> str:
     """A short stable id of a grid cell, from its whole key (what a click on a heatmap cell or curve point selects;
     two cells that differ in any key, batch size or data cap included, never share one)."""

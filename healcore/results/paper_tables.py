@@ -48,11 +48,11 @@ def _fmt(cell, style: str) -> str:
             text += f" ± {cell['std']:.2f}" if style != "latex" else f" $\\pm$ {cell['std']:.2f}"
         if cell.get("higher"):
             text = {"markdown": f"**{text}**", "latex": f"\\textbf{{{text}}}", "csv": f"{text} *"}[style]
-    if cell.get("failures"):
+    if cell.get("failures"):  # the marks of every format, CSV included, are the ones note() explains
         n = cell["failures"]
-        text += {"markdown": f" †{n}", "latex": f"$^{{\\dagger {n}}}$", "csv": f" ({n} failed)"}[style]
+        text += {"markdown": f" †{n}", "latex": f"$^{{\\dagger {n}}}$", "csv": f" †{n}"}[style]
     if cell.get("surprise"):
-        text += {"markdown": " ‡", "latex": "$^\\ddagger$", "csv": " (surprise)"}[style]
+        text += {"markdown": " ‡", "latex": "$^\\ddagger$", "csv": " ‡"}[style]
     return text.strip()
 
 
@@ -60,6 +60,11 @@ TABLE1_NOTE = ("Bold: the higher of bottom/top at that level. †N: N runs of th
                "had a convergence failure (failed, collapsed, flat loss, damaged or a seed far from its siblings). "
                "‡: a surprise, a finding rather than a failure (off its neighbours' trend, or above a cell with "
                "less corruption).")
+
+
+def note(style: str = "markdown") -> str:
+    """What the marks of a Table 1 in `style` mean (CSV marks the higher side with * instead of bold)."""
+    return TABLE1_NOTE.replace("Bold:", "*:") if style == "csv" else TABLE1_NOTE
 
 
 def export_table1(table: pd.DataFrame, style: str = "markdown", value: str = "f1", caption: str = "") -> str:

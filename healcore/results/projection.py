@@ -31,13 +31,18 @@ def quality(X: np.ndarray, labels: np.ndarray) -> dict:
     return out
 
 
+def is_cached(files: RunFiles, which: str, method: str) -> bool:
+    """Whether the projection is on disk and newer than its features (project() then returns at once)."""
+    src, cache = files.features(which), files.projection(which, method)
+    return cache.is_file() and src.is_file() and cache.stat().st_mtime >= src.stat().st_mtime
+
+
 def project(files: RunFiles, which: str = "best", method: str = "tsne", seed: int = 0) -> dict | None:
     """{'xy', 'labels', 'predictions'?, 'silhouette', 'knn_accuracy'} for a run, from cache when fresh."""
     if method not in METHODS:
         raise ValueError(f"projection method {method!r}: use tsne or umap")
-    src = files.features(which)
     cache = files.projection(which, method)
-    if cache.is_file() and src.is_file() and cache.stat().st_mtime >= src.stat().st_mtime:
+    if is_cached(files, which, method):
         try:
             with np.load(cache, allow_pickle=False) as z:
                 return {k: (z[k] if z[k].ndim else z[k].item()) for k in z.files}

@@ -17,6 +17,7 @@ from healcore.core.errors import ConfigError
 from healcore.core.paths import file_name, output_dir
 from healcore.results import analysis, charts, compare_tables, flags
 from healcore.results.cell_table import table1_variant
+from healcore.results.keys import lr_text
 from healcore.store.io import atomic_write_bytes
 from healcore.store.runs import RunStore
 
@@ -191,7 +192,7 @@ def plateau(s: Study) -> list[str]:
     return ["### Did the clean models plateau?", "",
             "Validation weighted F1 of each clean cell per epoch (mean over seeds, at the cell's learning rate); a "
             f"last third of the epochs adding {results.PLATEAU_POINTS:g} point or more over the best before it "
-            "counts as still rising.", "", _md(flat.assign(lr=flat["lr"].map(lambda v: f"{v:g}"))), ""]
+            "counts as still rising.", "", _md(flat.assign(lr=flat["lr"].map(lr_text))), ""]
 
 
 def curves(s: Study) -> list[str]:
@@ -244,7 +245,7 @@ def flags_section(runs: pd.DataFrame, table: pd.DataFrame) -> list[str]:
         lines += ["Convergence failures (per run; the number is not a measurement of healing):", ""]
         for r in failed.itertuples():
             lines.append(f"- `{r.run_id}` ({r.model}, {r.dataset}, {results.setting_label(r.side, r.level)}, "
-                         f"{r.pooling} pooling, {r.mode}, lr {r.lr:g}, seed {r.seed}): {'; '.join(r.failures)}")
+                         f"{r.pooling} pooling, {r.mode}, lr {lr_text(r.lr)}, seed {r.seed}): {'; '.join(r.failures)}")
         lines.append("")
     odd = table[table["surprises"].map(bool)] if len(table) else table
     if len(odd):

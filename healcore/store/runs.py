@@ -206,6 +206,15 @@ class RunStore:
         return sorted(p.name for p in self.root.iterdir()
                       if p.is_dir() and valid_run_id(p.name) and RunFiles(p).config.is_file())
 
+    def looks_like_a_store(self) -> bool:
+        """A folder healcore can read as a run store: missing or empty (a new store), or holding run folders or grid
+        records. A folder of other things (a home directory, a dataset) is not one."""
+        if not self.root.is_dir():
+            return True
+        entries = [p for p in self.root.iterdir() if not p.name.startswith(".") or p.name == ".grids"]
+        return not entries or (self.root / ".grids").is_dir() or bool(self.run_ids()) or \
+            all(p.name in ("README.md",) for p in entries)
+
     def config(self, run_id: str) -> dict | None:
         return read_json(self.files(run_id).config)
 
