@@ -13,8 +13,8 @@ import streamlit as st  # noqa: E402
 
 from dashboard import common  # noqa: E402
 from healcore.grids.progress import fmt_duration, grid_progress  # noqa: E402
-from healcore.store.runs import RunStore
 from healcore.store.grids import grid_records  # noqa: E402
+from healcore.store.runs import RunStore
 
 STATES = ("completed", "running", "queued", "interrupted", "failed")
 STATE_HELP = {"failed": "Runs that ended with an error (NaN loss, out of memory, a crash): one kind of convergence "

@@ -11,7 +11,7 @@ import os
 import sys
 
 from healcore.core.config import RunConfig, field_help
-from healcore.core.errors import ConfigError, HealcoreError, RunBusyError
+from healcore.core.errors import ConfigError, HealcoreError, RunBusyError, shown
 from healcore.store.runs import RunStore
 
 DEFAULT_STORE = os.environ.get("HEALCORE_RUNS", "runs")
@@ -270,7 +270,11 @@ def _parse_sets(pairs: list[str]) -> dict:
         if "=" not in pair:
             raise ConfigError(f"--set {pair!r} must look like KEY=VALUE, e.g. --set epochs=1")
         key, value = pair.split("=", 1)
-        out[key.strip()] = yaml.safe_load(value)
+        try:
+            out[key.strip()] = yaml.safe_load(value)
+        except (yaml.YAMLError, ValueError):  # a value YAML cannot read (unbalanced brackets, 5,000 digits)
+            raise ConfigError(f"--set {key.strip()}: its value {shown(value)} cannot be read; give a number, a word, "
+                              f"true/false or [a, b]") from None
     return out
 
 

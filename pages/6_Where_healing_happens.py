@@ -49,6 +49,12 @@ def main() -> None:
         st.info("These runs kept no layer analyses: runs made before healcore recorded them, or run with "
                 "analysis_samples=0. Run the grid again in a new store (or another grid) to see where healing happens.")
         return
+    unreadable = [r for r, damage in zip(sub["run_id"], sub["damaged"]) if any(d.startswith("analysis.npz")
+                                                                              for d in damage)]
+    if unreadable:
+        st.warning(f"{len(unreadable)} run(s) of this line have a damaged analysis.npz and are left out "
+                   f"({', '.join(unreadable[:3])}{' ...' if len(unreadable) > 3 else ''}); healcore status says what "
+                   f"a rerun does")
     # each cell's runs at its kept learning rate: the runs whose F1 the heatmaps show
     version = common.store_version(root)  # a scan of the store: once per render
     sub = results.scored_runs(sub, common.cells_table(root, version))

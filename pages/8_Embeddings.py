@@ -9,6 +9,7 @@ from healcore.core.config import CORRUPTION_FIELDS
 from healcore.results import charts
 from healcore.results.keys import lr_text
 from healcore.results.projection import is_cached, project
+from healcore.store.io import npz_problem
 from healcore.store.runs import RunStore
 
 
@@ -74,6 +75,9 @@ def main() -> None:
                                                              f"{len(to_compute)}; kept on disk once done)...")
         proj = projection(root, r["run_id"], which, method, feat.stat().st_mtime)
         if proj is None:
+            problem = npz_problem(feat)
+            st.warning(f"{setting}: its {which} features cannot be read ({problem}); healcore status says what a "
+                       f"rerun does" if problem else f"{setting}: too few stored {which} features to project")
             continue
         classes = (store.summary(r["run_id"]) or {}).get("classes") or []
         labels = [classes[i] if i < len(classes) else str(i) for i in proj["labels"]]

@@ -107,7 +107,7 @@ def details(store: RunStore, run_id: str, summary: dict, status: dict) -> None:
     tabs = st.tabs(["Confusion matrix", "Per-class F1", "Metrics", "Config", "Status", "Log", "Files"])
     rows = store.epochs(run_id)
     with tabs[0]:
-        confusion_tab(rows, summary)
+        confusion_tab(store, run_id, rows, summary)
     with tabs[1]:
         per_class = summary.get("per_class") or {}
         if per_class.get("best"):
@@ -140,14 +140,22 @@ def details(store: RunStore, run_id: str, summary: dict, status: dict) -> None:
         files(store, run_id)
 
 
-def confusion_tab(rows: list[dict], summary: dict) -> None:
+def confusion_tab(store: RunStore, run_id: str, rows: list[dict], summary: dict) -> None:
     classes = summary.get("classes")
     if not rows or not classes:
         st.caption("Shown once the run has finished.")
         return
+    if len(classes) > charts.MAX_CONFUSION_CLASSES:
+        st.caption(f"{len(classes)} classes: too many for a readable matrix; the per-class F1 tab has each class's "
+                   f"score, and confusion/ in the run's files holds every epoch's matrix (sparse).")
+        return
     epoch = st.select_slider("Epoch", [r["epoch"] for r in rows], value=summary.get("best_epoch") or rows[-1]["epoch"])
     row = next(r for r in rows if r["epoch"] == epoch)
-    st.altair_chart(charts.confusion(row["test"]["confusion"], classes))
+    matrix = store.confusion(run_id, row)
+    if matrix is None:
+        st.caption("This epoch's confusion matrix could not be read (a damaged file).")
+        return
+    st.altair_chart(charts.confusion(matrix, classes))
     st.caption("Each row is a true class; cells are the share of its examples predicted as each class.")
 
 main()

@@ -36,6 +36,23 @@ def _model_folder(tmp, name, config):
     return str(d)
 
 
+def _model_copy(tmp, model, name, tokenizer_text=None, **config):
+    """A copy of a model folder with its tokenizer file replaced, or its config.json saying other things."""
+    import shutil
+
+    d = tmp / name
+    shutil.copytree(model, d)
+    if tokenizer_text is not None:
+        (d / "tokenizer.json").write_text(tokenizer_text)
+    if config:
+        values = json.loads((d / "config.json").read_text())
+        (d / "config.json").write_text(json.dumps({**values, **config}))
+    return str(d)
+
+
+ONE_MEH = GOOD + [{"text": "meh 0", "label": "meh"}]  # a class of one row, which a cap of 10 rows leaves out
+LONG = "/tmp/" + "a" * 300  # longer than a file name may be
+
 # (case id, function tmp_path, tiny_bert -> config overrides, expected words in the message)
 CASES = [
     ("negative lr", lambda t, m: {"lr": "-1"}, "lr=-1.0 is out of range"),
@@ -83,6 +100,18 @@ CASES = [
      "no usable rows"),
     ("empty label", lambda t, m: {"dataset": _folder(t, "el", raw={"train": b"text,label\nhi,\nyo,neg\n", "test": b"text,label\nx,neg\n"})},
      "empty label"),
+    ("damaged tokenizer", lambda t, m: {"model": _model_copy(t, m, "gt", tokenizer_text="garbage{")},
+     "cannot load the tokenizer of model"),
+    ("config claims more layers", lambda t, m: {"model": _model_copy(t, m, "deep", num_hidden_layers=48)},
+     "config.json claims 48 layers, its weights hold 4"),
+    ("config claims another width", lambda t, m: {"model": _model_copy(t, m, "wide", hidden_size=768,
+                                                                         num_attention_heads=12)},
+     "config.json claims a width of 768"),
+    ("class left out of training", lambda t, m: {"dataset": _folder(t, "cl", train=ONE_MEH, test=ONE_MEH),
+                                                 "max_train": "10"},
+     "('meh'; 1 rows) never appear in train after the caps"),
+    ("model name too long", lambda t, m: {"model": LONG}, "cannot be looked up (File name too long)"),
+    ("dataset name too long", lambda t, m: {"dataset": LONG}, "unknown dataset '/tmp/aaaa"),
 ]
 
 

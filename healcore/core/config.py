@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
-from healcore.core.errors import ConfigError
+from healcore.core.errors import ConfigError, shown
 from healcore.core.layers import LayerSelection, parse_layers, spelling
 
 METHODS = ("reinit", "noise", "zero", "bitflip", "shuffle")
@@ -45,8 +45,9 @@ LR_SCHEDULES = ("constant", "linear", "cosine")
 CORRUPTION_FIELDS = ("corrupt", "method", "init", "strength", "scope", "corrupt_embeddings", "corrupt_pooler")
 REPLICATE_FIELDS = ("lr", "seed")
 ARTEFACT_FIELDS = ("feature_samples", "probe_samples")
-# How and where a run executes, and what it keeps beside its metrics, is not what the run is: out of the run id.
-EXECUTION_FIELDS = ("device", "precision", "compile", "checkpoint_every", "analysis_samples")
+# How and where a run executes, what it keeps beside its metrics, and what it is allowed to go on with, is not what
+# the run is: out of the run id.
+EXECUTION_FIELDS = ("device", "precision", "compile", "checkpoint_every", "analysis_samples", "allow_missing_classes")
 
 
 @dataclass(frozen=True)
@@ -92,6 +93,7 @@ class RunConfig:
     compile: str = "off"  # torch.compile the training step: off | default (fused kernels) | reduce-overhead (also CUDA graphs, on CUDA)
     checkpoint_every: int = 1  # resumable checkpoint every N epochs; 0 = none (a run of seconds restarts instead)
     analysis_samples: int = 512  # test rows whose per-layer representations are kept for CKA (0 = none)
+    allow_missing_classes: bool = False  # score a test split holding classes training never saw (refused otherwise)
 
     # ------------------------------------------------------------------ construction
     def __post_init__(self) -> None:
@@ -144,7 +146,7 @@ class RunConfig:
         def choice(name: str, options: tuple[str, ...]) -> None:
             value = getattr(self, name)
             if value not in options:
-                raise ConfigError(f"{name}={value!r} is not valid; choose one of {', '.join(options)}")
+                raise ConfigError(f"{name}={shown(value)} is not valid; choose one of {', '.join(options)}")
 
         for name, options in (("method", METHODS), ("init", INITS), ("scope", SCOPES), ("mode", MODES),
                               ("pooling", POOLINGS), ("split", SPLITS), ("select_on", SELECT_ON),
@@ -309,5 +311,5 @@ def _coerce(name: str, type_name: Any, value: Any) -> Any:
             return str(value)
     except (TypeError, ValueError, OverflowError):
         kind = t.replace(" | None", " or null")
-        raise ConfigError(f"{name}={value!r} is not a valid {kind}") from None
+        raise ConfigError(f"{name}={shown(value)} is not a valid {kind}") from None
     return value

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from healcore.core.errors import DataError
+from healcore.core.errors import DataError, shown
 
 DATA_SEED = 0
 FILE_KINDS = (".csv", ".csv.gz", ".jsonl", ".jsonl.gz", ".parquet")
@@ -161,10 +161,10 @@ def load_raw(name: str) -> tuple[pd.DataFrame, pd.DataFrame, tuple[str, ...] | N
         train, test = _load_hub(info)
         return train, test, info.classes, f"hub {info.hub_id}" + (f"/{info.hub_config}" if info.hub_config else "")
     folder = Path(name).expanduser()
-    if folder.is_dir():
+    if os.path.isdir(folder):  # (os.path: False, not an OSError, for a name too long)
         train, test = read_folder(folder)
         return train, test, None, f"folder {folder.resolve()}"
-    raise DataError(f"unknown dataset {name!r}: not a registry name ({', '.join(REGISTRY)}) and not a folder")
+    raise DataError(f"unknown dataset {shown(name)}: not a registry name ({', '.join(REGISTRY)}) and not a folder")
 
 
 # ------------------------------------------------------------------------------------------ shaping
@@ -246,7 +246,7 @@ def _rest(n_total: int, taken: np.ndarray) -> np.ndarray:
 
 def build_splits(train: pd.DataFrame, test: pd.DataFrame, hint: tuple[str, ...] | None, source: str, *,
                  split: str = "standard", paper_sizes: tuple[int, int] | None = None, max_train: int = 0,
-                 max_test: int = 0, val_fraction: float = 0.1) -> Splits:
+                 max_test: int = 0, val_fraction: float = 0.1, allow_missing_classes: bool = False) -> Splits:
     notes: list[str] = []
     train, dropped_train = _normalise(train, "train")
     test, dropped_test = _normalise(test, "test")
@@ -297,7 +297,27 @@ def build_splits(train: pd.DataFrame, test: pd.DataFrame, hint: tuple[str, ...] 
     train = train.iloc[_rest(len(train), val_idx)].reset_index(drop=True)
     if len(np.unique(train["label"])) < 2:
         raise DataError("after caps and the validation carve-out, train has one class; raise max_train")
+    absent = _absent_from_training(train, validation, test, classes)
+    if absent and not allow_missing_classes:
+        raise DataError(f"{absent} after the caps and the validation carve-out; raise max_train or lower "
+                        f"val_fraction, or pass --allow-missing-classes to score them anyway")
+    if absent:
+        notes.append(f"warning: {absent} (allowed: allow_missing_classes)")
     return Splits(train, validation, test.reset_index(drop=True), classes, source, notes)
+
+
+def _absent_from_training(train: pd.DataFrame, validation: pd.DataFrame, test: pd.DataFrame,
+                          classes: list[str]) -> str:
+    """The classes scored (in validation or test) that training never sees, in words; "" when there are none."""
+    seen = set(np.unique(train["label"]))
+    parts = []
+    for name, split in (("test", test), ("validation", validation)):
+        missing = sorted(set(np.unique(split["label"])) - seen) if len(split) else []
+        if missing:
+            rows = int(split["label"].isin(missing).sum())
+            names = ", ".join(repr(classes[i]) for i in missing[:5]) + (" ..." if len(missing) > 5 else "")
+            parts.append(f"{len(missing)} class(es) of {name} ({names}; {rows} rows) never appear in train")
+    return "; ".join(parts)
 
 
 def load_splits(cfg) -> Splits:
@@ -306,18 +326,24 @@ def load_splits(cfg) -> Splits:
     info = REGISTRY.get(cfg.dataset)
     return build_splits(train, test, hint, source, split=cfg.split,
                         paper_sizes=info.paper_sizes if info else None, max_train=cfg.max_train,
-                        max_test=cfg.max_test, val_fraction=cfg.val_fraction)
+                        max_test=cfg.max_test, val_fraction=cfg.val_fraction,
+                        allow_missing_classes=cfg.allow_missing_classes)
 
 
 def export(name: str, out_dir: str | Path) -> Path:
-    """Write a dataset (registry or folder) as train.csv.gz/test.csv.gz with class names as labels."""
+    """Write a dataset (registry or folder) as train.csv.gz/test.csv.gz with class names as labels. The folder is
+    checked before the data is loaded; each file is written whole or not at all (the store's one writer)."""
+    import io
+
+    from healcore.core.paths import output_dir
+    from healcore.store.io import atomic_write_bytes
+
+    out = output_dir(out_dir, "export folder")
     train, test, hint, _ = load_raw(name)
     splits = build_splits(train, test, hint, name, val_fraction=0.0)
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     for split_name, df in (("train", splits.train), ("test", splits.test)):
         named = df.assign(label=[splits.classes[i] for i in df["label"]])
-        tmp = out / f".{split_name}.csv.gz.tmp"
-        named.to_csv(tmp, index=False, compression="gzip")
-        os.replace(tmp, out / f"{split_name}.csv.gz")
+        buf = io.BytesIO()
+        named.to_csv(buf, index=False, compression={"method": "gzip", "mtime": 0})
+        atomic_write_bytes(out / f"{split_name}.csv.gz", buf.getvalue())
     return out

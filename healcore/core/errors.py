@@ -29,6 +29,10 @@ class StoreError(HealcoreError, OSError):
     """The run store cannot be used (not a folder, not writable, bad run id)."""
 
 
+class DiskFullError(StoreError):
+    """A write found no space (ENOSPC) or no quota (EDQUOT) left; the file it was writing is as it was."""
+
+
 class RunBusyError(HealcoreError):
     """Another process is executing the same run right now."""
 
@@ -39,6 +43,17 @@ class TrainingDiverged(HealcoreError, ArithmeticError):
 
 class Interrupted(HealcoreError):
     """The run was asked to stop (SIGTERM/SIGINT); it can be resumed."""
+
+
+def shown(value, limit: int = 60) -> str:
+    """A value as an error message quotes it: its repr cut short, without walking a huge or deeply nested value (a
+    YAML file of aliases can expand into billions of items)."""
+    import reprlib
+
+    r = reprlib.Repr()
+    r.maxlevel, r.maxlist, r.maxtuple, r.maxdict, r.maxset = 2, 4, 4, 4, 4
+    r.maxstring = r.maxother = r.maxlong = limit
+    return r.repr(value)
 
 
 def first_line(err: BaseException) -> str:

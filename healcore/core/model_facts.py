@@ -11,10 +11,12 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import re
 from functools import lru_cache
 from pathlib import Path
 
 from healcore.core.errors import ModelError, first_line
+from healcore.core.paths import short
 
 
 # Short names -> a function giving a local folder.
@@ -56,6 +58,13 @@ def model_folder(name: str) -> str:
     if name in DERIVED:
         return str(derived_folder(name))
     p = Path(name).expanduser()
+    try:
+        p.stat()
+    except FileNotFoundError:
+        pass
+    except OSError as err:  # a name the system cannot look up (too long, a loop of links)
+        raise ModelError(f"model {short(name)} cannot be looked up ({err.strerror}); give an existing folder, a hub "
+                         f"id or minilm-l6") from None
     if p.is_dir():
         if not (p / "config.json").is_file():
             raise ModelError(f"model folder {name} has no config.json; point to a folder saved by save_pretrained")
@@ -110,7 +119,7 @@ def short_name(name: str, limit: int = 80) -> str:
     return name if len(name) <= limit else name[:limit] + "..."
 
 
-def _friendly_load_error(name: str, err: Exception) -> ModelError:
+def _friendly_load_error(name: str, err: Exception, part: str = "model") -> ModelError:
     text = str(err)
     if "trust_remote_code" in text or "custom code" in text:
         return ModelError(f"model {name!r} needs custom code (trust_remote_code), which healcore never runs; "
@@ -120,6 +129,10 @@ def _friendly_load_error(name: str, err: Exception) -> ModelError:
     if "RepositoryNotFound" in type(err).__name__ or "404" in text or "not found" in text.lower():
         return ModelError(f"model {short_name(name)!r}: the hub has no such model (or it is private); check the id, "
                           f"or give a local folder")
+    if part == "tokenizer":
+        return ModelError(f"cannot load the tokenizer of model {short_name(name)!r} ({first_line(err)[:120].rstrip('.')}); "
+                          f"its tokenizer files are damaged or not a tokenizer's: save them again with "
+                          f"tokenizer.save_pretrained")
     return ModelError(f"cannot load model {short_name(name)!r}: {first_line(err)[:160].rstrip('.')}; give a local "
                       f"folder or minilm-l6")
 
@@ -238,6 +251,7 @@ def check_weights(name: str) -> None:
         files = [folder / shard for shard in shards]
     else:
         files = [folder / "model.safetensors"]
+    tensors: dict[str, list[int]] = {}
     for path in files:
         if not path.is_file():
             pickled = [p.name for p in folder.glob("*.bin")]
@@ -245,30 +259,64 @@ def check_weights(name: str) -> None:
                 raise ModelError(f"model folder {name} has only pickled weights ({', '.join(pickled)}), which healcore "
                                  f"does not load; re-save it with save_pretrained (safetensors)")
             raise ModelError(f"model folder {name} has no {path.name}; re-save the model with save_pretrained")
-        problem = _safetensors_header_problem(path)
+        problem = safetensors_problem(path)
         if problem:
             raise ModelError(f"model folder {name}: {path.name} is damaged ({problem}); copy or re-save it")
+        tensors.update(safetensors_shapes(path))
+    problem = config_against_weights(_config_json(name), tensors)
+    if problem:
+        raise ModelError(f"model folder {name}: {problem}; its config.json and weights belong to different models: "
+                         f"re-save it with save_pretrained")
 
 
-def _safetensors_header_problem(path: Path) -> str | None:
-    """Why a .safetensors file cannot be loaded, from its header and size alone (None when it looks whole)."""
+_LAYER_INDEX = re.compile(r"(?:^|\.)(?:layer|layers)\.(\d+)\.")
+
+
+def config_against_weights(raw: dict, tensors: dict[str, list[int]]) -> str | None:
+    """Where config.json disagrees with the weights' tensor names and shapes: how many layers, how wide."""
+    found = {int(m.group(1)) for name in tensors for m in [_LAYER_INDEX.search(name)] if m}
+    claimed = next((raw[k] for k in _LAYER_KEYS if isinstance(raw.get(k), int)), None)
+    if found and claimed is not None and claimed != max(found) + 1:
+        return f"config.json claims {claimed} layers, its weights hold {max(found) + 1}"
+    width = raw.get("hidden_size") or raw.get("dim")
+    embedding = next((shape for name, shape in tensors.items() if name.endswith("word_embeddings.weight")), None)
+    if isinstance(width, int) and embedding and len(embedding) == 2 and embedding[1] != width:
+        return f"config.json claims a width of {width}, its word embeddings are {embedding[1]} wide"
+    return None
+
+
+def _safetensors_header(path: Path) -> tuple[dict | None, str | None]:
+    """(header, None), or (None, why a .safetensors file cannot be loaded), from its header and size alone."""
     try:
         size = path.stat().st_size
         with open(path, "rb") as f:
             head = f.read(8)
             if len(head) < 8:
-                return "shorter than its header"
+                return None, "shorter than its header"
             n = int.from_bytes(head, "little")
             if n <= 0 or 8 + n > size:
-                return "its header runs past the end of the file"
+                return None, "its header runs past the end of the file"
             header = json.loads(f.read(n).decode("utf-8"))
     except (OSError, ValueError, UnicodeDecodeError) as err:
-        return f"unreadable header: {first_line(err)[:80]}"
+        return None, f"unreadable header: {first_line(err)[:80]}"
+    if not isinstance(header, dict):
+        return None, "unreadable header: not a JSON object"
     ends = [v["data_offsets"][1] for k, v in header.items() if k != "__metadata__" and isinstance(v, dict)
             and isinstance(v.get("data_offsets"), list) and len(v["data_offsets"]) == 2]
     if ends and 8 + n + max(ends) > size:
-        return f"truncated: {size} bytes, the header describes {8 + n + max(ends)}"
-    return None
+        return None, f"truncated: {size} bytes, the header describes {8 + n + max(ends)}"
+    return header, None
+
+
+def safetensors_problem(path: Path) -> str | None:
+    """Why a .safetensors file cannot be loaded, from its header and size alone (None when it looks whole)."""
+    return _safetensors_header(path)[1]
+
+
+def safetensors_shapes(path: Path) -> dict[str, list[int]]:
+    """Tensor name -> shape, from a whole file's header."""
+    header, _ = _safetensors_header(path)
+    return {k: v.get("shape") for k, v in (header or {}).items() if k != "__metadata__" and isinstance(v, dict)}
 
 
 def cpu_name() -> str:

@@ -66,10 +66,28 @@ def file_name(name: str, what: str) -> str:
 def output_dir(path: str | Path, what: str = "--out") -> Path:
     """A folder to write into, checked before any work: not an existing file, and within the system's path limits."""
     p = Path(path).expanduser()
+    fits(p, what)
     if p.exists() and not p.is_dir():
         raise ConfigError(f"{what} {short(str(p))} is a file; give a folder (it is created when missing)")
-    fits(p, what)
+    _under_folders(p, what)
     return p
+
+
+def output_file(path: str | Path, what: str = "--out") -> Path:
+    """A file to write, checked before any work: not a folder, not under a file, within the system's path limits."""
+    p = Path(path).expanduser()
+    fits(p, what)
+    if p.is_dir():
+        raise ConfigError(f"{what} {short(str(p))} is a folder; give a file name")
+    _under_folders(p, what)
+    return p
+
+
+def _under_folders(p: Path, what: str) -> None:
+    """The nearest existing parent of p must be a folder (a file there makes every write fail)."""
+    parent = next((q for q in p.absolute().parents if os.path.exists(q)), None)
+    if parent is not None and not parent.is_dir():
+        raise ConfigError(f"{what} {short(str(p))}: {short(str(parent))} is a file, not a folder; choose another path")
 
 
 def fits(path: Path, what: str) -> None:
@@ -83,7 +101,7 @@ def fits(path: Path, what: str) -> None:
 
 def _limits(path: str) -> tuple[int, int]:
     folder = Path(path)
-    while not folder.exists() and folder != folder.parent:
+    while not os.path.exists(folder) and folder != folder.parent:  # (os.path: False for a name too long)
         folder = folder.parent
     try:
         return os.pathconf(folder, "PC_PATH_MAX"), os.pathconf(folder, "PC_NAME_MAX")

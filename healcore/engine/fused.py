@@ -29,7 +29,7 @@ from healcore.engine.compiled import compiled, static_addresses
 from healcore.engine.models import pick_device
 from healcore.engine.resources import Loader
 from healcore.engine.run import (ProgressReporter, StopFlag, begin_attempt, checkpoint_due, damage_probe,
-                                 evaluate_epoch, preflight, record_failure, set_up, summarise)
+                                 evaluate_epoch, finished_summary, preflight, record_failure, set_up, summarise)
 from healcore.engine.train import (EpochPass, autocast, decays, load_state, make_optimizer, save_state, schedule_of,
                                    use_bf16)
 from healcore.grids.fusion import members_that_fit
@@ -82,8 +82,7 @@ def _execute_group(configs: list[RunConfig], store: RunStore, loader: Loader | N
         except RunBusyError:
             done.append({"run_id": cfg.run_id, "state": "busy"})
             continue
-        status = handle.read_status()
-        if status.get("state") == "completed" and handle.read_summary() is not None:
+        if finished_summary(handle) is not None:
             handle.close()
             done.append({"run_id": cfg.run_id, "state": "completed"})
             continue

@@ -150,7 +150,7 @@ def load_tokenizer(name: str):
     try:
         return AutoTokenizer.from_pretrained(path, trust_remote_code=False)
     except Exception as err:
-        raise _friendly_load_error(name, err) from None
+        raise _friendly_load_error(name, err, "tokenizer") from None
 
 
 def load_encoder(name: str):

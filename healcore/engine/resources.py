@@ -34,7 +34,8 @@ class Loader:
         return table[key]
 
     def splits(self, cfg: RunConfig) -> Splits:
-        key = (cfg.dataset, cfg.split, cfg.max_train, cfg.max_test, cfg.val_fraction, os.environ.get("HEALCORE_DATA"))
+        key = (cfg.dataset, cfg.split, cfg.max_train, cfg.max_test, cfg.val_fraction, cfg.allow_missing_classes,
+               os.environ.get("HEALCORE_DATA"))
         return self._kept(self._splits, key, lambda: load_splits(cfg))
 
     def tokenizer(self, model: str):

@@ -24,7 +24,8 @@ import transformers
 
 from healcore.core.config import RunConfig
 from healcore.core.data import Splits, stratified_take
-from healcore.core.errors import HealcoreError, Interrupted, RunBusyError, TrainingDiverged, first_line
+from healcore.core.errors import (DiskFullError, HealcoreError, Interrupted, RunBusyError, StoreError,
+                                  TrainingDiverged, first_line)
 from healcore.core.layers import chosen_layers
 from healcore.core.model_facts import check_weights
 from healcore.core.stopping import SignalFlag
@@ -38,7 +39,7 @@ from healcore.engine.resources import Loader
 from healcore.engine.train import (eval_max_tokens, load_state, make_optimizer, pooled_features, predict, save_state,
                                    schedule_of, train_epoch, use_bf16)
 from healcore.results.analysis import cka_matrix
-from healcore.store.io import now
+from healcore.store.io import NO_SPACE, disk_full, human, now
 from healcore.store.runs import RunHandle, RunStore
 
 FEATURE_SEED = 0  # the same test rows are stored for every run of a dataset, so panels compare alike
@@ -47,10 +48,12 @@ ANALYSIS_SEED = 1  # and the same rows (another draw) carry the per-layer repres
 
 def preflight(cfg: RunConfig, loader: Loader | None = None) -> Splits:
     """Everything that can be wrong with the inputs, checked before anything is written."""
+    loader = loader or Loader()
     L = check_architecture(cfg.model)  # (the config itself was validated when it was built)
-    check_weights(cfg.model)
+    check_weights(cfg.model)  # whole, and saying what config.json says (layers, width)
     chosen_layers(cfg.layers, cfg.method, L)
-    return (loader or Loader()).splits(cfg)
+    loader.tokenizer(cfg.model)  # loaded now, as the run will (a garbage tokenizer file is one line, no folder)
+    return loader.splits(cfg)
 
 
 class StopFlag:
@@ -79,9 +82,9 @@ def execute(cfg: RunConfig, store: RunStore, *, show_progress: bool = False,
     splits = preflight(cfg, loader)
     handle = store.open_run(cfg)
     with handle:
-        status = handle.read_status()
-        if status.get("state") == "completed" and handle.read_summary() is not None:
-            return handle.read_summary()
+        done = finished_summary(handle)
+        if done is not None:
+            return done
         with StopFlag(handle) as stop:
             begin_attempt(handle, splits)
             try:
@@ -95,6 +98,27 @@ def execute(cfg: RunConfig, store: RunStore, *, show_progress: bool = False,
         handle.set_status("completed", ended=now())
         handle.log("completed")
         return summary
+
+
+def finished_summary(handle: RunHandle) -> dict | None:
+    """The summary of a run that is complete and whole, to reuse; else None, with any damaged file set aside first
+    (kept as <name>.damaged). A run with a damaged file (summary, probe, metrics, features, layer analysis) starts
+    again from scratch, deterministic, and writes them all again: the best epoch's model that made them is gone once
+    a run completes (and a resumed run writes features only at a new best epoch). A torn checkpoint alone is set
+    aside when the run resumes (RunHandle.latest_checkpoint), which then starts from scratch."""
+    stored = handle.store.read(handle.config.run_id)
+    damaged = [p for p in stored.damaged if not p.startswith("checkpoint")]
+    if stored.state == "completed" and stored.summary is not None and not damaged:
+        handle.drop_checkpoints()  # (a completed run keeps none; a stray one is no reason to run it again)
+        return stored.summary
+    if not damaged:
+        return None  # an unfinished run resumes (its checkpoint is checked then)
+    for problem in damaged:
+        relative, why = problem.split(": ", 1)
+        handle.set_aside(relative, why)
+    handle.drop_checkpoints()
+    handle.log("the run starts again from scratch to write its damaged files again")
+    return None
 
 
 def outcome(cfg: RunConfig, store: RunStore, loader: Loader | None = None) -> dict:
@@ -117,6 +141,7 @@ def outcome(cfg: RunConfig, store: RunStore, loader: Loader | None = None) -> di
 
 def begin_attempt(handle: RunHandle, splits: Splits, note: str = "") -> None:
     """A new attempt of the run: status running (attempt + 1), a log line, the heartbeat."""
+    handle.reserve_space()
     status = handle.read_status()
     attempt = int(status.get("attempt", 0) or 0) + 1
     handle.set_status("running", started=status.get("started", now()), attempt=attempt, node=_ray_node())
@@ -135,12 +160,20 @@ def record_failure(handle: RunHandle, err: BaseException) -> None:
     if type(err).__name__ == "OutOfMemoryError":  # torch.OutOfMemoryError, without importing torch here
         message = ("CUDA out of memory; lower batch_size or max_length, or run fewer runs per GPU "
                    f"(--runs-per-gpu) ({message[:120]})")
-    elif isinstance(err, OSError) and getattr(err, "errno", None) == 28:
-        message = f"disk full while writing the run ({message}); free space and rerun to resume"
+    elif isinstance(err, DiskFullError):
+        needed = getattr(handle, "space_needed", None)
+        message = message + " (it resumes from its last checkpoint" + (
+            f"; this run writes about {human(needed)} in all)" if needed else ")")
+    elif isinstance(err, OSError) and getattr(err, "errno", None) in NO_SPACE:  # a library's own write
+        message = f"{disk_full(handle.dir, 0, err)} ({first_line(err)[:80]})"
     elif not isinstance(err, HealcoreError):
         message = f"{type(err).__name__}: {message}"
+    full = isinstance(err, OSError) and getattr(err, "errno", None) in NO_SPACE or isinstance(err, DiskFullError)
+    if full:
+        handle.release_space()  # what was held for these last words
     try:
-        handle.set_status("failed", ended=now(), error=message[:500], traceback=traceback.format_exc())
+        handle.set_status("failed", ended=now(), error=message[:500],
+                          traceback="" if full else traceback.format_exc())
         handle.log(f"failed: {message}")
     except OSError:
         pass  # full disk: the status cannot be written; the exception still reaches the caller
@@ -210,9 +243,20 @@ def set_up(cfg: RunConfig, splits: Splits, handle: RunHandle, loader: Loader) ->
             p.requires_grad_(False)
     initial = snapshot(model) if cfg.mode != "lora" else None  # LoRA adapters start at 0: no relative movement
     model.to(device)
+    handle.space_needed = space_needed(cfg, model, report["num_layers"])
     data = {"source": splits.source, "sizes": splits.sizes(), "notes": splits.notes}
     return Setup(model, device, pad_id, list(splits.classes), train, validation, test, feature_rows, analysis_rows,
                  max_tokens, report, data, initial, pretrained, time.perf_counter() - t0)
+
+
+def space_needed(cfg: RunConfig, model, num_layers: int) -> int:
+    """Bytes the run writes at most: a checkpoint (fp32 weights and Adam's two moments), the stored features
+    before and after (fp16), the layer representations, and small files (what a full disk's message names)."""
+    params = sum(p.numel() for p in model.parameters())
+    hidden = model.head.in_features
+    checkpoint = 12 * params if cfg.checkpoint_every else 0
+    arrays = 2 * 2 * cfg.feature_samples * hidden + 2 * cfg.analysis_samples * (num_layers + 1) * hidden
+    return checkpoint + arrays + (1 << 20)
 
 
 # ------------------------------------------------------------------------------------------ damage probe
@@ -251,12 +295,15 @@ def fine_tune(cfg: RunConfig, setup: Setup, handle: RunHandle, stop: Callable[[]
     # dropout and batch order draw from here on: the same stream however the model was loaded (cached or not)
     torch.manual_seed(cfg.seed)
     start_epoch, best = 1, {"epoch": None, "score": -float("inf")}
-    resumed = handle.latest_checkpoint()
+    resumed = handle.latest_checkpoint()  # a damaged one is set aside there
     if resumed is not None:
         epoch_done, folder = resumed
-        meta = load_state(folder, model, optimizer, scheduler)
-        start_epoch, best = epoch_done + 1, meta["best"]
-        handle.log(f"resumed from the checkpoint of epoch {epoch_done}")
+        try:
+            meta = load_state(folder, model, optimizer, scheduler)
+            start_epoch, best = epoch_done + 1, meta["best"]
+            handle.log(f"resumed from the checkpoint of epoch {epoch_done}")
+        except StoreError as err:  # its tensors unreadable past a whole header: nothing was loaded
+            handle.set_aside_checkpoint(str(err))
     progress = ProgressReporter(cfg, handle, steps_per_epoch, total, start_epoch, show_progress)
     for epoch in range(start_epoch, cfg.epochs + 1):
         row, improved = train_and_evaluate(cfg, setup, handle, optimizer, scheduler, epoch, best, stop, progress)

@@ -19,12 +19,14 @@ from typing import Callable
 import numpy as np
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
+from safetensors.torch import save as save_tensors
 
-from healcore.core.errors import Interrupted, TrainingDiverged
+from healcore.core.errors import Interrupted, StoreError, TrainingDiverged, first_line
 from healcore.engine.batching import Encoded, collate, eval_batches, train_batches
 from healcore.engine.compiled import begin_step, compiled, width_multiple
 from healcore.engine.internals import pool_layers
+from healcore.store.io import atomic_write_bytes, atomic_write_json
 
 
 def lr_factor(step: int, total_steps: int, warmup_steps: int, schedule: str) -> float:
@@ -248,9 +250,10 @@ def train_epoch(model, enc: Encoded, optimizer, scheduler, *, epoch: int, seed: 
 
 # ------------------------------------------------------------------------------------------ checkpoints
 def save_state(folder: Path, model, optimizer, scheduler, extra: dict) -> None:
-    """Model and optimizer tensors as safetensors, everything else as JSON (no pickle anywhere)."""
+    """Model and optimizer tensors as safetensors, everything else as JSON (no pickle anywhere), each file written
+    whole or not at all (a full disk is one line, DiskFullError, and the previous checkpoint stays the latest)."""
     tensors = {k: v.detach().cpu().contiguous().clone() for k, v in model.state_dict().items()}
-    save_file(tensors, str(folder / "model.safetensors"))
+    atomic_write_bytes(folder / "model.safetensors", save_tensors(tensors))
     opt = optimizer.state_dict()
     opt_tensors, opt_meta = {}, {"param_groups": opt["param_groups"], "state": {}}
     for pid, state in opt["state"].items():
@@ -262,15 +265,20 @@ def save_state(folder: Path, model, optimizer, scheduler, extra: dict) -> None:
     opt_tensors["rng.torch"] = torch.get_rng_state()
     if torch.cuda.is_available():
         opt_tensors["rng.cuda"] = torch.cuda.get_rng_state()
-    save_file(opt_tensors, str(folder / "optimizer.safetensors"))
-    (folder / "state.json").write_text(json.dumps({"optimizer": opt_meta, "scheduler": scheduler.state_dict(),
-                                                    **extra}))
+    atomic_write_bytes(folder / "optimizer.safetensors", save_tensors(opt_tensors))
+    atomic_write_json(folder / "state.json", {"optimizer": opt_meta, "scheduler": scheduler.state_dict(), **extra})
 
 
 def load_state(folder: Path, model, optimizer, scheduler) -> dict:
-    meta = json.loads((folder / "state.json").read_text())
-    model.load_state_dict(load_file(str(folder / "model.safetensors")))
-    tensors = load_file(str(folder / "optimizer.safetensors"))
+    """Resume from a checkpoint. Every file is read before anything is loaded, so a damaged one (StoreError) leaves
+    the model, optimizer and scheduler as they were, to start again from scratch."""
+    try:
+        meta = json.loads((folder / "state.json").read_text())
+        weights = load_file(str(folder / "model.safetensors"))
+        tensors = load_file(str(folder / "optimizer.safetensors"))
+    except Exception as err:  # noqa: BLE001 - every way a checkpoint can be broken is one answer: damaged
+        raise StoreError(f"checkpoint/{folder.name} is damaged ({type(err).__name__}: {first_line(err)[:80]})") from None
+    model.load_state_dict(weights)
     opt_meta = meta.pop("optimizer")
     state = {int(pid): {k: tensors[f"{pid}.{k}"] for k in keys} for pid, keys in opt_meta["state"].items()}
     optimizer.load_state_dict({"state": state, "param_groups": opt_meta["param_groups"]})

@@ -24,7 +24,8 @@ from healcore.results import flags
 from healcore.results.cell_table import cells
 from healcore.results.runs_table import load_runs
 from healcore.store.grids import grid_records, live_grid
-from healcore.store.io import HOST, atomic_write_json, now, pid_alive, read_json, release_lock, try_lock, update_json
+from healcore.store.io import (HOST, atomic_write_bytes, atomic_write_json, now, pid_alive, read_json, release_lock,
+                               try_lock, update_json)
 from healcore.store.runs import HEARTBEAT_S, RunStore
 
 
@@ -137,8 +138,7 @@ def launch(plan: GridPlan, store_root: str | Path, retry_failed: bool = False) -
         if live_grid(store, name):
             raise already_running(store, name)
         spec_path = store.grid_spec_path(name)
-        spec_path.parent.mkdir(parents=True, exist_ok=True)
-        spec_path.write_text(yaml.safe_dump(plan.grid.spec, sort_keys=False))
+        atomic_write_bytes(spec_path, yaml.safe_dump(plan.grid.spec, sort_keys=False).encode())
         log_path = store.grid_log_path(name)
         cmd = [sys.executable, "-m", "healcore", "--store", str(store.root), "grid", str(spec_path),
                "--workers", str(execution.workers), "--runs-per-gpu", str(execution.runs_per_gpu),
@@ -242,8 +242,10 @@ def store_status(store: RunStore) -> dict:
         needs = runs["state"].isin(["running", "failed", "interrupted"]) | runs["damaged"].map(bool) | runs["failed"]
         for r in runs[needs].itertuples():
             attention.append({"run_id": r.run_id, "state": r.state, "error": r.error if r.state == "failed" else None,
-                              "damaged": list(r.damaged), "failures": [f for f in r.failures if not
-                                                                       f.startswith(("failed", "damaged", "diverged"))]})
+                              "damaged": list(r.damaged),
+                              "rerun": store.rerun_plan(r.run_id) if r.damaged and r.state != "running" else None,
+                              "failures": [f for f in r.failures if not
+                                           f.startswith(("failed", "damaged", "diverged"))]})
     counts = flags.summary(runs, cells(runs)) if len(runs) else flags.summary(runs, runs.iloc[0:0])
     return {"store": str(store.root), "runs": len(runs), "states": states, "grids": grids, "attention": attention,
             "flags": counts}
@@ -261,6 +263,7 @@ def status_lines(status: dict) -> list[str]:
     for a in status["attention"]:
         extra = f": {a['error']}" if a["error"] else ""
         extra += "".join(f"; damaged {d}" for d in a["damaged"])
+        extra += f"; a rerun of its grid (or healcore run) heals it: {a['rerun']}" if a.get("rerun") else ""
         extra += "".join(f"; {f}" for f in a.get("failures", []))
         lines.append(f"  {a['state']:11s} {a['run_id']}{extra}")
     return lines

@@ -86,7 +86,8 @@ def make_plan(spec, store: RunStore, overrides: dict | None = None, retry_failed
 # ------------------------------------------------------------------------------------------ checks
 def preflight(grid: Grid, deep: bool = False) -> None:
     """Check every distinct model and dataset of a grid once (layers, weights, data), before any run.
-    Torch-free unless deep: then each model is also built on the meta device to prove its layers are found."""
+    Torch-free unless deep: then each model is also built on the meta device to prove its layers are found, and
+    its tokenizer loaded."""
     layers: dict[str, int] = {}
     seen_data: set[tuple] = set()
     for cfg in grid.configs:
@@ -95,13 +96,14 @@ def preflight(grid: Grid, deep: bool = False) -> None:
                 check_model_offline(cfg.model)
                 check_weights(cfg.model)
             if deep and not known_hub_model(cfg.model):
-                from healcore.engine.models import check_architecture  # torch: the grid process only
+                from healcore.engine.models import check_architecture, load_tokenizer  # torch: the grid process only
 
                 layers[cfg.model] = check_architecture(cfg.model)
+                load_tokenizer(cfg.model)  # as each run will (damaged tokenizer files: one line, no run folder)
             else:
                 layers[cfg.model] = num_layers(cfg.model)
         chosen_layers(cfg.layers, cfg.method, layers[cfg.model])
-        key = (cfg.dataset, cfg.split, cfg.max_train, cfg.max_test, cfg.val_fraction)
+        key = (cfg.dataset, cfg.split, cfg.max_train, cfg.max_test, cfg.val_fraction, cfg.allow_missing_classes)
         if key not in seen_data:
             seen_data.add(key)
             load_splits(cfg)
@@ -120,7 +122,8 @@ def as_stored(cfg: RunConfig, store: RunStore) -> RunConfig:
 
 
 def plan(grid: Grid, store: RunStore, retry_failed: bool = False) -> dict[str, list[RunConfig]]:
-    """Split a grid's runs by what the store already has. A completed run whose summary is damaged is run again.
+    """Split a grid's runs by what the store already has. A completed run with a damaged file (its summary, its
+    features, its layer analysis) is run again, which writes them again.
     A run stored under another spelling of the same layers (bottom:50% for bottom:3) stands in for the grid's: the
     grid reuses or resumes that folder (its configs are replaced in `grid`)."""
     out: dict[str, list[RunConfig]] = {"completed": [], "failed": [], "running": [], "todo": []}
@@ -133,7 +136,7 @@ def plan(grid: Grid, store: RunStore, retry_failed: bool = False) -> dict[str, l
     for cfg in grid.configs:
         stored = store.read(cfg.run_id) if store.has_run(cfg.run_id) else None
         state = stored.state if stored else "queued"
-        if state == "completed" and stored.summary is not None:
+        if state == "completed" and stored.summary is not None and not stored.damaged:
             out["completed"].append(cfg)
         elif state == "failed" and not retry_failed:
             out["failed"].append(cfg)

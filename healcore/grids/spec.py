@@ -23,13 +23,14 @@ not two.
 from __future__ import annotations
 
 import itertools
+import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from healcore.core.config import RunConfig
-from healcore.core.errors import ConfigError, first_line
+from healcore.core.errors import ConfigError, first_line, shown
 from healcore.core.paths import short
 
 PRESETS_DIR = Path(__file__).resolve().parents[1] / "presets"  # shipped inside the package (wheels too)
@@ -58,10 +59,10 @@ def load_spec(spec: str | Path | dict) -> dict:
     if isinstance(spec, dict):
         return spec
     text_path = Path(spec)
-    if not text_path.is_file():
+    if not os.path.isfile(text_path):  # (os.path: False, not an OSError, for a name too long)
         candidate = PRESETS_DIR / f"{spec}.yaml"
-        if not candidate.is_file():
-            raise ConfigError(f"grid {spec!r} is neither a file nor a preset; presets: {', '.join(preset_names())}")
+        if not os.path.isfile(candidate):
+            raise ConfigError(f"grid {shown(spec)} is neither a file nor a preset; presets: {', '.join(preset_names())}")
         text_path = candidate
     try:
         data = yaml.safe_load(text_path.read_text(encoding="utf-8"))
@@ -69,6 +70,8 @@ def load_spec(spec: str | Path | dict) -> dict:
         raise ConfigError(f"cannot read grid file {text_path} ({err})") from None
     except yaml.YAMLError as err:
         raise ConfigError(f"grid file {text_path} is not valid YAML ({first_line(err)})") from None
+    except ValueError as err:  # a value YAML cannot build (an integer of 5,000 digits)
+        raise ConfigError(f"grid file {text_path} holds a value that cannot be read ({shown(first_line(err))})") from None
     if not isinstance(data, dict):
         raise ConfigError(f"grid file {text_path} must hold a mapping of grid keys")
     data.setdefault("name", text_path.stem)
@@ -81,6 +84,10 @@ def _as_list(value: Any, key: str) -> list:
     out = value if isinstance(value, list) else [value]
     if not out:
         raise ConfigError(f"grid key {key!r} is empty; give at least one value")
+    for i, item in enumerate(out, 1):  # a name or a number each (a nested list is a YAML mistake, or a bomb)
+        if not isinstance(item, (str, int, float, bool)) and item is not None:
+            raise ConfigError(f"grid key {key!r}: item {i} is a {type(item).__name__} ({shown(item, 40)}); give a "
+                              f"list of names or numbers")
     return out
 
 
@@ -114,7 +121,7 @@ def expand(spec: str | Path | dict, overrides: dict | None = None) -> Grid:
         raise ConfigError(f"unknown grid key(s) {', '.join(map(repr, unknown))}; valid: {', '.join(sorted(SPEC_KEYS))}")
     name = str(data["name"])
     if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,80}", name):
-        raise ConfigError(f"grid name {name!r} may use letters, digits, '.', '_' and '-' only")
+        raise ConfigError(f"grid name {shown(name)} may use letters, digits, '.', '_' and '-' only")
     base = dict(data.get("base") or {})
     base.update(overrides or {})
     RunConfig.from_dict(base)  # unknown or bad base keys fail here, with the key named
@@ -136,7 +143,7 @@ def expand(spec: str | Path | dict, overrides: dict | None = None) -> Grid:
             sides = _as_list(b.get("sides", ["bottom", "top"]), "sides")
             for side in sides:
                 if side not in ("bottom", "top"):
-                    raise ConfigError(f"corruption side {side!r} must be bottom or top")
+                    raise ConfigError(f"corruption side {shown(side)} must be bottom or top")
             strengths = b.get("strengths", [None])
             for level in _as_list(b.get("levels", ["0%"]), "levels"):
                 k, why = _level_layers(level, L)

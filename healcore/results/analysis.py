@@ -11,11 +11,13 @@ of its line (same model, data and training settings, same learning rate and seed
 """
 from __future__ import annotations
 
+import io
+
 import numpy as np
 import pandas as pd
 
 from healcore.core.config import EXPERIMENT_FIELDS
-from healcore.store.io import read_npz
+from healcore.store.io import atomic_write_bytes, read_npz
 from healcore.store.runs import RunStore
 
 
@@ -88,7 +90,7 @@ def similarity_to_clean(store: RunStore, run_id: str, clean_id: str, cache: bool
             cache_path.stat().st_mtime >= max(healed_path.stat().st_mtime, clean_path.stat().st_mtime):
         try:
             return np.load(cache_path, allow_pickle=False)
-        except (OSError, ValueError):
+        except Exception:  # noqa: BLE001 - a damaged cache (BadZipFile, EOFError...) is computed again
             pass
     healed, clean = load_analysis(store, run_id), load_analysis(store, clean_id)
     if healed is None or clean is None:
@@ -98,12 +100,12 @@ def similarity_to_clean(store: RunStore, run_id: str, clean_id: str, cache: bool
         return None
     matrix = cka_matrix(healed["layers"][:, hi].astype(np.float32), clean["layers"][:, ci].astype(np.float32))
     if cache:
+        buf = io.BytesIO()
+        np.save(buf, matrix)
         try:
-            tmp = cache_path.with_name(f".{cache_path.name}.tmp.npy")
-            np.save(tmp, matrix)
-            tmp.replace(cache_path)
+            atomic_write_bytes(cache_path, buf.getvalue())
         except OSError:
-            pass  # a read-only store still shows it
+            pass  # a read-only or full store still shows it, uncached
     return matrix
 
 

@@ -31,6 +31,7 @@ PANEL_WIDTH = 210  # px per small-multiple panel
 COLUMN_PX = 780
 BELOW = alt.Legend(orient="bottom", direction="vertical", labelLimit=0)
 MAX_COLOURED_CLASSES = 20  # beyond this, the largest classes keep a colour and the rest are "other"
+MAX_CONFUSION_CLASSES = 60  # beyond this a confusion matrix is no longer readable as a picture
 # the fixed colour range of each heatmap metric (the other choice fits the cells on screen)
 FIXED_DOMAINS = {"f1": (0, 100), "f1_macro": (0, 100), "accuracy": (0, 100), "healing": (-50, 100),
                  "recovery": (-0.5, 1.5), "healing_speed": (1, 10)}

@@ -8,7 +8,7 @@ from pathlib import Path
 import pandas as pd
 
 from healcore.core.errors import ConfigError
-from healcore.core.paths import fits, short
+from healcore.core.paths import output_file, short
 from healcore.results import compare as cmp
 from healcore.results.cell_table import cells
 from healcore.results.compare_tables import export
@@ -72,16 +72,14 @@ def _where(table: pd.DataFrame, where) -> pd.DataFrame:
 
 def run_compare(root: str, *, style: str = "md", metric: str = "f1", correction: str = "holm",
                 out: str | None = None, **sides) -> str:
-    """The comparison table as text (written atomically to `out` when given)."""
+    """The comparison table as text (written atomically to `out` when given; its path is checked first)."""
+    path = output_file(out) if out else None
     a, b, key, relative = sides_for(root, **sides)
     result = cmp.compare(a, b, key, metric, correction, relative)
     if result.empty:
         raise ConfigError(f"{a.name} and {b.name} have no cells to compare; widen --where")
     text = export(result, style)
-    if out:
-        path = Path(out).expanduser()
-        if path.is_dir():
-            raise ConfigError(f"--out {short(out)} is a folder; give a file name")
-        fits(path, "--out")
+    if path is not None:
         atomic_write_bytes(path, text.encode())
     return text
+

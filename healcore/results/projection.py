@@ -46,7 +46,7 @@ def project(files: RunFiles, which: str = "best", method: str = "tsne", seed: in
         try:
             with np.load(cache, allow_pickle=False) as z:
                 return {k: (z[k] if z[k].ndim else z[k].item()) for k in z.files}
-        except (OSError, ValueError):
+        except Exception:  # noqa: BLE001 - a damaged cache (BadZipFile, EOFError...) is computed again
             pass
     feats = load_features(files, which)
     if feats is None or len(feats["X"]) < 5:

@@ -6,19 +6,19 @@ function per section; each returns its Markdown lines (and saves its figures).
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from healcore import results
-from healcore.core.errors import ConfigError
+from healcore.core.errors import ConfigError, DiskFullError
 from healcore.core.paths import file_name, output_dir
 from healcore.results import analysis, charts, compare_tables, flags
 from healcore.results.cell_table import table1_variant
 from healcore.results.keys import lr_text
-from healcore.store.io import atomic_write_bytes
+from healcore.store.io import atomic_write_bytes, human, mount_point
 from healcore.store.runs import RunStore
 
 
@@ -35,11 +35,28 @@ class Study:
     table: pd.DataFrame
     reinit: pd.DataFrame  # scored, re-initialised cells with [CLS] pooling and full fine-tuning (Table 1's)
     flat: pd.DataFrame  # did each clean cell of `reinit` plateau (results.plateau)
+    files: dict[Path, bytes] = field(default_factory=dict)  # figures, written with the Markdown at the end
 
     def figure(self, chart, name: str, alt_text: str) -> list[str]:
         path = self.fig_dir / f"{self.prefix}-{name}.png"
-        atomic_write_bytes(path, chart_png(chart))  # a failed write leaves the previous figure whole
+        self.files[path] = chart_png(chart)
         return [f"![{alt_text}](figures/{path.name})", ""]
+
+
+def write_all(files: dict[Path, bytes]) -> None:
+    """Every file of the report, or (on a disk without room for them all) none: the space is checked first, then
+    each file is written atomically, so a failure leaves the previous report and its figures as they were."""
+    import shutil
+
+    needed = sum(len(data) for data in files.values())
+    folder = next(iter(files)).parent
+    free = shutil.disk_usage(mount_point(folder)).free
+    if free < needed + 64 * 1024:
+        raise DiskFullError(f"disk full on {mount_point(folder)} ({human(free)} free): the report and its figures "
+                            f"need {human(needed)}; free space and run the same command again (the previous report "
+                            f"is untouched)")
+    for path, data in files.items():
+        atomic_write_bytes(path, data)
 
 
 def write_report(store_root: str | Path, out_dir: str | Path, title: str = "Reproduction study",
@@ -60,7 +77,6 @@ def write_report(store_root: str | Path, out_dir: str | Path, title: str = "Repr
         raise ConfigError(f"no completed run in {RunStore(store_root).root} yet ({counts}); a report needs at least "
                           f"one (healcore status shows progress)")
     fig_dir = out / "figures"
-    fig_dir.mkdir(parents=True, exist_ok=True)
     table = results.cells(runs)
     reinit = results.scored(results.reinit_only(table1_variant(table)))
     flat = results.plateau(reinit, results.load_epochs(store_root, results.clean_run_ids(reinit)))
@@ -70,7 +86,7 @@ def write_report(store_root: str | Path, out_dir: str | Path, title: str = "Repr
              + healing(study) + claims(study) + flags_section(study.runs, study.table) + variants(study)
              + comparisons(study)
              + dose_response(study) + tsne(study) + where_healing_happens(study))
-    atomic_write_bytes(path, (marker + "\n" + "\n".join(lines) + "\n").encode())
+    write_all({**study.files, path: (marker + "\n" + "\n".join(lines) + "\n").encode()})
     return path
 
 

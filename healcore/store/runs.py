@@ -39,10 +39,14 @@ from typing import Any
 
 from healcore.core.config import RunConfig, valid_run_id
 from healcore.core.errors import HealcoreError, RunBusyError, StoreError
-from healcore.store.io import (HOST, append_json_line, atomic_write_bytes, atomic_write_json, atomic_write_npz, epoch_rows, now,
-                               pid_alive, read_json, read_json_checked)
+from healcore.core.model_facts import safetensors_problem
+from healcore.core.paths import fits
+from healcore.store.io import (HOST, append_json_line, append_text, atomic_write_bytes, atomic_write_json,
+                               atomic_write_npz, epoch_rows, now, npz_problem, pid_alive, read_json,
+                               read_json_checked, read_npz_checked)
 
 STATES = ("queued", "running", "completed", "failed", "interrupted")
+RESERVE_BYTES = 64 * 1024  # enough for a failed status.json and a log line when the disk fills
 HEARTBEAT_S = 10.0  # how often a live run touches status.json (and looks for a stop request)
 STALE_S = 90.0  # a 'running' status with no heartbeat for this long is read as interrupted
 
@@ -85,10 +89,15 @@ class RunFiles:
         self.analysis = run_dir / "analysis.npz"
         self.log = run_dir / "log.txt"
         self.checkpoints = run_dir / "checkpoint"
+        self.reserve = run_dir / ".reserve"  # space held while the run is live (RunHandle.reserve_space)
 
     def features(self, which: str) -> Path:
         """Pooled features of the stored test sample: which = before (the corrupted body) | best (best epoch)."""
         return self.dir / "features" / f"{which}.npz"
+
+    def confusion(self, epoch: int) -> Path:
+        """The confusion matrices of an epoch with more classes than fit a metrics line (sparse, compressed)."""
+        return self.dir / "confusion" / f"epoch-{epoch}.npz"
 
     def similarity_cache(self, other_run_id: str) -> Path:
         """CKA of this run's layers against another run's (analysis.py), cached."""
@@ -142,6 +151,7 @@ def fingerprint(root: str | Path) -> tuple[int, float]:
 # ------------------------------------------------------------------------------------------ store
 class RunStore:
     def __init__(self, root: str | Path = "runs"):
+        fits(Path(root), "runs folder (--store)")  # a path the system cannot hold is one line, not an OSError
         self.root = Path(root).expanduser().resolve()
         if self.root.exists() and not self.root.is_dir():
             raise StoreError(f"runs folder {self.root} is a file; pass --store a folder path")
@@ -229,6 +239,24 @@ class RunStore:
     def epochs(self, run_id: str) -> list[dict]:
         return epoch_rows(self.files(run_id).metrics)
 
+    def confusion(self, run_id: str, row: dict, split: str = "test"):
+        """An epoch's confusion matrix as a numpy array of counts: inline in its metrics line (up to 50 classes, and
+        every run stored before the matrices moved out), or from the file the line names; None when unreadable."""
+        import numpy as np
+
+        value = (row.get(split) or {}).get("confusion")
+        if isinstance(value, list):
+            return np.asarray(value, dtype=np.int64)
+        if not isinstance(value, str):
+            return None
+        arrays, _ = read_npz_checked(self.files(run_id).dir / value)
+        if arrays is None or f"{split}_rows" not in arrays:
+            return None
+        n = int(arrays[f"{split}_classes"])
+        matrix = np.zeros((n, n), dtype=np.int64)
+        np.add.at(matrix, (arrays[f"{split}_rows"], arrays[f"{split}_cols"]), arrays[f"{split}_counts"])
+        return matrix
+
     def read(self, run_id: str) -> StoredRun:
         """A run's small files, each read once; a damaged file is reported, never raised."""
         files = self.files(run_id)
@@ -248,7 +276,53 @@ class RunStore:
         if status.get("state") == "completed" and values["summary"] is None and not any(
                 d.startswith("summary.json") for d in damaged):
             damaged.append("summary.json: missing although the run completed")
+        if status.get("state") == "completed" and isinstance(values["summary"], dict):
+            damaged += self.record_problems(run_id, values["summary"])
+        damaged += self.artefact_problems(run_id)
         return StoredRun(run_id, values["config"], status, values["summary"], values["probe"], damaged)
+
+    def record_problems(self, run_id: str, summary: dict) -> list[str]:
+        """A completed run's epoch records that are lost: metrics.jsonl lines (a torn line of a resumed epoch is
+        normal, an epoch with no readable line is not) and the confusion files those lines name."""
+        files = self.files(run_id)
+        ran = len(summary.get("losses") or [])
+        rows = epoch_rows(files.metrics)
+        missing = sorted(set(range(1, ran + 1)) - {r["epoch"] for r in rows})
+        out = []
+        if missing:
+            what = "missing" if not files.metrics.is_file() else f"no readable line for epoch(s) {missing[:5]}"
+            out.append(f"metrics.jsonl: {what}")
+        named = {r[split].get("confusion") for r in rows for split in ("validation", "test")
+                 if isinstance(r.get(split), dict) and isinstance(r[split].get("confusion"), str)}
+        for name in sorted(named):
+            problem = npz_problem(files.dir / name) or (None if (files.dir / name).is_file() else "missing")
+            if problem:
+                out.append(f"{name}: {problem}")
+        return out
+
+    def artefact_problems(self, run_id: str) -> list[str]:
+        """The run's arrays (features, layer analysis) and checkpoint that cannot be read, each with why (cheap
+        checks: a zip's end, a safetensors header)."""
+        files, out = self.files(run_id), []
+        for path in (files.features("best"), files.features("before"), files.analysis):
+            problem = npz_problem(path)
+            if problem:
+                out.append(f"{path.relative_to(files.dir)}: {problem}")
+        problem = checkpoint_problem(files)
+        if problem:
+            out.append(problem)
+        return out
+
+    def rerun_plan(self, run_id: str) -> str:
+        """What running it again does, for a run with damaged files (healcore status says it; the engine's
+        finished_summary and RunHandle.latest_checkpoint do it)."""
+        damaged = self.read(run_id).damaged
+        if any(not d.startswith("checkpoint") for d in damaged):
+            return ("its damaged files are set aside (as <name>.damaged) and the run starts again from scratch, "
+                    "writing them again")
+        if damaged:
+            return "its damaged checkpoint is set aside and the run starts again from scratch"
+        return "nothing: its files are whole"
 
     def experiments(self) -> dict[str, RunConfig]:
         """experiment id -> stored config, of every run folder (RunConfig.experiment_id, with the layer count the
@@ -275,11 +349,10 @@ class RunStore:
         self.ensure()
         files = self.files(config.run_id)
         existing, problem = read_json_checked(files.config)
-        if problem:
-            raise StoreError(f"{files.config} is damaged ({problem}); move the folder away to rerun the run")
         if existing is not None and existing != config.to_dict() and \
                 RunConfig.from_stored(existing).canonical_json() != config.canonical_json():
             raise StoreError(f"run folder {files.dir} holds a different config; it was not touched")
+        created = not files.dir.exists()
         files.dir.mkdir(exist_ok=True)
         fd = os.open(files.lock, os.O_RDWR | os.O_CREAT, 0o644)
         try:
@@ -288,9 +361,20 @@ class RunStore:
             os.close(fd)
             st = read_json(files.status, {}) or {}
             raise RunBusyError(f"run {config.run_id} is already running (pid {st.get('pid')} on {st.get('host')})") from None
-        if existing is None:
-            atomic_write_json(files.config, config.to_dict())
-        return RunHandle(self, config, files, fd)
+        handle = RunHandle(self, config, files, fd)
+        try:
+            if problem:  # the folder's name is this config's hash: the config asked for is the one it held
+                handle.set_aside("config.json", problem)
+            if existing is None:
+                atomic_write_json(files.config, config.to_dict())
+            if problem:
+                handle.log("config.json written again from the config asked for (its hash names this folder)")
+        except OSError:  # a full disk before the run began leaves no folder behind
+            handle.close()
+            if created:
+                shutil.rmtree(files.dir, ignore_errors=True)
+            raise
+        return handle
 
 
 class RunHandle:
@@ -302,6 +386,7 @@ class RunHandle:
         self._status_lock = threading.Lock()
         self._stop = threading.Event()
         self.stop_requested = threading.Event()  # set when a stop file appears (healcore cancel, any host)
+        self.space_needed: int | None = None  # bytes the run writes at most, once known (a full disk's message)
         self._beat: threading.Thread | None = None
 
     # -- status ----------------------------------------------------------------------------------
@@ -355,6 +440,16 @@ class RunHandle:
 
     # -- records ---------------------------------------------------------------------------------
     def append_metrics(self, row: dict) -> None:
+        """The epoch's line of metrics.jsonl; a sparse confusion matrix (many classes) goes to
+        confusion/epoch-N.npz first, the line naming that file (readers: RunStore.confusion)."""
+        sparse = {split: row[split]["confusion"] for split in ("validation", "test")
+                  if isinstance(row.get(split), dict) and isinstance(row[split].get("confusion"), dict)}
+        if sparse:
+            path = self.files.confusion(int(row["epoch"]))
+            atomic_write_npz(path, compressed=True, **{f"{split}_{k}": v for split, m in sparse.items()
+                                                     for k, v in m.items()})
+            row = {**row, **{split: {**row[split], "confusion": path.relative_to(self.dir).as_posix()}
+                             for split in sparse}}
         append_json_line(self.files.metrics, row)
 
     def epochs(self) -> list[dict]:
@@ -379,9 +474,7 @@ class RunHandle:
         atomic_write_npz(self.files.analysis, **arrays)
 
     def log(self, message: str) -> None:
-        stamp = time.strftime("%Y-%m-%d %H:%M:%S")
-        with open(self.files.log, "a", encoding="utf-8") as f:
-            f.write(f"{stamp} {message}\n")
+        append_text(self.files.log, f"{time.strftime('%Y-%m-%d %H:%M:%S')} {message}\n")
 
     # -- checkpoints -----------------------------------------------------------------------------
     def new_checkpoint_dir(self, epoch: int) -> Path:
@@ -395,21 +488,55 @@ class RunHandle:
         """Point latest.json at epoch-N (atomic), then remove older checkpoint folders."""
         atomic_write_json(self.files.checkpoints / "latest.json", {"epoch": epoch, "dir": f"epoch-{epoch}"})
         for d in self.files.checkpoints.glob("epoch-*"):
-            if d.name != f"epoch-{epoch}":
+            if d.name != f"epoch-{epoch}" and not d.name.endswith(".damaged"):
                 shutil.rmtree(d, ignore_errors=True)
 
     def latest_checkpoint(self) -> tuple[int, Path] | None:
+        """(epoch, folder) of the last whole checkpoint. A damaged one is set aside (epoch-N.damaged) and logged,
+        never loaded (a torn checkpoint would fail every resume after it)."""
+        problem = checkpoint_problem(self.files)
+        if problem:
+            self.set_aside_checkpoint(problem)
+            return None
         pointer = read_json(self.files.checkpoints / "latest.json")
         if not isinstance(pointer, dict) or "dir" not in pointer:
             return None
         d = self.files.checkpoints / str(pointer["dir"])
         return (int(pointer["epoch"]), d) if d.is_dir() else None
 
+    def set_aside_checkpoint(self, why: str) -> None:
+        """Move the checkpoint out of the way (kept as epoch-N.damaged to look at), so the run starts again."""
+        folder = self.files.checkpoints
+        pointer = read_json(folder / "latest.json")
+        name = str(pointer.get("dir")) if isinstance(pointer, dict) and pointer.get("dir") else None
+        if name and (folder / name).is_dir():
+            target = folder / f"{name}.damaged"
+            shutil.rmtree(target, ignore_errors=True)
+            (folder / name).rename(target)
+        (folder / "latest.json").unlink(missing_ok=True)
+        self.log(f"{why}: set aside; the run starts again from scratch")
+
+    def set_aside(self, relative: str, why: str) -> None:
+        """A damaged file of the run moved to <name>.damaged (so nothing reads it, and it can be looked at)."""
+        path = self.files.dir / relative
+        if path.exists():
+            path.replace(path.with_name(path.name + ".damaged"))
+        self.log(f"{relative} is damaged ({why}): set aside")
+
+    def reserve_space(self) -> None:
+        """Hold a little disk space for the run's last words: on a full disk it is freed so that status.json can
+        still say 'failed: disk full' (an unwritable status would read as an unexplained interruption)."""
+        atomic_write_bytes(self.files.reserve, bytes(RESERVE_BYTES))
+
+    def release_space(self) -> None:
+        self.files.reserve.unlink(missing_ok=True)
+
     def drop_checkpoints(self) -> None:
         shutil.rmtree(self.files.checkpoints, ignore_errors=True)
 
     # -- end -------------------------------------------------------------------------------------
     def close(self) -> None:
+        self.release_space()
         self._stop.set()
         if self._beat is not None:
             self._beat.join(timeout=5)
@@ -424,3 +551,25 @@ class RunHandle:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def checkpoint_problem(files: RunFiles) -> str | None:
+    """Why the run's checkpoint cannot be resumed from (its pointer, its state, its tensors' headers), or None when
+    there is none or it looks whole. Cheap: headers only."""
+    folder = files.checkpoints
+    if not (folder / "latest.json").exists():
+        return None
+    pointer, problem = read_json_checked(folder / "latest.json")
+    if problem or not isinstance(pointer, dict) or "dir" not in pointer or "epoch" not in pointer:
+        return f"checkpoint/latest.json: {problem or 'not a checkpoint pointer'}"
+    d = folder / str(pointer["dir"])
+    if not d.is_dir():
+        return f"checkpoint/{pointer['dir']}: missing"
+    _, problem = read_json_checked(d / "state.json")
+    if problem or not (d / "state.json").is_file():
+        return f"checkpoint/{d.name}/state.json: {problem or 'missing'}"
+    for name in ("model.safetensors", "optimizer.safetensors"):
+        problem = safetensors_problem(d / name) if (d / name).is_file() else "missing"
+        if problem:
+            return f"checkpoint/{d.name}/{name}: {problem}"
+    return None
