@@ -119,9 +119,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     d = sub.add_parser("data", help="dataset tools")
     dsub = d.add_subparsers(dest="data_command", required=True, parser_class=_Parser)
-    e = dsub.add_parser("export", help="write a dataset as train.csv.gz/test.csv.gz into DIR")
-    e.add_argument("name")
-    e.add_argument("dir")
+    e = dsub.add_parser("export", help="write a dataset as train.csv.gz/test.csv.gz into DIR",
+                        description="Write any dataset --dataset takes (a registry name, a folder, a saved DatasetDict, "
+                        "hub:<id>[:<config>]) in healcore's folder format, e.g. for a machine without a network: "
+                        "healcore data export hub:tweet_eval:sentiment data/tweet_sentiment")
+    e.add_argument("name", help="registry name, folder or hub:<id>[:<config>]")
+    e.add_argument("dir", help="folder to write (created when missing)")
+    helps = field_help()
+    for name in ("text_column", "text_pair_column", "label_column", "train_split", "test_split"):
+        e.add_argument("--" + name.replace("_", "-"), dest=name, default="", help=helps[name].replace("%", "%%"))
     dsub.add_parser("list", help="list the registry datasets and where each would load from")
     return parser
 
@@ -221,13 +227,19 @@ def _data(args: argparse.Namespace) -> int:
     from healcore.core import data
 
     if args.data_command == "export":
-        out = data.export(args.name, args.dir)
-        print(f"wrote {out}/train.csv.gz and {out}/test.csv.gz")
+        from healcore.core.sources import DataOptions
+
+        options = DataOptions(args.text_column, args.text_pair_column, args.label_column, args.train_split,
+                              args.test_split)
+        out = data.export(args.name, args.dir, options)
+        print(f"wrote {', '.join(str(p) for p in sorted(out.glob('*.csv.gz')))}")
         return 0
     root = data.data_root()
     for name, info in data.REGISTRY.items():
         local = root is not None and (root / name).is_dir()
         print(f"{name:30s} {len(info.classes):3d} classes  {'folder ' + str(root / name) if local else 'hub ' + info.hub_id}")
+    print("Any other dataset: a folder of train/test files (CSV, JSONL, Parquet), a folder saved with "
+          "DatasetDict.save_to_disk, or hub:<id>[:<config>]; columns by --text-column / --label-column")
     return 0
 
 

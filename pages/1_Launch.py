@@ -8,7 +8,7 @@ import streamlit as st
 import yaml
 
 from dashboard import common
-from healcore.core.config import COMPILE_MODES, LR_SCHEDULES, METHODS, MODES, POOLINGS
+from healcore.core.config import COMPILE_MODES, LR_SCHEDULES, METHODS, MODES, POOLINGS, field_help
 from healcore.core.data import REGISTRY
 from healcore.core.errors import HealcoreError
 from healcore.core.model_facts import DERIVED, SHORT_NAMES
@@ -33,7 +33,9 @@ def grid_builder() -> dict:
         models = st.multiselect("Models", MODELS, default=["minilm-l6"], accept_new_options=True,
                                 help="Short name, hub id, or a local folder")
         datasets = st.multiselect("Datasets", list(REGISTRY), default=["sst2"], accept_new_options=True,
-                                  help="Registry names, or a folder with train/test files")
+                                  help="Registry names; or type a folder (train/test files, or one saved with "
+                                       "DatasetDict.save_to_disk), or hub:<id>[:<config>], e.g. "
+                                       "hub:tweet_eval:sentiment (its columns and splits below)")
         levels = st.multiselect("Corruption levels (% of layers, or type a layer count)",
                                 ["0%", "25%", "50%", "75%", "100%"], default=["0%", "50%", "100%"],
                                 accept_new_options=True)
@@ -62,7 +64,28 @@ def grid_builder() -> dict:
             "lrs": [float(x) for x in lrs] if all(_is_float(x) for x in lrs) else lrs, "seeds": seeds,
             "pooling": pooling, "modes": modes,
             "base": {"epochs": int(epochs), "max_train": int(max_train), "max_test": int(max_test),
-                     "lr_schedule": schedule}}
+                     "lr_schedule": schedule, **data_options()}}
+
+
+DATA_OPTIONS = {"text_column": "Text column", "text_pair_column": "Second text column", "label_column": "Label column",
+                "train_split": "Train split", "test_split": "Test split"}
+
+
+def data_options() -> dict:
+    """The dataset's columns and splits, for data whose names are not the usual ones (blank: found by name and
+    reported in each run's log)."""
+    helps = field_help()
+    out = {}
+    with st.expander("Columns and splits of your own data (blank: found by their usual names)"):
+        c = st.columns(len(DATA_OPTIONS) + 1)
+        for i, (name, label) in enumerate(DATA_OPTIONS.items()):
+            value = c[i].text_input(label, key=f"data-{name}", help=helps[name]).strip()
+            if value:
+                out[name] = value
+        if c[-1].checkbox("Allow classes missing from training", key="data-allow-missing",
+                          help=helps["allow_missing_classes"]):
+            out["allow_missing_classes"] = True
+    return out
 
 
 def preset_spec() -> dict:

@@ -153,6 +153,40 @@ def tiny_store(tmp_path_factory, tiny_bert):
     return root
 
 
+@pytest.fixture()
+def datasets_cache(tmp_path, monkeypatch):
+    """A datasets cache of the test's own, and a hub that does not answer (as on this machine and in CI)."""
+    import datasets
+
+    import healcore.core.model_facts as facts
+
+    cache = tmp_path / "hf-datasets"
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", str(cache))
+    monkeypatch.setattr(facts, "hub_reachable", lambda timeout=3.0: False)
+    return cache
+
+
+def prefill_datasets_cache(cache: Path, repo_id: str, dataset_dict, scratch: Path) -> None:
+    """Leave `dataset_dict` in the datasets cache as downloading hub dataset `repo_id` would
+    (<namespace>___<name>/default/0.0.0/<hash>/<name>-<split>.arrow): written as a hub repository's parquet files,
+    built into the cache by the real load_dataset, and placed under the hub id's name."""
+    import shutil
+
+    import datasets
+
+    name = repo_id.split("/")[-1]
+    repo = scratch / f"repo-of-{name}"
+    (repo / "data").mkdir(parents=True)
+    for split, part in dataset_dict.items():
+        part.to_parquet(str(repo / "data" / f"{split}-00000-of-00001.parquet"))
+    datasets.load_dataset(str(repo), cache_dir=str(scratch / "build-cache"))
+    built = next(p.parent for p in (scratch / "build-cache").rglob("dataset_info.json"))
+    target = cache / "___".join(repo_id.split("/")) / "default" / "0.0.0" / built.name
+    shutil.copytree(built, target)
+    for arrow in target.glob(f"{repo.name}-*.arrow"):
+        arrow.rename(target / arrow.name.replace(f"{repo.name}-", f"{name}-"))
+
+
 def wait_for(predicate, timeout=600, every=0.2, proc=None) -> bool:
     """Poll until predicate() holds. Generous (a loaded 2-core machine can take minutes to reach a first
     checkpoint), but never longer than `proc` lives: a process that ended without it has failed the wait."""

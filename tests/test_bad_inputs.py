@@ -52,6 +52,7 @@ def _model_copy(tmp, model, name, tokenizer_text=None, **config):
 
 ONE_MEH = GOOD + [{"text": "meh 0", "label": "meh"}]  # a class of one row, which a cap of 10 rows leaves out
 LONG = "/tmp/" + "a" * 300  # longer than a file name may be
+FLOATS = ("text,label\n" + "".join(f"row {i},{i / 10_001:.6f}\n" for i in range(10_000))).encode()
 
 # (case id, function tmp_path, tiny_bert -> config overrides, expected words in the message)
 CASES = [
@@ -85,10 +86,10 @@ CASES = [
      "not valid JSON"),
     ("empty csv", lambda t, m: {"dataset": _folder(t, "e", raw=b"")}, "is empty"),
     ("header only", lambda t, m: {"dataset": _folder(t, "h", raw=b"text,label\n")}, "has no rows"),
-    ("missing text column", lambda t, m: {"dataset": _folder(t, "mt", train=[{"sentence": "a", "label": "x"}], test=[{"sentence": "a", "label": "x"}])},
-     "no 'text' column"),
+    ("missing text column", lambda t, m: {"dataset": _folder(t, "mt", train=[{"body_text": "a", "label": "x"}], test=[{"body_text": "a", "label": "x"}])},
+     "has no text column by a usual name"),
     ("missing label column", lambda t, m: {"dataset": _folder(t, "ml", train=[{"text": "a"}], test=[{"text": "a"}])},
-     "no 'label' column"),
+     "has no label column by a usual name"),
     ("one class", lambda t, m: {"dataset": _folder(t, "oc", train=GOOD[:10], test=GOOD[:10])}, "only one class"),
     ("unseen test labels", lambda t, m: {"dataset": _folder(t, "ut", test=GOOD + [{"text": "x", "label": "meh"}])},
      "never seen in train"),
@@ -110,6 +111,14 @@ CASES = [
     ("class left out of training", lambda t, m: {"dataset": _folder(t, "cl", train=ONE_MEH, test=ONE_MEH),
                                                  "max_train": "10"},
      "('meh'; 1 rows) never appear in train after the caps"),
+    ("unknown hub dataset offline", lambda t, m: {"dataset": "hub:nobody/no-such-dataset-xyz"},
+     "is not in this machine's datasets cache"),
+    ("column that does not exist", lambda t, m: {"dataset": _folder(t, "nc"), "label_column": "stars"},
+     "has no column 'stars' (its columns: text, label)"),
+    ("fractional labels", lambda t, m: {"dataset": _folder(t, "fl", raw=FLOATS)},
+     "label column 'label' of"),
+    ("split that does not exist", lambda t, m: {"dataset": _folder(t, "ns"), "test_split": "dev"},
+     "has no 'dev' file (its files: test, train;"),
     ("model name too long", lambda t, m: {"model": LONG}, "cannot be looked up (File name too long)"),
     ("dataset name too long", lambda t, m: {"dataset": LONG}, "unknown dataset '/tmp/aaaa"),
 ]
@@ -261,8 +270,8 @@ def test_paper_percentages(pct, L):
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(st.binary(max_size=200), st.sampled_from(["csv", "jsonl", "parquet", "csv.gz"]))
 def test_data_reader_never_crashes_on_garbage(tmp_path, data, kind):
-    from healcore.core.data import read_table
     from healcore.core.errors import DataError
+    from healcore.core.sources import read_table
 
     path = tmp_path / f"train.{kind}"
     path.write_bytes(data)

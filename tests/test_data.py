@@ -4,7 +4,7 @@ import pandas as pd
 import pytest
 
 from healcore.core.config import RunConfig
-from healcore.core.data import REGISTRY, build_splits, export, load_raw, load_splits, read_folder, stratified_take
+from healcore.core.data import REGISTRY, build_splits, export, load_raw, load_splits, stratified_take
 from healcore.core.errors import DataError
 
 
@@ -44,9 +44,9 @@ def test_integer_labels_and_pairs(tmp_path):
 
 def test_registry_reads_shared_data_through_healcore_data():
     for name in ("sst2", "ag_news", "emotion", "dbpedia_14", "imdb", "mrpc", "rte"):
-        train, test, hint, source = load_raw(name)
-        assert source.startswith("folder") and hint == REGISTRY[name].classes
-        assert set(train["label"]) <= set(hint)
+        chosen = load_raw(name)
+        assert chosen.where.startswith("folder") and chosen.hint == REGISTRY[name].classes
+        assert set(chosen.train["label"]) <= set(chosen.hint) and chosen.notes == []  # healcore's own columns
 
 
 def test_paper_split_sizes_are_stratified_and_capped():
@@ -78,40 +78,39 @@ def test_empty_texts_are_dropped_and_counted(tmp_path):
     assert any("dropped empty texts: 2 train" in n for n in splits.notes)
 
 
-def test_hub_loading_code_path_offline(monkeypatch, tmp_path):
-    """The real hub path, with datasets.load_dataset answered from local rows (no network here)."""
-    import datasets
+def test_a_registry_dataset_without_a_folder_loads_from_the_hub_through_the_datasets_cache(tmp_path, monkeypatch,
+                                                                                         datasets_cache):
+    """The registry's hub path with the real datasets.load_dataset: stanfordnlp/sst2 as a download leaves it in the
+    cache (train / validation / test, the test labels hidden as -1), read offline; the registry's columns (sentence,
+    label) and its test split (validation) are used."""
+    from datasets import ClassLabel, Dataset, DatasetDict, Features, Value
 
-    calls = []
+    from conftest import prefill_datasets_cache
 
-    def fake_load(hub_id, config=None):
-        calls.append((hub_id, config))
-        rows = {"sentence": ["fine", "awful", "great", "bad"], "label": [1, 0, 1, 0], "idx": [0, 1, 2, 3]}
-        return datasets.DatasetDict({"train": datasets.Dataset.from_dict(rows),
-                                     "validation": datasets.Dataset.from_dict(rows)})
+    features = Features({"idx": Value("int32"), "sentence": Value("string"),
+                         "label": ClassLabel(names=["negative", "positive"])})
+    rows = {"idx": [0, 1, 2, 3], "sentence": ["fine", "awful", "great", "bad"], "label": [1, 0, 1, 0]}
+    hidden = {**rows, "label": [-1] * 4}  # as GLUE publishes its test split
+    prefill_datasets_cache(datasets_cache, "stanfordnlp/sst2", DatasetDict({
+        "train": Dataset.from_dict(rows, features=features), "validation": Dataset.from_dict(rows, features=features),
+        "test": Dataset.from_dict(hidden, features=features)}), tmp_path)
+    monkeypatch.setenv("HEALCORE_DATA", str(tmp_path))  # no sst2/ folder there: the hub path
+    chosen = load_raw("sst2")
+    assert chosen.where == "hub stanfordnlp/sst2" and chosen.splits == {"train": "train", "test": "validation",
+                                                                        "validation": None}
+    assert list(chosen.train.columns) == ["text", "label"] and chosen.hint == ("negative", "positive")
 
-    monkeypatch.setattr(datasets, "load_dataset", fake_load)
-    monkeypatch.setenv("HEALCORE_DATA", str(tmp_path))  # no sst2/ folder there: falls through to the hub
-    train, test, hint, source = load_raw("sst2")
-    assert calls == [("stanfordnlp/sst2", None)] and source == "hub stanfordnlp/sst2"
-    assert list(train.columns) == ["text", "label"] and hint == ("negative", "positive")
 
-
-def test_hub_unreachable_gives_actionable_error(monkeypatch, tmp_path):
-    import datasets
-
-    def offline(*a, **k):
-        raise ConnectionError("Couldn't reach 'stanfordnlp/sst2' on the Hub")
-
-    monkeypatch.setattr(datasets, "load_dataset", offline)
+def test_hub_unreachable_gives_actionable_error(monkeypatch, tmp_path, datasets_cache):
     monkeypatch.setenv("HEALCORE_DATA", str(tmp_path))
-    with pytest.raises(DataError, match="set HEALCORE_DATA"):
+    with pytest.raises(DataError, match="set HEALCORE_DATA") as info:
         load_raw("sst2")
+    assert "not in this machine's datasets cache" in str(info.value) and "\n" not in str(info.value)
 
 
 def test_export_round_trip(tmp_path):
     out = export("rte", tmp_path / "rte")
-    train, test = read_folder(out)
+    train, test = (pd.read_csv(out / f"{split}.csv.gz", keep_default_na=False) for split in ("train", "test"))
     assert len(train) == 2490 and len(test) == 277 and set(train["label"]) == {"entailment", "not_entailment"}
     assert list(train.columns) == ["text", "text_pair", "label"]
 
@@ -138,9 +137,10 @@ def _bad_cases(tmp):
         ("no test file", folder("a", train=ROWS), "no test file"),
         ("empty csv", folder("b", raw_train=b"", raw_test=b""), "is empty"),
         ("header only", folder("c", raw_train=b"text,label\n", raw_test=b"text,label\n"), "no rows"),
-        ("missing label column", folder("d", train=[{"text": "x"}] * 3, test=[{"text": "x"}] * 3), "'label' column"),
-        ("missing text column", folder("e", train=[{"sentence": "x", "label": 1}] * 3,
-                                       test=[{"sentence": "x", "label": 1}] * 3), "'text' column"),
+        ("missing label column", folder("d", train=[{"text": "x"}] * 3, test=[{"text": "x"}] * 3),
+         "has no label column by a usual name"),
+        ("missing text column", folder("e", train=[{"body_text": "x", "label": 1}] * 3,
+                                       test=[{"body_text": "x", "label": 1}] * 3), "has no text column by a usual name"),
         ("one class", folder("f", train=ROWS[:20], test=ROWS[:20]), "only one class"),
         ("unseen test label", folder("g", train=ROWS, test=ROWS + [{"text": "?", "label": "meh"}]), "never seen in train"),
         ("non utf8", folder("h", raw_train=b"text,label\n\xff\xfe bad,pos\nok,neg\n",

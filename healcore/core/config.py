@@ -54,7 +54,7 @@ EXECUTION_FIELDS = ("device", "precision", "compile", "checkpoint_every", "analy
 class RunConfig:
     # --- what heals ---
     model: str = "minilm-l6"  # hub id, local folder, or short name (minilm-l6 = offline all-MiniLM-L6-v2; minilm-l3 = its layers 1, 3, 5)
-    dataset: str = "sst2"  # registry name (sst2, ag_news, ...) or a folder with train/test files
+    dataset: str = "sst2"  # registry name (sst2, ag_news, ...), a folder (train/test files, or a saved DatasetDict), or hub:<id>[:<config>]
     # --- corruption (see corruption.py) ---
     corrupt: str = "none"  # which encoder layers: none | bottom:k | top:k | bottom:50% | 1,2,6 (1 = bottom)
     method: str = "reinit"  # reinit (the paper's) | noise | zero | bitflip | shuffle
@@ -83,6 +83,11 @@ class RunConfig:
     max_train: int = 0  # cap on training rows after the split policy, stratified (0 = no cap)
     max_test: int = 0  # cap on test rows, stratified (0 = no cap)
     val_fraction: float = 0.1  # share of train carved out (stratified) as validation
+    text_column: str = ""  # the dataset's text column; "" = the usual names (text, sentence, review, content, ...), reported
+    text_pair_column: str = ""  # second text of pair tasks; "" = found by the text column's usual partner (sentence2, hypothesis, ...); none = single text
+    label_column: str = ""  # the dataset's class column; "" = the usual names (label, labels, sentiment, ...), reported
+    train_split: str = ""  # split (or file stem) trained on; "" = train
+    test_split: str = ""  # split (or file stem) scored; "" = test, else validation (a validation split left over is the validation set)
     select_on: str = "validation"  # split that picks the best epoch; test = the paper's protocol
     metric: str = "f1_weighted"  # selection metric: f1_weighted (paper) | f1_macro | accuracy
     # --- artefacts ---
@@ -156,7 +161,15 @@ class RunConfig:
         if not self.model.strip():
             raise ConfigError("model is empty; give a hub id, a local folder or minilm-l6")
         if not self.dataset.strip():
-            raise ConfigError("dataset is empty; give a registry name (e.g. sst2) or a data folder")
+            raise ConfigError("dataset is empty; give a registry name (e.g. sst2), a data folder or hub:<id>")
+        if self.dataset.startswith("hub:") and not self.dataset[4:].partition(":")[0].strip():
+            raise ConfigError(f"dataset={shown(self.dataset)} names no hub dataset; write hub:<id> or "
+                              f"hub:<id>:<config>, e.g. hub:tweet_eval:sentiment")
+        for name in ("text_column", "text_pair_column", "label_column", "train_split", "test_split"):
+            value = getattr(self, name)
+            if len(value) > 200 or "\n" in value or value != value.strip():
+                raise ConfigError(f"{name}={shown(value)} is no column or split name; give the name as the dataset "
+                                  f"writes it (one line, at most 200 characters)")
         if self.strength is not None:
             if not math.isfinite(self.strength) or self.strength < 0:
                 raise ConfigError(f"strength={self.strength} must be a finite number >= 0")
@@ -240,7 +253,8 @@ FUSE_FIELDS = _fields_except(CORRUPTION_FIELDS, ("lr",))
 
 # Keys added after runs were first stored, with the value every earlier run used: such a run reads as having
 # it, and a config with that value leaves the key out of its identity, so the earlier run ids still hold.
-LEGACY_VALUES = {"lr_schedule": "linear"}
+LEGACY_VALUES = {"lr_schedule": "linear", "text_column": "", "text_pair_column": "", "label_column": "",
+                 "train_split": "", "test_split": ""}
 
 
 @lru_cache(maxsize=1)

@@ -1,8 +1,9 @@
-"""Datasets: a registry of the paper's tasks, local folders, the hub, split policies and validation.
+"""Datasets: a registry of the paper's tasks, split policies and validation.
 
-Every source ends as the same three pandas frames (train, validation, test) with columns `text`,
-optional `text_pair`, and `label` (an int index into `classes`). Problems that would waste a run
-(missing file or column, one class, unseen test labels, bad encoding) raise DataError before training.
+Every source (core/sources.py: registry names, folders of files, saved DatasetDicts, hub:<id>[:<config>]) ends as
+the same three pandas frames (train, validation, test) with columns `text`, optional `text_pair`, and `label` (an
+int index into `classes`). Problems that would waste a run (missing file or column, one class, unseen test labels,
+classes left out of training, bad encoding) raise DataError before training.
 
 Data sampling (caps, the paper re-split, the validation carve-out) uses a fixed seed, so every run of a
 grid sees the same examples whatever its `seed`: differences between cells come from the model, not
@@ -17,10 +18,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from healcore.core.errors import DataError, shown
+from healcore.core.errors import DataError
+from healcore.core.sources import OPTION_FIELDS, Chosen, DataOptions, choose, open_source
 
 DATA_SEED = 0
-FILE_KINDS = (".csv", ".csv.gz", ".jsonl", ".jsonl.gz", ".parquet")
+# The settings that decide a run's rows: what loaders key their caches on, and preflight checks once per value.
+DATA_FIELDS = ("dataset", "split", "max_train", "max_test", "val_fraction", "allow_missing_classes", *OPTION_FIELDS)
 
 
 @dataclass(frozen=True)
@@ -70,7 +73,9 @@ class Splits:
     test: pd.DataFrame
     classes: list[str]
     source: str  # where the rows came from, for the run's summary
-    notes: list[str] = field(default_factory=list)  # what was dropped or capped, for the log
+    notes: list[str] = field(default_factory=list)  # what was found by name, dropped or capped, for the log
+    columns: dict = field(default_factory=dict)  # text / text_pair / label -> the source's column
+    split_names: dict = field(default_factory=dict)  # train / test / validation -> the source's split
 
     @property
     def has_pair(self) -> bool:
@@ -81,90 +86,14 @@ class Splits:
 
 
 # ------------------------------------------------------------------------------------------ reading
-def _find_file(folder: Path, stem: str) -> Path:
-    found = [folder / f"{stem}{ext}" for ext in FILE_KINDS if (folder / f"{stem}{ext}").is_file()]
-    if not found:
-        raise DataError(f"{folder} has no {stem} file; add one of {', '.join(stem + e for e in FILE_KINDS)}")
-    if len(found) > 1:
-        raise DataError(f"{folder} has several {stem} files ({', '.join(p.name for p in found)}); keep one")
-    return found[0]
-
-
-def read_table(path: Path) -> pd.DataFrame:
-    """Read one CSV/CSV.gz/JSONL/Parquet file; every failure becomes a one-line DataError."""
-    name = path.name
-    try:
-        if name.endswith(".parquet"):
-            df = pd.read_parquet(path)
-        elif name.endswith((".jsonl", ".jsonl.gz")):
-            df = pd.read_json(path, lines=True, encoding="utf-8", dtype=False)
-        else:
-            df = pd.read_csv(path, encoding="utf-8", encoding_errors="strict", keep_default_na=False,
-                             dtype=str)
-    except UnicodeDecodeError:
-        raise DataError(f"{path} is not UTF-8 text; re-save it with UTF-8 encoding") from None
-    except pd.errors.EmptyDataError:
-        raise DataError(f"{path} is empty; it needs a header row and at least one example") from None
-    except Exception as err:  # pandas/pyarrow/json raise many types for a malformed file
-        first = (str(err).strip().splitlines() or [type(err).__name__])[0][:160]
-        raise DataError(f"{path} could not be read as {name.split('.', 1)[-1]} ({first}); fix or re-export it") from None
-    if df.empty:
-        raise DataError(f"{path} has no rows; it needs at least one example")
-    return df
-
-
-def read_folder(folder: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
-    if not folder.is_dir():
-        raise DataError(f"data folder {folder} does not exist")
-    return read_table(_find_file(folder, "train")), read_table(_find_file(folder, "test"))
-
-
 def data_root() -> Path | None:
     value = os.environ.get("HEALCORE_DATA", "").strip()
     return Path(value).expanduser() if value else None
 
 
-def _load_hub(info: DatasetInfo) -> tuple[pd.DataFrame, pd.DataFrame]:
-    try:
-        import datasets
-
-        dd = datasets.load_dataset(info.hub_id, info.hub_config)
-        frames = []
-        for split in (info.train_split, info.test_split):
-            df = dd[split].to_pandas()
-            cols = {info.text_field: "text", info.label_field: "label"}
-            if info.pair_field:
-                cols[info.pair_field] = "text_pair"
-            missing = [c for c in cols if c not in df.columns]
-            if missing:
-                raise DataError(f"hub dataset {info.hub_id} split {split} lacks column(s) {missing}")
-            frames.append(df[list(cols)].rename(columns=cols))
-    except DataError:
-        raise
-    except Exception as err:
-        first = (str(err).strip().splitlines() or [type(err).__name__])[0][:160]
-        root = data_root()
-        where = f"HEALCORE_DATA={root} has no {info.name}/ folder" if root else "HEALCORE_DATA is not set"
-        raise DataError(f"dataset {info.name!r} could not be loaded from the hub ({first}) and {where}; "
-                        f"offline, set HEALCORE_DATA to a folder holding {info.name}/train.csv.gz and test.csv.gz") from None
-    return frames[0], frames[1]
-
-
-def load_raw(name: str) -> tuple[pd.DataFrame, pd.DataFrame, tuple[str, ...] | None, str]:
-    """(train, test, registry classes or None, source description) for a registry name or a folder."""
-    info = REGISTRY.get(name)
-    if info is not None:
-        root = data_root()
-        if root is not None and (root / name).is_dir():
-            train, test = read_folder(root / name)
-            return train, test, info.classes, f"folder {root / name}"
-        train, test = _load_hub(info)
-        return train, test, info.classes, f"hub {info.hub_id}" + (f"/{info.hub_config}" if info.hub_config else "")
-    folder = Path(name).expanduser()
-    if os.path.isdir(folder):  # (os.path: False, not an OSError, for a name too long)
-        train, test = read_folder(folder)
-        return train, test, None, f"folder {folder.resolve()}"
-    raise DataError(f"unknown dataset {shown(name)}: not a registry name ({', '.join(REGISTRY)}) and not a folder")
+def load_raw(name: str, options: DataOptions = DataOptions()) -> Chosen:
+    """A dataset's rows as text[, text_pair], label, with the columns and splits chosen (core/sources.py)."""
+    return choose(open_source(name, REGISTRY, data_root()), options)
 
 
 # ------------------------------------------------------------------------------------------ shaping
@@ -173,7 +102,7 @@ def _normalise(df: pd.DataFrame, split: str) -> tuple[pd.DataFrame, int]:
     for col in ("text", "label"):
         if col not in df.columns:
             raise DataError(f"the {split} file has no {col!r} column (columns: {', '.join(map(str, df.columns))}); "
-                            f"rename the text column to 'text' and the class column to 'label'")
+                            f"name the text and class columns with --text-column and --label-column")
     cols = ["text", "text_pair", "label"] if "text_pair" in df.columns else ["text", "label"]
     out = df[cols].copy()
     for col in cols:
@@ -246,7 +175,10 @@ def _rest(n_total: int, taken: np.ndarray) -> np.ndarray:
 
 def build_splits(train: pd.DataFrame, test: pd.DataFrame, hint: tuple[str, ...] | None, source: str, *,
                  split: str = "standard", paper_sizes: tuple[int, int] | None = None, max_train: int = 0,
-                 max_test: int = 0, val_fraction: float = 0.1, allow_missing_classes: bool = False) -> Splits:
+                 max_test: int = 0, val_fraction: float = 0.1, allow_missing_classes: bool = False,
+                 validation: pd.DataFrame | None = None) -> Splits:
+    """The three splits of a run. A `validation` frame (the source's own split) is used as it is; without one,
+    `val_fraction` of train is carved out, stratified."""
     notes: list[str] = []
     train, dropped_train = _normalise(train, "train")
     test, dropped_test = _normalise(test, "test")
@@ -254,6 +186,10 @@ def build_splits(train: pd.DataFrame, test: pd.DataFrame, hint: tuple[str, ...] 
         notes.append(f"dropped empty texts: {dropped_train} train, {dropped_test} test")
     if ("text_pair" in train.columns) != ("text_pair" in test.columns):
         raise DataError("train and test disagree on the 'text_pair' column; give it in both files or neither")
+    if validation is not None:
+        validation, _ = _normalise(validation, "validation")
+        if ("text_pair" in validation.columns) != ("text_pair" in train.columns):
+            raise DataError("train and validation disagree on the 'text_pair' column; give it in both or neither")
     for df, name in ((train, "train"), (test, "test")):
         if df.empty:
             raise DataError(f"the {name} split has no usable rows (all texts empty?); add examples")
@@ -268,6 +204,8 @@ def build_splits(train: pd.DataFrame, test: pd.DataFrame, hint: tuple[str, ...] 
                         f"add them to train or drop them from test")
     train = train.assign(label=y_train)
     test = test.assign(label=y_test)
+    if validation is not None:
+        validation = validation.assign(label=_to_ids(validation["label"], classes, hint, "validation"))
     rng = np.random.default_rng(DATA_SEED)
 
     if split == "paper":
@@ -291,10 +229,13 @@ def build_splits(train: pd.DataFrame, test: pd.DataFrame, hint: tuple[str, ...] 
         test = test.iloc[stratified_take(test["label"].to_numpy(), max_test, rng)]
         notes.append(f"test capped to {max_test}")
     train = train.reset_index(drop=True)
-    n_val = int(round(len(train) * val_fraction))
-    val_idx = stratified_take(train["label"].to_numpy(), n_val, rng) if n_val else np.array([], dtype=int)
-    validation = train.iloc[val_idx].reset_index(drop=True)
-    train = train.iloc[_rest(len(train), val_idx)].reset_index(drop=True)
+    if validation is None:
+        n_val = int(round(len(train) * val_fraction))
+        val_idx = stratified_take(train["label"].to_numpy(), n_val, rng) if n_val else np.array([], dtype=int)
+        validation = train.iloc[val_idx].reset_index(drop=True)
+        train = train.iloc[_rest(len(train), val_idx)].reset_index(drop=True)
+    else:
+        validation = validation.reset_index(drop=True)
     if len(np.unique(train["label"])) < 2:
         raise DataError("after caps and the validation carve-out, train has one class; raise max_train")
     absent = _absent_from_training(train, validation, test, classes)
@@ -322,26 +263,34 @@ def _absent_from_training(train: pd.DataFrame, validation: pd.DataFrame, test: p
 
 def load_splits(cfg) -> Splits:
     """The three splits a run uses, from its config."""
-    train, test, hint, source = load_raw(cfg.dataset)
+    chosen = load_raw(cfg.dataset, DataOptions.of(cfg))
     info = REGISTRY.get(cfg.dataset)
-    return build_splits(train, test, hint, source, split=cfg.split,
-                        paper_sizes=info.paper_sizes if info else None, max_train=cfg.max_train,
-                        max_test=cfg.max_test, val_fraction=cfg.val_fraction,
-                        allow_missing_classes=cfg.allow_missing_classes)
+    splits = build_splits(chosen.train, chosen.test, chosen.hint, chosen.where, split=cfg.split,
+                          paper_sizes=info.paper_sizes if info else None, max_train=cfg.max_train,
+                          max_test=cfg.max_test, val_fraction=cfg.val_fraction,
+                          allow_missing_classes=cfg.allow_missing_classes, validation=chosen.validation)
+    splits.notes[:0] = chosen.notes
+    splits.columns, splits.split_names = chosen.columns, chosen.splits
+    return splits
 
 
-def export(name: str, out_dir: str | Path) -> Path:
-    """Write a dataset (registry or folder) as train.csv.gz/test.csv.gz with class names as labels. The folder is
-    checked before the data is loaded; each file is written whole or not at all (the store's one writer)."""
+def export(name: str, out_dir: str | Path, options: DataOptions = DataOptions()) -> Path:
+    """Write a dataset (any kind --dataset takes) in healcore's folder format: train.csv.gz, test.csv.gz (and
+    validation.csv.gz where the source has that split), columns text[, text_pair], label with class names. The
+    folder is checked before the data is loaded; each file is written whole or not at all (the store's one writer)."""
     import io
 
     from healcore.core.paths import output_dir
     from healcore.store.io import atomic_write_bytes
 
     out = output_dir(out_dir, "export folder")
-    train, test, hint, _ = load_raw(name)
-    splits = build_splits(train, test, hint, name, val_fraction=0.0)
-    for split_name, df in (("train", splits.train), ("test", splits.test)):
+    chosen = load_raw(name, options)
+    splits = build_splits(chosen.train, chosen.test, chosen.hint, chosen.where, val_fraction=0.0,
+                          validation=chosen.validation)
+    parts = [("train", splits.train), ("test", splits.test)]
+    if chosen.validation is not None:
+        parts.append(("validation", splits.validation))
+    for split_name, df in parts:
         named = df.assign(label=[splits.classes[i] for i in df["label"]])
         buf = io.BytesIO()
         named.to_csv(buf, index=False, compression={"method": "gzip", "mtime": 0})

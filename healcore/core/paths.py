@@ -44,8 +44,11 @@ def check_spec_paths(spec: dict, roots: list[Path] | None = None) -> None:
     for key, what in (("models", "model folder"), ("datasets", "dataset folder")):
         values = spec.get(key) or []
         for value in values if isinstance(values, list) else [values]:
-            if looks_like_path(str(value)):
-                confine(str(value), what, roots)
+            text = str(value)
+            if key == "datasets" and text.startswith("hub:"):  # hub:<folder> is a folder too (a local repository)
+                text = text[4:].partition(":")[0]
+            if looks_like_path(text):
+                confine(text, what, roots)
 
 
 # ------------------------------------------------------------------------------------------ outputs

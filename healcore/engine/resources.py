@@ -12,7 +12,7 @@ import os
 from pathlib import Path
 
 from healcore.core.config import RunConfig
-from healcore.core.data import Splits, load_splits
+from healcore.core.data import DATA_FIELDS, Splits, load_splits
 from healcore.engine.batching import cache_key, encode
 from healcore.engine.models import load_encoder, load_tokenizer
 
@@ -34,8 +34,7 @@ class Loader:
         return table[key]
 
     def splits(self, cfg: RunConfig) -> Splits:
-        key = (cfg.dataset, cfg.split, cfg.max_train, cfg.max_test, cfg.val_fraction, cfg.allow_missing_classes,
-               os.environ.get("HEALCORE_DATA"))
+        key = (*(getattr(cfg, name) for name in DATA_FIELDS), os.environ.get("HEALCORE_DATA"))
         return self._kept(self._splits, key, lambda: load_splits(cfg))
 
     def tokenizer(self, model: str):

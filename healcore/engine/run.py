@@ -244,7 +244,8 @@ def set_up(cfg: RunConfig, splits: Splits, handle: RunHandle, loader: Loader) ->
     initial = snapshot(model) if cfg.mode != "lora" else None  # LoRA adapters start at 0: no relative movement
     model.to(device)
     handle.space_needed = space_needed(cfg, model, report["num_layers"])
-    data = {"source": splits.source, "sizes": splits.sizes(), "notes": splits.notes}
+    data = {"source": splits.source, "sizes": splits.sizes(), "notes": splits.notes, "columns": splits.columns,
+            "splits": splits.split_names}
     return Setup(model, device, pad_id, list(splits.classes), train, validation, test, feature_rows, analysis_rows,
                  max_tokens, report, data, initial, pretrained, time.perf_counter() - t0)
 

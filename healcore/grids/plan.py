@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 import pandas as pd
 
 from healcore.core.config import RunConfig
-from healcore.core.data import load_splits
+from healcore.core.data import DATA_FIELDS, load_splits
 from healcore.core.errors import HealcoreError, ModelError
 from healcore.core.layers import chosen_layers
 from healcore.core.model_facts import (check_model_offline, check_weights, known_hub_model, non_embedding_params,
@@ -103,7 +103,7 @@ def preflight(grid: Grid, deep: bool = False) -> None:
             else:
                 layers[cfg.model] = num_layers(cfg.model)
         chosen_layers(cfg.layers, cfg.method, layers[cfg.model])
-        key = (cfg.dataset, cfg.split, cfg.max_train, cfg.max_test, cfg.val_fraction, cfg.allow_missing_classes)
+        key = tuple(getattr(cfg, name) for name in DATA_FIELDS)
         if key not in seen_data:
             seen_data.add(key)
             load_splits(cfg)

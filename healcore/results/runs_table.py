@@ -17,6 +17,7 @@ from healcore.core.config import CONFIG_FIELDS, LEGACY_VALUES, RunConfig
 from healcore.core.errors import HealcoreError
 from healcore.core.layers import parse_layers, side_of
 from healcore.core.model_facts import num_layers
+from healcore.core.sources import is_hub, label_of
 from healcore.results import flags
 from healcore.results.keys import CELL_KEYS
 from healcore.store.grids import grid_records
@@ -135,18 +136,18 @@ def _place_unfinished(df: pd.DataFrame) -> pd.DataFrame:
 
 
 def dataset_labels(datasets: pd.Series) -> dict[str, str]:
-    """Short, unique labels: registry names as they are, folders by their name (parent/name when two share it)."""
+    """Short, unique labels: registry names as they are, hub datasets by their id (and config), folders by their
+    name (parent/name when two share it)."""
     values = sorted(set(map(str, datasets)))
-    labels = {}
-    for value in values:
-        path = Path(value.rstrip("/"))
-        labels[value] = path.name if ("/" in value or value.startswith((".", "~"))) and path.name else value
+    labels = {value: label_of(value) for value in values}
     taken: dict[str, list[str]] = {}
     for value, label in labels.items():
         taken.setdefault(label, []).append(value)
     for label, owners in taken.items():
         if len(owners) > 1:
             for value in owners:
+                if is_hub(value):
+                    continue  # a hub id is unique as it is
                 parts = Path(value.rstrip("/")).parts
                 labels[value] = "/".join(parts[-2:]) if len(parts) >= 2 else value
     return labels
