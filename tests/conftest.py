@@ -5,7 +5,7 @@ Every test is `unit` or `integration`, decided here from what it uses: a test th
 starts processes (grids, workers, Ray, a browser, a wheel install) or is marked slow is integration; the rest,
 pure functions and pages rendered over synthetic stores, is the quick layer:
 
-    python -m pytest -q -m unit        # the contributor's loop, about a minute on 2 cores
+    python -m pytest -q -m unit        # the contributor's loop, about 70 s on 2 cores
     python -m pytest -q                # everything (the README's command, and CI's)
 """
 from __future__ import annotations
