@@ -29,6 +29,7 @@ from typing import Any
 
 from healcore.core.errors import ConfigError, shown
 from healcore.core.layers import LayerSelection, parse_layers, spelling
+from healcore.core.paths import hub_parts, is_hub
 
 METHODS = ("reinit", "noise", "zero", "bitflip", "shuffle")
 INITS = ("kaiming_uniform", "torch_default", "normal")
@@ -162,9 +163,8 @@ class RunConfig:
             raise ConfigError("model is empty; give a hub id, a local folder or minilm-l6")
         if not self.dataset.strip():
             raise ConfigError("dataset is empty; give a registry name (e.g. sst2), a data folder or hub:<id>")
-        if self.dataset.startswith("hub:") and not self.dataset[4:].partition(":")[0].strip():
-            raise ConfigError(f"dataset={shown(self.dataset)} names no hub dataset; write hub:<id> or "
-                              f"hub:<id>:<config>, e.g. hub:tweet_eval:sentiment")
+        if is_hub(self.dataset):
+            hub_parts(self.dataset)  # names a dataset, or one line saying how to
         for name in ("text_column", "text_pair_column", "label_column", "train_split", "test_split"):
             value = getattr(self, name)
             if len(value) > 200 or "\n" in value or value != value.strip():

@@ -39,14 +39,31 @@ def confine(path: str | Path, what: str, roots: list[Path] | None = None) -> Pat
                       f"add its parent to HEALCORE_ALLOWED_ROOTS when starting the dashboard")
 
 
+HUB_PREFIX = "hub:"  # --dataset hub:<id>[:<config>]: any dataset datasets.load_dataset loads
+
+
+def is_hub(name: str) -> bool:
+    return str(name).startswith(HUB_PREFIX)
+
+
+def hub_parts(name: str) -> tuple[str, str | None]:
+    """hub:<id>[:<config>] -> (id, config); the id may be a local repository folder."""
+    rest = str(name)[len(HUB_PREFIX):].strip()
+    repo, _, config = rest.partition(":")
+    if not repo:
+        raise ConfigError(f"dataset={short(str(name))} names no hub dataset; write hub:<id> or hub:<id>:<config>, "
+                          f"e.g. hub:tweet_eval:sentiment")
+    return repo, (config or None)
+
+
 def check_spec_paths(spec: dict, roots: list[Path] | None = None) -> None:
     """Every model or dataset in a grid spec that is a path must be confined."""
     for key, what in (("models", "model folder"), ("datasets", "dataset folder")):
         values = spec.get(key) or []
         for value in values if isinstance(values, list) else [values]:
             text = str(value)
-            if key == "datasets" and text.startswith("hub:"):  # hub:<folder> is a folder too (a local repository)
-                text = text[4:].partition(":")[0]
+            if key == "datasets" and is_hub(text):  # hub:<folder> is a folder too (a local repository)
+                text = hub_parts(text)[0]
             if looks_like_path(text):
                 confine(text, what, roots)
 

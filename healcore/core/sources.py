@@ -25,9 +25,9 @@ import numpy as np
 import pandas as pd
 
 from healcore.core.errors import DataError, first_line, shown
+from healcore.core.paths import hub_parts, is_hub
 
 FILE_KINDS = (".csv", ".csv.gz", ".jsonl", ".jsonl.gz", ".parquet")
-HUB_PREFIX = "hub:"
 NO_PAIR = "none"  # text_pair_column=none: a single-text task even where a pair column exists
 
 # The usual names, in the order they are tried.
@@ -54,9 +54,6 @@ class DataOptions:
     def of(cls, cfg) -> "DataOptions":
         """The options of a RunConfig (or anything with these attributes)."""
         return cls(**{f.name: getattr(cfg, f.name, "") or "" for f in fields(cls)})
-
-    def given(self) -> dict[str, str]:
-        return {f.name: getattr(self, f.name) for f in fields(self) if getattr(self, f.name)}
 
 
 OPTION_FIELDS = tuple(f.name for f in fields(DataOptions))
@@ -99,20 +96,6 @@ class Chosen:
 
 
 # ------------------------------------------------------------------------------------------ sources
-def is_hub(name: str) -> bool:
-    return str(name).startswith(HUB_PREFIX)
-
-
-def hub_parts(name: str) -> tuple[str, str | None]:
-    """hub:<id>[:<config>] -> (id, config)."""
-    rest = str(name)[len(HUB_PREFIX):].strip()
-    repo, _, config = rest.partition(":")
-    if not repo:
-        raise DataError(f"dataset {shown(name)} names no hub dataset; write hub:<id> or hub:<id>:<config>, e.g. "
-                        f"hub:tweet_eval:sentiment")
-    return repo, (config or None)
-
-
 def label_of(name: str) -> str:
     """How a dataset is labelled on screen and in exports: a hub dataset by its id (and config), a folder by its
     name, a registry dataset as it is."""

@@ -40,7 +40,7 @@ from healcore.engine.train import (eval_max_tokens, load_state, make_optimizer, 
                                    schedule_of, train_epoch, use_bf16)
 from healcore.results.analysis import cka_matrix
 from healcore.store.io import NO_SPACE, disk_full, human, now
-from healcore.store.runs import RunHandle, RunStore
+from healcore.store.runs import RunHandle, RunStore, damaged_results
 
 FEATURE_SEED = 0  # the same test rows are stored for every run of a dataset, so panels compare alike
 ANALYSIS_SEED = 1  # and the same rows (another draw) carry the per-layer representations
@@ -107,7 +107,7 @@ def finished_summary(handle: RunHandle) -> dict | None:
     a run completes (and a resumed run writes features only at a new best epoch). A torn checkpoint alone is set
     aside when the run resumes (RunHandle.latest_checkpoint), which then starts from scratch."""
     stored = handle.store.read(handle.config.run_id)
-    damaged = [p for p in stored.damaged if not p.startswith("checkpoint")]
+    damaged = damaged_results(stored.damaged)
     if stored.state == "completed" and stored.summary is not None and not damaged:
         handle.drop_checkpoints()  # (a completed run keeps none; a stray one is no reason to run it again)
         return stored.summary
@@ -157,18 +157,19 @@ def record_failure(handle: RunHandle, err: BaseException) -> None:
         handle.log("interrupted; resumable from the last finished epoch")
         return
     message = first_line(err)
+    library_full = isinstance(err, OSError) and getattr(err, "errno", None) in NO_SPACE  # a library's own write
+    full = library_full or isinstance(err, DiskFullError)
     if type(err).__name__ == "OutOfMemoryError":  # torch.OutOfMemoryError, without importing torch here
         message = ("CUDA out of memory; lower batch_size or max_length, or run fewer runs per GPU "
                    f"(--runs-per-gpu) ({message[:120]})")
     elif isinstance(err, DiskFullError):
-        needed = getattr(handle, "space_needed", None)
+        needed = handle.space_needed
         message = message + " (it resumes from its last checkpoint" + (
             f"; this run writes about {human(needed)} in all)" if needed else ")")
-    elif isinstance(err, OSError) and getattr(err, "errno", None) in NO_SPACE:  # a library's own write
+    elif library_full:
         message = f"{disk_full(handle.dir, 0, err)} ({first_line(err)[:80]})"
     elif not isinstance(err, HealcoreError):
         message = f"{type(err).__name__}: {message}"
-    full = isinstance(err, OSError) and getattr(err, "errno", None) in NO_SPACE or isinstance(err, DiskFullError)
     if full:
         handle.release_space()  # what was held for these last words
     try:

@@ -26,7 +26,7 @@ from healcore.results.runs_table import load_runs
 from healcore.store.grids import grid_records, live_grid
 from healcore.store.io import (HOST, atomic_write_bytes, atomic_write_json, now, pid_alive, read_json, release_lock,
                                try_lock, update_json)
-from healcore.store.runs import HEARTBEAT_S, RunStore
+from healcore.store.runs import HEARTBEAT_S, RunStore, rerun_plan
 
 
 def grid_record(plan: GridPlan, state: str, pid: int | None) -> dict:
@@ -243,7 +243,7 @@ def store_status(store: RunStore) -> dict:
         for r in runs[needs].itertuples():
             attention.append({"run_id": r.run_id, "state": r.state, "error": r.error if r.state == "failed" else None,
                               "damaged": list(r.damaged),
-                              "rerun": store.rerun_plan(r.run_id) if r.damaged and r.state != "running" else None,
+                              "rerun": rerun_plan(r.damaged) if r.damaged and r.state != "running" else None,
                               "failures": [f for f in r.failures if not
                                            f.startswith(("failed", "damaged", "diverged"))]})
     counts = flags.summary(runs, cells(runs)) if len(runs) else flags.summary(runs, runs.iloc[0:0])

@@ -49,10 +49,10 @@ def write_all(files: dict[Path, bytes]) -> None:
     import shutil
 
     needed = sum(len(data) for data in files.values())
-    folder = next(iter(files)).parent
-    free = shutil.disk_usage(mount_point(folder)).free
+    disk = mount_point(next(iter(files)).parent)
+    free = shutil.disk_usage(disk).free
     if free < needed + 64 * 1024:
-        raise DiskFullError(f"disk full on {mount_point(folder)} ({human(free)} free): the report and its figures "
+        raise DiskFullError(f"disk full on {disk} ({human(free)} free): the report and its figures "
                             f"need {human(needed)}; free space and run the same command again (the previous report "
                             f"is untouched)")
     for path, data in files.items():

@@ -17,7 +17,8 @@ from healcore.core.config import CONFIG_FIELDS, LEGACY_VALUES, RunConfig
 from healcore.core.errors import HealcoreError
 from healcore.core.layers import parse_layers, side_of
 from healcore.core.model_facts import num_layers
-from healcore.core.sources import is_hub, label_of
+from healcore.core.paths import is_hub
+from healcore.core.sources import label_of
 from healcore.results import flags
 from healcore.results.keys import CELL_KEYS
 from healcore.store.grids import grid_records

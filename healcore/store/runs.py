@@ -313,17 +313,6 @@ class RunStore:
             out.append(problem)
         return out
 
-    def rerun_plan(self, run_id: str) -> str:
-        """What running it again does, for a run with damaged files (healcore status says it; the engine's
-        finished_summary and RunHandle.latest_checkpoint do it)."""
-        damaged = self.read(run_id).damaged
-        if any(not d.startswith("checkpoint") for d in damaged):
-            return ("its damaged files are set aside (as <name>.damaged) and the run starts again from scratch, "
-                    "writing them again")
-        if damaged:
-            return "its damaged checkpoint is set aside and the run starts again from scratch"
-        return "nothing: its files are whole"
-
     def experiments(self) -> dict[str, RunConfig]:
         """experiment id -> stored config, of every run folder (RunConfig.experiment_id, with the layer count the
         run recorded): finds a run stored under another spelling of the same layers (bottom:50% for bottom:3)."""
@@ -551,6 +540,23 @@ class RunHandle:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def damaged_results(damaged: list[str]) -> list[str]:
+    """Of a run's damaged files (StoredRun.damaged), those a rerun writes again from scratch: all but the
+    checkpoint's, which is set aside when the run resumes (RunHandle.latest_checkpoint)."""
+    return [d for d in damaged if not d.startswith("checkpoint")]
+
+
+def rerun_plan(damaged: list[str]) -> str:
+    """What running a run again does, given its damaged files (healcore status says it; the engine's
+    finished_summary and RunHandle.latest_checkpoint do it)."""
+    if damaged_results(damaged):
+        return ("its damaged files are set aside (as <name>.damaged) and the run starts again from scratch, "
+                "writing them again")
+    if damaged:
+        return "its damaged checkpoint is set aside and the run starts again from scratch"
+    return "nothing: its files are whole"
 
 
 def checkpoint_problem(files: RunFiles) -> str | None:
