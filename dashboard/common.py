@@ -17,7 +17,7 @@ from healcore.core.errors import HealcoreError
 from healcore.core.layers import setting_label  # noqa: F401 - pages use common.setting_label
 from healcore.core.paths import confine
 from healcore.results import flags
-from healcore.results.keys import CELL_KEYS, PLACEMENT_KEYS, as_text, lr_text
+from healcore.results.keys import CELL_KEYS, PLACEMENT_KEYS, as_text, lr_text, setting_words
 from healcore.store.runs import RunStore, fingerprint
 
 # (file, title, icon, url path, section): the navigation, in order
@@ -218,16 +218,24 @@ def cell_filters(table: pd.DataFrame) -> pd.DataFrame:
 
 
 def variant_keys(table: pd.DataFrame, exclude=()) -> list[str]:
-    """The keys of a cell, beyond where it sits (model, dataset, side, level), that take several values here."""
+    """The keys of a cell, beyond where it sits (model, dataset, side, level), that take several values for one
+    model and dataset (a setting that differs only between datasets, such as their epochs, is no variant)."""
     placed = {"model", "dataset", *PLACEMENT_KEYS}
-    return [k for k in CELL_KEYS if k not in placed and k not in exclude and k in table
-            and as_text(table[k]).nunique() > 1]
+    keys = [k for k in CELL_KEYS if k not in placed and k not in exclude and k in table]
+    if table.empty:
+        return []
+    groups = table.groupby([as_text(table["model"]), as_text(table["dataset"])], sort=False)
+    return [k for k in keys if any(as_text(g[k]).nunique() > 1 for _, g in groups)]
 
 
 def variant_label(table: pd.DataFrame, keys: list[str]) -> pd.Series:
+    """Each cell's variant in words ("mean pooling · constant schedule · all training rows"); blank data options
+    (the usual names) say nothing."""
     if not keys:
         return pd.Series("", index=table.index, dtype=object)
-    return table[keys].apply(as_text).apply(lambda row: " · ".join(f"{k} {v}" for k, v in row.items()), axis=1)
+    words = [" · ".join(w for w in (setting_words(k, v) for k, v in r.items()) if w) or "defaults"
+             for r in table[keys].to_dict("records")]
+    return pd.Series(words, index=table.index, dtype=object)
 
 
 def one_variant(table: pd.DataFrame, exclude=()) -> pd.DataFrame:
@@ -238,11 +246,15 @@ def one_variant(table: pd.DataFrame, exclude=()) -> pd.DataFrame:
     if table.empty or not keys:
         return table
     labels = variant_label(table, keys)
-    options = sorted(labels.unique(), key=lambda v: ("pooling cls" not in v and "pooling" in keys,
-                                                     "mode full" not in v and "mode" in keys, v))
+    options = sorted(labels.unique(), key=lambda v: ("cls pooling" not in v and "pooling" in keys,
+                                                     "full fine-tuning" not in v and "mode" in keys, v))
     if len(options) == 1:
         return table
-    chosen = url_selectbox(f"Variant ({' · '.join(keys)})", options, key="variant")
+    # opens on the variant with the most scored cells (a second grid does not hide the first), else the URL's
+    scored = labels[table["f1"].notna()] if "f1" in table else labels
+    fullest = scored.value_counts().index[0] if len(scored) else options[0]
+    chosen = url_selectbox(f"Variant ({', '.join(k.replace('_', ' ') for k in keys)})", options, key="variant",
+                           default=fullest)
     picked = table[labels == chosen]
     damage = [k for k in keys if k in CORRUPTION_FIELDS]
     if damage:  # clean cells are the reference of every damage: taken from the same experiment

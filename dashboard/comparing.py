@@ -18,7 +18,7 @@ from healcore.core.errors import HealcoreError
 from healcore.core.paths import confine
 from healcore.results import charts
 from healcore.results import compare as cmp
-from healcore.results.keys import lr_text
+from healcore.results.keys import as_text, lr_text
 from healcore.results.paper import MODELS as PAPER_MODELS
 from healcore.store.runs import RunStore
 
@@ -45,9 +45,10 @@ def compare_by(table: pd.DataFrame, container=None) -> str | None:
     return None if chosen == NOTHING else chosen
 
 
-def choose(root: str, runs: pd.DataFrame, table: pd.DataFrame, by: str) -> Comparison | None:
+def choose(root: str, runs: pd.DataFrame, table: pd.DataFrame, by: str, whole: bool = False) -> Comparison | None:
     """The two sides of the comparison the widgets ask for (A and B, or the second store, or the paper's model, with
-    the correction beside them), or None after a one-line error on the page."""
+    the correction beside them), or None after a one-line error on the page. `whole`: every experiment of the
+    selection (a row each, as `healcore compare` prints it), not one variant (what a chart shows)."""
     c = st.columns(3)
     chosen = _correction(c[2])
     try:
@@ -56,16 +57,29 @@ def choose(root: str, runs: pd.DataFrame, table: pd.DataFrame, by: str) -> Compa
         elif by == PAPER:
             comparison = _against_paper(root, runs, table, c[0])
         else:
-            values = cmp.values_of(table, by)
-            a = common.url_selectbox(f"A: {by} =", values, key="a", default=values[0], container=c[0])
-            b = common.url_selectbox(f"B: {by} =", values, key="b",
-                                     default=values[1] if len(values) > 1 else values[0], container=c[1])
-            variant = common.one_variant(table, exclude={by})
-            comparison = Comparison(*cmp.split(variant, runs, by, a, b, root), by, relative=False)
+            comparison = _by_key(root, runs, table, by, c, whole)
     except HealcoreError as err:
         st.error(str(err))
         return None
     return replace(comparison, correction=chosen) if comparison else None
+
+
+def _by_key(root: str, runs: pd.DataFrame, table: pd.DataFrame, by: str, c, whole: bool) -> Comparison:
+    """A and B: values of `by` that share an experiment (B offers only A's partners), then one variant in which
+    they pair (the chart's), or every experiment (`whole`)."""
+    values = cmp.values_of(table, by)
+    shown = {"": "(found by its usual name)", "-": "(none)"}  # a blank data option is no empty choice
+    a = common.url_selectbox(f"A: {by} =", values, key="a", default=values[0], container=c[0],
+                             format_func=lambda v: shown.get(v, v))
+    partners = sorted(cmp.pairings(table, by).get(str(a), ()), key=cmp._natural) or [v for v in values if v != a]
+    b = common.url_selectbox(f"B: {by} =", partners, key="b", default=partners[0], container=c[1],
+                             format_func=lambda v: shown.get(v, v))
+    pair = table[as_text(table[by]).isin([str(a), str(b)])]
+    if not whole:
+        labels = common.variant_label(pair, common.variant_keys(pair, exclude={by}))
+        paired = {label for label, g in pair.groupby(labels) if cmp.pairings(g, by)}
+        pair = common.one_variant(pair[labels.isin(paired)] if paired else pair, exclude={by})
+    return Comparison(*cmp.split(pair, runs, by, a, b, root), by, relative=False)
 
 
 def _two_stores(root: str, runs: pd.DataFrame, table: pd.DataFrame) -> Comparison | None:

@@ -101,10 +101,10 @@ def build_parser() -> argparse.ArgumentParser:
                        "layout: a setting's two values (--by pooling --a cls --b mean), this store against a second "
                        "(--store2 DIR), or against the paper's published numbers (--against paper). Examples: "
                        "healcore compare --by lr_schedule; healcore compare --against paper --format latex")
-    k.add_argument("--by", help="the setting to compare (a key that varies in the store: pooling, mode, "
-                                "lr_schedule, model, method, epochs...)")
+    k.add_argument("--by", help="the setting to compare (one with cells measured under two of its values, everything "
+                                "else equal: pooling, mode, lr_schedule, model, method, epochs...)")
     k.add_argument("--a", help="its value for A [the first]")
-    k.add_argument("--b", help="its value for B [the second]")
+    k.add_argument("--b", help="its value for B [the first value that shares an experiment with A]")
     k.add_argument("--store2", help="a second run store: this store is A, it is B (matched on experiments)")
     k.add_argument("--against", choices=("paper",), help="compare with the paper's published numbers (B)")
     k.add_argument("--paper-model", help="the paper's model to set beside the store's [the store's own, else "
@@ -114,7 +114,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="multiple-comparison correction: holm (Holm) or bh (Benjamini-Hochberg) [holm]")
     k.add_argument("--where", action="append", default=[], metavar="KEY=VALUE",
                    help="keep only cells with this setting (repeatable), e.g. --where epochs=6")
-    k.add_argument("--format", default="md", choices=("md", "csv", "latex"), help="table format [md]")
+    k.add_argument("--format", default="md", choices=("md", "csv", "latex", "tidy"),
+                   help="md, csv or latex: the paper's layout (a row per experiment); tidy: one CSV row per aligned "
+                        "cell, its settings as columns, then A, B, n, sd, A - B, the test, p and corrected p [md]")
     k.add_argument("--out", help="write the table to this file (atomically) instead of printing it")
 
     d = sub.add_parser("data", help="dataset tools")

@@ -18,7 +18,7 @@ def comparison_tables(root: str, runs: pd.DataFrame, table: pd.DataFrame) -> Non
     if by is None:
         st.caption("Choose what to compare (Compare by) for its table: A / B / A − B per cell, with significance.")
         return
-    chosen = comparing.choose(root, runs, table, by)
+    chosen = comparing.choose(root, runs, table, by, whole=True)  # every experiment, a row each, as the CLI
     if chosen is None:
         return
     try:
@@ -32,10 +32,13 @@ def comparison_tables(root: str, runs: pd.DataFrame, table: pd.DataFrame) -> Non
     csv = compare_tables.export(result, "csv")
     st.dataframe(pd.read_csv(io.StringIO(csv), dtype=str).fillna(""), hide_index=True, width="stretch")
     st.caption(compare_tables.caption(result))
-    c = st.columns(3)
+    c = st.columns(4)
     c[0].download_button("Markdown", compare_tables.export(result, "md"), "comparison.md", "text/markdown")
     c[1].download_button("LaTeX", compare_tables.export(result, "latex"), "comparison.tex", "text/x-tex")
     c[2].download_button("CSV", csv, "comparison.csv", "text/csv")
+    c[3].download_button("Tidy (CSV)", compare_tables.export(result, "tidy"), "comparison-tidy.csv", "text/csv",
+                         help="One row per aligned cell: its settings, A, B, each side's n and sd, A − B, the test, "
+                              "p and corrected p (healcore compare --format tidy)")
 
 
 def main() -> None:

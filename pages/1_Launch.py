@@ -184,6 +184,9 @@ def watch(root: str) -> None:
         return
     runs = common.runs_table(root, common.store_version(root))
     for rec in records[:5]:
+        if rec.get("damaged"):
+            st.warning(f"**{rec['name']}**: {rec['damaged']}")
+            continue
         g = grid_progress(rec, runs)
         where = f" on Ray at {rec.get('address')}" if rec.get("executor") == "ray" else ""
         st.markdown(f"**{g['name']}**{where} — {'running' if g['alive'] else rec.get('state', '?')}: "

@@ -23,9 +23,7 @@ def one_condition(root: str, runs, table) -> None:
         else:
             st.warning("No cells match the filters.")
         return
-    clean = results.scored(table)
-    clean = clean[clean["side"] == "clean"][["model", "dataset", "f1"]]
-    event = st.altair_chart(charts.degradation_curves(frame, clean), on_select="rerun", key="curve-chart")
+    event = st.altair_chart(charts.degradation_curves(frame), on_select="rerun", key="curve-chart")
     common.selected_cell(event, "curve-chart")
     st.caption("Bands: ± one standard deviation over seeds. Click a point to list its runs (double-click clears).")
     chosen = table[table["cell_id"] == common.url_get("cell")]

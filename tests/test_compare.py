@@ -146,11 +146,11 @@ def test_models_of_different_depths_align_on_the_share_of_layers(tmp_path):
 def test_bad_comparisons_are_one_line():
     table = pd.DataFrame({"model": ["m", "m"], "dataset": ["d", "d"], "pooling": ["cls", "mean"],
                           "epochs": [3, 3], "side": ["clean", "clean"], "level": [0.0, 0.0]})
-    with pytest.raises(ConfigError, match="'epochs' has a single value.*keys that vary: pooling"):
+    with pytest.raises(ConfigError, match="'epochs' has a single value.*keys that compare: pooling"):
         cmp.split(table, table, "epochs", "3", "3")
     with pytest.raises(ConfigError, match="A and B are both pooling = cls"):
         cmp.split(table, table, "pooling", "cls", "cls")
-    with pytest.raises(ConfigError, match="pooling = max is not in this store"):
+    with pytest.raises(ConfigError, match="pooling = max is not in this selection"):
         cmp.split(table, table, "pooling", "cls", "max")
 
 
@@ -254,9 +254,10 @@ def test_a_copied_url_reopens_the_comparison_and_its_selected_cell(pooled):
     assert len(at.dataframe) >= 2
     for key, value in query.items():
         assert at.query_params[key] == [value] or at.query_params[key] == value
-    next(s for s in at.selectbox if s.label == "B: pooling =").set_value("cls")
     next(s for s in at.selectbox if s.label == "A: pooling =").set_value("cls").run()
-    assert any("A and B are both pooling = cls" in e.value for e in at.error)  # one line, never a traceback
+    # B offers only the values that share an experiment with A: never A itself, never a refused pair
+    b = next(s for s in at.selectbox if s.label == "B: pooling =")
+    assert b.options == ["mean"] and b.value == "mean" and not any("A and B" in e.value for e in at.error)
 
 
 def test_the_curves_page_overlays_a_and_b_and_judges_the_claims_on_each(pooled):
@@ -328,7 +329,7 @@ def test_the_cli_prints_the_table_in_each_format(pooled, style, marker, tmp_path
 
 
 @pytest.mark.parametrize("args,expected", [
-    (["--by", "epochs"], "'epochs' has a single value in this store, so there is nothing to compare; keys that vary: pooling"),
+    (["--by", "epochs"], "'epochs' has a single value in this selection, so there is nothing to compare; keys that compare: pooling"),
     (["--by", "pooling", "--a", "cls", "--b", "cls"], "A and B are both pooling = cls"),
     (["--store2", "/nonexistent"], "--store2 /nonexistent is not a run store"),
     (["--against", "paper", "--paper-model", "gpt2"], "the paper ran"),

@@ -115,10 +115,10 @@ def test_claims_and_table1_keep_two_schedules_apart():
     both = pd.concat([short, long], ignore_index=True)
     verdicts = claims(both)
     recover = verdicts[verdicts["claim"] == "corrupted models never fully recover"].set_index("model")["verdict"]
-    assert recover.to_dict() == {"m [epochs 6]": "mixed", "m [epochs 16]": "holds"}
+    assert recover.to_dict() == {"m [6 epochs]": "mixed", "m [16 epochs]": "holds"}
     md = export_table1(both, "markdown")
-    assert "| m [epochs 16] | 25 | 80.00 ± 0.50 | **85.00 ± 0.50** |" in md
-    assert "| m [epochs 6] | 25 | 70.00 ± 0.50 | **80.00 ± 0.50** |" in md
+    assert "| m [16 epochs] | 25 | 80.00 ± 0.50 | **85.00 ± 0.50** |" in md
+    assert "| m [6 epochs] | 25 | 70.00 ± 0.50 | **80.00 ± 0.50** |" in md
     # one schedule alone: no label, as before
     assert set(claims(long)["model"]) == {"m"}
 

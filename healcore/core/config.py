@@ -49,6 +49,8 @@ ARTEFACT_FIELDS = ("feature_samples", "probe_samples")
 # How and where a run executes, what it keeps beside its metrics, and what it is allowed to go on with, is not what
 # the run is: out of the run id.
 EXECUTION_FIELDS = ("device", "precision", "compile", "checkpoint_every", "analysis_samples", "allow_missing_classes")
+# which columns and splits of a dataset a run reads (core/sources.DataOptions has these fields, in this order)
+DATA_OPTION_FIELDS = ("text_column", "text_pair_column", "label_column", "train_split", "test_split")
 
 
 @dataclass(frozen=True)
@@ -216,13 +218,17 @@ class RunConfig:
     def canonical_json(self) -> str:
         return json.dumps(self.identity(), sort_keys=True, separators=(",", ":"))
 
-    def experiment_id(self, num_layers: int | None) -> str:
+    def experiment_id(self, num_layers: int | None, data_options: dict | None = None) -> str:
         """What the run is, whatever its spelling: its identity with the layers resolved for a model of
-        `num_layers` layers (None: as written). Two stores, or a run stored under an older spelling, match on it."""
+        `num_layers` layers (None: as written) and, when given, its data options in their one spelling
+        (data.canonical_options: text_column review and a blank one that finds review are one experiment). Two
+        stores, or a run stored under an older spelling, match on it."""
         cfg = self
+        if data_options:
+            cfg = cfg.replace(**{k: v for k, v in data_options.items() if k in DATA_OPTION_FIELDS})
         if num_layers:
             try:
-                cfg = self.with_layers_of(num_layers)
+                cfg = cfg.with_layers_of(num_layers)
             except ConfigError:  # a selection that does not fit the model: its own spelling identifies it
                 pass
         return hashlib.sha1(cfg.canonical_json().encode()).hexdigest()[:12]

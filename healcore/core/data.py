@@ -76,6 +76,7 @@ class Splits:
     notes: list[str] = field(default_factory=list)  # what was found by name, dropped or capped, for the log
     columns: dict = field(default_factory=dict)  # text / text_pair / label -> the source's column
     split_names: dict = field(default_factory=dict)  # train / test / validation -> the source's split
+    options: dict = field(default_factory=dict)  # the data options in their one spelling (sources.canonical)
 
     @property
     def has_pair(self) -> bool:
@@ -270,8 +271,20 @@ def load_splits(cfg) -> Splits:
                           max_test=cfg.max_test, val_fraction=cfg.val_fraction,
                           allow_missing_classes=cfg.allow_missing_classes, validation=chosen.validation)
     splits.notes[:0] = chosen.notes
-    splits.columns, splits.split_names = chosen.columns, chosen.splits
+    splits.columns, splits.split_names, splits.options = chosen.columns, chosen.splits, chosen.options
     return splits
+
+
+def canonical_options(cfg) -> dict[str, str] | None:
+    """A config's data options in their one spelling (sources.canonical), read from its dataset; None where the
+    dataset cannot be read here. All-blank options are canonical as they are, without reading anything."""
+    options = DataOptions.of(cfg)
+    if not any(getattr(options, k) for k in OPTION_FIELDS):
+        return {k: "" for k in OPTION_FIELDS}
+    try:
+        return dict(load_raw(cfg.dataset, options).options)
+    except (DataError, OSError):
+        return None
 
 
 def export(name: str, out_dir: str | Path, options: DataOptions = DataOptions()) -> Path:

@@ -93,6 +93,7 @@ class Chosen:
     columns: dict[str, str | None]  # text / text_pair / label -> the source's column
     splits: dict[str, str | None]  # train / test / validation -> the source's split
     notes: list[str] = field(default_factory=list)
+    options: dict[str, str] = field(default_factory=dict)  # the data options in their one spelling (canonical)
 
 
 # ------------------------------------------------------------------------------------------ sources
@@ -294,7 +295,30 @@ def choose(source: Source, options: DataOptions) -> Chosen:
             _hidden_labels(out[role]["label"], role, {"test": test_split, "validation": validation_split}[role],
                            source)
     return Chosen(out["train"], out["test"], out.get("validation"), hint, source.where, columns,
-                  {"train": train_split, "test": test_split, "validation": validation_split}, notes)
+                  {"train": train_split, "test": test_split, "validation": validation_split}, notes,
+                  canonical(source, columns, train_split, test_split, train))
+
+
+def resolved(columns: dict, train_split: str, test_split: str) -> dict[str, str]:
+    """Chosen columns and splits as the five data options that would name them explicitly."""
+    return {"text_column": columns["text"], "text_pair_column": columns["text_pair"] or NO_PAIR,
+            "label_column": columns["label"], "train_split": train_split, "test_split": test_split}
+
+
+def canonical(source: Source, columns: dict, train_split: str, test_split: str, train: pd.DataFrame) \
+        -> dict[str, str]:
+    """The data options in one spelling: an option that picks what leaving it blank picks is blank, any other is the
+    column or split it resolved to. Two runs whose options resolve alike (text_column review, and text_column left
+    to the usual names that find review) are one experiment (RunConfig.experiment_id with these options)."""
+    chosen = resolved(columns, train_split, test_split)
+    try:
+        default_train = _split(source, source.defaults.train_split, TRAIN_NAMES, "train", [])
+        default_test = _split(source, source.defaults.test_split, TEST_NAMES, "test", [], avoid=default_train)
+        frame = train if default_train == train_split else source.splits[default_train]()
+        default = resolved(_columns(source, DataOptions(), frame, []), default_train, default_test)
+    except DataError:  # blank options would not load this source at all: every chosen one is meaningful
+        default = {}
+    return {k: ("" if default.get(k) == v else v) for k, v in chosen.items()}
 
 
 def _split(source: Source, given: str, usual: tuple[str, ...], role: str, notes: list[str], avoid: str = "") -> str:

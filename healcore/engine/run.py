@@ -232,7 +232,8 @@ def set_up(cfg: RunConfig, splits: Splits, handle: RunHandle, loader: Loader) ->
     if len(analysis_rows) and cfg.mode != "lora":
         pretrained = encoder_layers(encoder.to(device), _subset(test, analysis_rows), device, pad_id, max_tokens)
     report = corruption.apply(encoder.to("cpu"), CorruptionSpec.from_config(cfg))
-    handle.update_status(layers=report["layers"], num_layers=report["num_layers"])  # readers place the run by it
+    # readers place the run by its layers, and match it across spellings by its data options' one spelling
+    handle.update_status(layers=report["layers"], num_layers=report["num_layers"], data_options=splits.options)
     model = build_classifier(encoder, len(splits.classes), cfg.pooling, cfg.seed)
     if cfg.mode == "lora":
         from peft import LoraConfig, get_peft_model
@@ -246,7 +247,7 @@ def set_up(cfg: RunConfig, splits: Splits, handle: RunHandle, loader: Loader) ->
     model.to(device)
     handle.space_needed = space_needed(cfg, model, report["num_layers"])
     data = {"source": splits.source, "sizes": splits.sizes(), "notes": splits.notes, "columns": splits.columns,
-            "splits": splits.split_names}
+            "splits": splits.split_names, "options": splits.options}
     return Setup(model, device, pad_id, list(splits.classes), train, validation, test, feature_rows, analysis_rows,
                  max_tokens, report, data, initial, pretrained, time.perf_counter() - t0)
 

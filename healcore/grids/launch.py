@@ -235,7 +235,7 @@ def store_status(store: RunStore) -> dict:
         ids = rec.get("run_ids", [])
         grids.append({"name": rec.get("name"), "state": rec.get("state"), "alive": rec.get("alive"),
                       "pid": rec.get("pid"), "host": rec.get("host"), "executor": rec.get("executor", "local"),
-                      "address": rec.get("address"), "runs": len(ids),
+                      "address": rec.get("address"), "runs": len(ids), "damaged": rec.get("damaged"),
                       "completed": sum(1 for i in ids if by_id.get(i) == "completed")})
     attention = []
     if len(runs):
@@ -255,6 +255,9 @@ def status_lines(status: dict) -> list[str]:
     lines = [f"store {status['store']}: {status['runs']} runs"
              + "".join(f", {n} {s}" for s, n in sorted(status["states"].items()))]
     for g in status["grids"]:
+        if g.get("damaged"):
+            lines.append(f"  grid {g['name']}: damaged: {g['damaged']}")
+            continue
         where = f"on Ray at {g['address']}" if g["executor"] == "ray" else f"pid {g['pid']}"
         lines.append(f"  grid {g['name']}: {g['completed']}/{g['runs']} completed; "
                      + (f"running ({where})" if g["alive"] else "not running"))

@@ -14,8 +14,8 @@ from dataclasses import dataclass, field
 
 import pandas as pd
 
-from healcore.core.config import RunConfig
-from healcore.core.data import DATA_FIELDS, load_splits
+from healcore.core.config import DATA_OPTION_FIELDS, RunConfig
+from healcore.core.data import DATA_FIELDS, canonical_options, load_splits
 from healcore.core.errors import HealcoreError, ModelError
 from healcore.core.layers import chosen_layers
 from healcore.core.model_facts import (check_model_offline, check_weights, known_hub_model, non_embedding_params,
@@ -118,7 +118,17 @@ def as_stored(cfg: RunConfig, store: RunStore) -> RunConfig:
     canonical = cfg.with_layers_of(L) if L else cfg
     if store.has_run(canonical.run_id) or not store.run_ids():
         return canonical
-    return store.experiments().get(canonical.experiment_id(L)) or canonical
+    return stored_twin(canonical, L, store.experiments()) or canonical
+
+
+def stored_twin(cfg: RunConfig, L: int | None, stored: dict[str, RunConfig]) -> RunConfig | None:
+    """The stored run of the same experiment under another spelling: of its layers, else of its data options
+    (whose one spelling is read from the dataset only when the config names a column or split)."""
+    twin = stored.get(cfg.experiment_id(L))
+    if twin is None and any(getattr(cfg, k) for k in DATA_OPTION_FIELDS):
+        options = canonical_options(cfg)
+        twin = stored.get(cfg.experiment_id(L, options)) if options is not None else None
+    return twin
 
 
 def plan(grid: Grid, store: RunStore, retry_failed: bool = False) -> dict[str, list[RunConfig]]:
@@ -131,7 +141,7 @@ def plan(grid: Grid, store: RunStore, retry_failed: bool = False) -> dict[str, l
     if missing and store.run_ids():
         stored = store.experiments()
         layers = {c.model: num_layers_or_none(c.model) for c in missing}
-        twins = {c.run_id: stored.get(c.experiment_id(layers[c.model])) for c in missing}
+        twins = {c.run_id: stored_twin(c, layers[c.model], stored) for c in missing}
         grid.configs = [twins.get(c.run_id) or c for c in grid.configs]
     for cfg in grid.configs:
         stored = store.read(cfg.run_id) if store.has_run(cfg.run_id) else None

@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from healcore.results import flags
-from healcore.results.keys import CELL_KEYS, as_text, cell_id, line_keys
+from healcore.results.keys import CELL_KEYS, as_text, cell_id, describe, line_keys
 
 
 def table1_variant(frame: pd.DataFrame) -> pd.DataFrame:
@@ -91,16 +91,17 @@ def _cell(rec: dict, group: pd.DataFrame) -> dict:
 
 
 def line_names(table: pd.DataFrame) -> pd.Series:
-    """Per cell, its model's name plus, in brackets, what sets its line apart from the table's other lines of
-    the same model and dataset: the non-corruption keys that take several values in the table (pooling and mode
-    bare, others as "key value"). Just the model when nothing varies; tables and claims use it so that, say, a
-    6-epoch and a 16-epoch clean cell are never compared as one line."""
+    """Per cell, its model's name plus, in brackets, what sets its line apart from the other lines of the same model
+    and dataset, in words (keys.describe: "mean pooling, 10 epochs"). Just the model when nothing varies; tables,
+    claims and figures use it so that, say, a 6-epoch and a 16-epoch clean cell are never drawn or judged as one
+    line."""
     keys = [k for k in line_keys(table) if k not in ("model", "dataset")]
-    varying = [k for k in keys if as_text(table[k]).nunique() > 1]
-    labels = [", ".join(str(getattr(r, k)) if k in ("pooling", "mode") else f"{k} {getattr(r, k)}" for k in varying)
-              for r in table.itertuples()]
-    return pd.Series([f"{m} [{lab}]" if lab else m for m, lab in zip(table["model"], labels)], index=table.index,
-                     dtype=object)
+    labels = pd.Series("", index=table.index, dtype=object)
+    if len(table):
+        for _, g in table.groupby([as_text(table["model"]), as_text(table["dataset"])], sort=False):
+            labels[g.index] = describe(g, keys)
+    return pd.Series([f"{m} [{lab}]" if lab else str(m) for m, lab in zip(table["model"], labels)],
+                     index=table.index, dtype=object)
 
 
 def _value_failed(table: pd.DataFrame) -> pd.Series:

@@ -12,8 +12,8 @@ import numpy as np
 import pandas as pd
 
 from healcore.core.layers import setting_label
-from healcore.results.cell_table import both_panels
-from healcore.results.keys import lr_text
+from healcore.results.cell_table import both_panels, line_names
+from healcore.results.keys import lr_text, side_rank
 
 SIDE_COLOURS = alt.Scale(domain=["bottom", "top"], range=["#d62728", "#1f77b4"])
 FAILURE = "convergence failure (✕ runs)"
@@ -195,25 +195,29 @@ def heatmap(frame: pd.DataFrame, title: str, select: bool = True, metric: str = 
 
 # ------------------------------------------------------------------------------------------ curves
 def curve_frame(table: pd.DataFrame) -> pd.DataFrame:
+    """One row per scored cell and side panel; a panel per line (model, dataset and what sets the experiment apart),
+    so two experiments of one dataset are two panels, never one line."""
     rows = []
-    for r in table.itertuples():
+    lines = line_names(table) if len(table) else pd.Series(dtype=object)
+    for r, line in zip(table.itertuples(), lines):
         if not np.isfinite(r.f1):
             continue
         for side in both_panels(r.side):
             std = float(r.f1_std) if np.isfinite(r.f1_std) else 0.0
-            rows.append({"cell_id": r.cell_id, "model": r.model, "dataset": r.dataset,
-                         "panel": f"{r.model} · {r.dataset}", "side": side, "level": 100 * r.level,
+            rows.append({"cell_id": r.cell_id, "model": r.model, "dataset": r.dataset, "line": line,
+                         "panel": f"{line} · {r.dataset}", "side": side, "level": 100 * r.level,
                          "setting": setting_label(r.side, r.level), "f1": r.f1, "lo": r.f1 - std, "hi": r.f1 + std,
                          "seeds": r.n_seeds, "failures": int(r.n_failures), "surprise": bool(r.surprises),
                          "why_failed": "; ".join(r.failures), "why_surprising": "; ".join(r.surprises)})
     return pd.DataFrame(rows)
 
 
-def degradation_curves(frame: pd.DataFrame, clean: pd.DataFrame, select: bool = True) -> alt.FacetChart:
+def degradation_curves(frame: pd.DataFrame, select: bool = True) -> alt.FacetChart:
     """F1 against % of layers corrupted: bottom (red) and top (blue) lines, ± std bands, the clean model as a
     dashed reference; red crosses: cells with convergence failures; orange diamonds: surprises. One panel per
     model and dataset, wrapped FACET_COLUMNS to a row. A click on a point selects its cell."""
-    frame = frame.merge(clean.rename(columns={"f1": "clean_f1"}), on=["model", "dataset"], how="left")
+    clean = frame[frame["level"] == 0].groupby("panel")["f1"].first()  # each line's own clean cell
+    frame = frame.assign(clean_f1=frame["panel"].map(clean))
     frame["reference"] = "clean model"
     pick = alt.selection_point(name="cell", fields=["cell_id"], on="click", clear="dblclick")
     x = alt.X("level:Q", title="% of layers corrupted", scale=alt.Scale(domain=[0, 100]))
@@ -382,9 +386,8 @@ def confusion(matrix: list[list[int]], classes: list[str]) -> alt.LayerChart:
 # ------------------------------------------------------------------------------------------ where healing happens
 def setting_order(frame: pd.DataFrame) -> list[str]:
     """Settings from the least to the most corruption, bottom before top at each level."""
-    rank = {"clean": 0, "bottom": 1, "top": 2, "all": 3}
     pairs = frame.drop_duplicates("setting")[["setting", "side", "level"]].itertuples(index=False)
-    return [p.setting for p in sorted(pairs, key=lambda p: (p.level, rank.get(p.side, 4)))]
+    return [p.setting for p in sorted(pairs, key=lambda p: (p.level, side_rank(p.side)))]
 
 
 def cka_small_multiples(frame: pd.DataFrame, columns: int = FACET_COLUMNS) -> alt.FacetChart:

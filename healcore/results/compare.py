@@ -18,7 +18,6 @@ when its corrected p is below ALPHA. Torch-free.
 """
 from __future__ import annotations
 
-import hashlib
 import math
 from dataclasses import dataclass, field
 
@@ -26,7 +25,8 @@ import numpy as np
 import pandas as pd
 
 from healcore.core.errors import ConfigError
-from healcore.results.keys import CELL_KEYS, PLACEMENT_KEYS, as_text, text_of
+from healcore.results.keys import (CELL_KEYS, MODEL_PLACEMENT, NOT_COMPARED, PLACEMENT_KEYS, align_keys, as_text,
+                                   describe, key_id, row_keys, side_rank, text_of, varying)
 
 ALPHA = 0.05
 CORRECTIONS = {"holm": "Holm", "bh": "Benjamini-Hochberg"}
@@ -38,7 +38,7 @@ RUN_VALUE = {"f1": "test_f1_weighted", "f1_macro": "test_f1_macro", "accuracy": 
              "healing": "healing", "healing_speed": "healing_speed"}
 STORE_KEY = "store"  # "compare by another run store"
 PAPER_KEY = "paper"  # "compare with the paper"
-NOT_COMPARED = {"model", "dataset", *PLACEMENT_KEYS}  # keys that place a cell, not conditions to compare
+PLACING = ("corrupt", *PLACEMENT_KEYS)  # settings that place a cell on its line: a comparison's columns
 
 
 @dataclass
@@ -52,15 +52,72 @@ class Side:
     notes: list[str] = field(default_factory=list)
 
 
+# ------------------------------------------------------------------------------------------ what compares
+def candidate_keys(table: pd.DataFrame) -> list[str]:
+    """The settings a comparison could set side by side, in the order of a cell's key (model first)."""
+    return ["model"] + [k for k in CELL_KEYS if k not in NOT_COMPARED and k != "model" and k in table]
+
+
+def pairings(table: pd.DataFrame, key: str) -> dict[str, set[str]]:
+    """value of `key` -> the other values it shares an aligned cell with (a cell of the same experiment and damage
+    in every other setting): the pairs a comparison by `key` can measure."""
+    if key not in table or table.empty:
+        return {}
+    keys = align_keys(table.columns, key)
+    spot = pd.Series([key_id(r, keys) for r in table[keys].to_dict("records")], index=table.index)
+    out: dict[str, set[str]] = {}
+    for values in as_text(table[key]).groupby(spot).agg(lambda v: set(v)):
+        for v in values if len(values) > 1 else ():
+            out.setdefault(v, set()).update(values - {v})
+    return out
+
+
 def comparable_keys(table: pd.DataFrame) -> list[str]:
-    """The configuration keys that take more than one value among a store's cells, in the order of a cell's key
-    (model first): what "Compare by" offers."""
-    keys = ["model"] + [k for k in CELL_KEYS if k not in NOT_COMPARED]
-    return [k for k in keys if k in table.columns and as_text(table[k]).nunique() > 1]
+    """The settings with at least one cell measured under two of their values, everything else equal: what
+    "Compare by" and `healcore compare --by` offer (a setting that varies only together with another is not)."""
+    return [k for k in candidate_keys(table) if pairings(table, k)]
 
 
 def values_of(table: pd.DataFrame, key: str) -> list[str]:
-    return sorted(as_text(table[key]).unique(), key=_natural)
+    """The values of `key` that pair with another (all of them where none pairs), in natural order."""
+    paired = pairings(table, key)
+    values = paired if paired else set(as_text(table[key]).unique()) if key in table else set()
+    return sorted(values, key=_natural)
+
+
+def partner_of(table: pd.DataFrame, key: str, a: str) -> str | None:
+    """The first value (in natural order) that `a` pairs with."""
+    partners = sorted(pairings(table, key).get(str(a), ()), key=_natural)
+    return partners[0] if partners else None
+
+
+def why_not_comparable(table: pd.DataFrame, key: str) -> str:
+    """One line: why `key` cannot be compared in this table, and what can."""
+    can = ", ".join(comparable_keys(table)) or "none (compare with another store or the paper)"
+    if key in PLACING:
+        return (f"{key} places a cell on its line: its settings (clean, bottom and top levels, all) are the columns of "
+                f"every comparison, and bottom against top is tested by healcore report's claims; compare by a "
+                f"setting of the recipe instead: {can}")
+    if key not in candidate_keys(table):
+        return f"{key!r} is not a setting a cell is compared by; use one of: {can}"
+    if as_text(table[key]).nunique() <= 1:
+        return f"{key!r} has a single value in this selection, so there is nothing to compare; keys that compare: {can}"
+    together = [k for k in varying(table, ["dataset", *candidate_keys(table)]) if k != key
+                and _confounded(table, key, k)]
+    if together:
+        instead = [k for k in together if k in comparable_keys(table)]
+        return (f"{key!r} varies only together with {' and '.join(together)}: no cell was measured under two values "
+                f"of {key} with everything else equal; "
+                + (f"compare by {instead[0]}, or " if instead else "") + f"run the missing cells; keys that compare: "
+                f"{can}")
+    return (f"{key!r} varies, but no two of its values share an experiment (other settings differ with it); keys that "
+            f"compare: {can}")
+
+
+def _confounded(table: pd.DataFrame, key: str, other: str) -> bool:
+    """Whether each value of `other` occurs with one value of `key` only (the two vary together)."""
+    pairs = pd.DataFrame({"k": as_text(table[key]), "o": as_text(table[other])}).drop_duplicates()
+    return bool(pairs.groupby("o")["k"].nunique().max() == 1 and pairs["o"].nunique() > 1)
 
 
 def _natural(text: str):
@@ -73,44 +130,54 @@ def _natural(text: str):
 def split(table: pd.DataFrame, runs: pd.DataFrame, key: str, a: str, b: str, root: str | None = None) \
         -> tuple[Side, Side]:
     """The two sides of "compare by `key`": the cells whose key reads `a`, and those reading `b`. One-line errors
-    for a key that does not vary (naming those that do) and for A equal to B."""
-    varying = comparable_keys(table)
-    if key not in varying:
-        raise ConfigError(f"{key!r} has a single value in this store, so there is nothing to compare; keys that vary: "
-                          f"{', '.join(varying) or 'none (compare with another store or the paper)'}")
+    for a key that does not compare (saying why, and naming those that do), A equal to B, and two values that never
+    share an experiment."""
+    if key not in comparable_keys(table):
+        raise ConfigError(why_not_comparable(table, key))
     if str(a) == str(b):
         raise ConfigError(f"A and B are both {key} = {a}; choose two different values")
-    values = values_of(table, key)
+    values = sorted(as_text(table[key]).unique(), key=_natural)
     for v in (a, b):
         if str(v) not in values:
-            raise ConfigError(f"{key} = {v} is not in this store; its values: {', '.join(values)}")
+            raise ConfigError(f"{key} = {v} is not in this selection; its values: {', '.join(values)}")
+    if str(b) not in pairings(table, key).get(str(a), set()):
+        pairs = sorted(pairings(table, key).get(str(a), ()), key=_natural)
+        raise ConfigError(f"{key} = {a} and {key} = {b} share no experiment (no cell measured under both with "
+                          f"everything else equal); " + (f"{key} = {a} pairs with {', '.join(pairs)}" if pairs
+                                                         else f"{key} = {a} pairs with no other value"))
     text = as_text(table[key])
     return (Side(f"{key} = {a}", table[text == str(a)], runs, root),
             Side(f"{key} = {b}", table[text == str(b)], runs, root))
 
 
-def align_keys(a: pd.DataFrame, b: pd.DataFrame, key: str | None) -> list[str]:
-    """What aligns a cell of A with a cell of B: every cell key both have, but the compared key and where the
-    layers sit in a particular model (how many, which); the level stays, as a percentage."""
-    drop = {"n_layers", "layers", key} | ({"model"} if key == "model" else set())
-    return [k for k in CELL_KEYS if k not in drop and k in a.columns and k in b.columns]
-
-
 # ------------------------------------------------------------------------------------------ the comparison
+ROW_SPLIT = ("side", "level")  # an aligned cell's place in its row
+
+
 def compare(a: Side, b: Side, key: str | None, metric: str = "f1", correction: str = "holm",
             relative: bool = False) -> pd.DataFrame:
     """One row per aligned cell: each side's value, spread, seeds, learning rate and runs; A − B; the test, its p
     and corrected p, whether it stays significant; and a status that says when a row is no measurement.
+    Every aligned cell belongs to one experiment of each side (`row`: its id; `experiment`: the settings that set its
+    row apart, in words). A side with settings the other lacks (the paper has no schedule or epochs) sets each of
+    its experiments against the other side's one cell there.
     `relative` puts each value as a share (%) of its own line's clean cell (two models, or a store and the paper
     on another model)."""
     if metric not in METRICS:
         raise ConfigError(f"metric {metric!r} is not one of {', '.join(METRICS)}")
     if correction not in CORRECTIONS:
         raise ConfigError(f"correction {correction!r} is not one of {', '.join(CORRECTIONS)}")
-    keys = align_keys(a.cells, b.cells, key)
-    left, right = _prepared(a, keys, metric, relative), _prepared(b, keys, metric, relative)
+    shared = [k for k in a.cells.columns if k in set(b.cells.columns)]
+    keys = align_keys(shared, key)
+    own = {s: [k for k in row_keys(side.cells.columns, key) if k not in keys and k not in ("model",)]
+           for s, side in (("a", a), ("b", b))}
+    left = _prepared(a, keys, own["a"], metric, relative)
+    right = _prepared(b, keys, own["b"], metric, relative)
+    if left["align"].duplicated().any() and right["align"].duplicated().any():
+        raise ConfigError(f"{a.name} and {b.name} each hold several experiments the other cannot tell apart "
+                          f"({', '.join(own['a'] + own['b'])}); keep one value of them (--where KEY=VALUE)")
     merged = left.merge(right, on=["align"], how="outer", suffixes=("_a", "_b"), indicator=True)
-    rows = [_row(r, keys, a, b, metric) for r in merged.to_dict("records")]
+    rows = [_row(r, keys, own["a"] + own["b"], a, b, metric) for r in merged.to_dict("records")]
     out = pd.DataFrame(rows)
     if out.empty:
         return out
@@ -118,37 +185,42 @@ def compare(a: Side, b: Side, key: str | None, metric: str = "f1", correction: s
     out["p_adj"] = np.nan
     out.loc[tested, "p_adj"] = adjust(out.loc[tested, "p"].to_numpy(), correction)
     out["significant"] = out["p_adj"] < ALPHA
+    row_settings = [k for k in keys if k not in ROW_SPLIT and k not in ("model", "dataset")] + own["a"] + own["b"]
+    out["experiment"] = describe(out, row_settings)
     out.attrs.update(correction=CORRECTIONS[correction], metric=metric, a=a.name, b=b.name, key=key,
-                     relative=relative, align=keys, notes=a.notes + b.notes)
-    rank = {"clean": 0, "bottom": 1, "top": 2, "all": 3}
+                     relative=relative, align=keys, row_settings=row_settings, notes=a.notes + b.notes)
     model = out["model"] if "model" in out else out["model_a"].astype(str) + " vs " + out["model_b"].astype(str)
-    order = out.assign(_side=out["side"].map(lambda s: rank.get(s, 4)), _model=as_text(model))
-    return out.loc[order.sort_values(["_model", "dataset", "level", "_side"], kind="stable").index].reset_index(
-        drop=True)
+    order = out.assign(_side=out["side"].map(side_rank), _model=as_text(model), _exp=out["experiment"])
+    return out.loc[order.sort_values(["_model", "dataset", "_exp", "level", "_side"], kind="stable").index] \
+        .reset_index(drop=True)
 
 
-def _prepared(side: Side, keys: list[str], metric: str, relative: bool) -> pd.DataFrame:
-    """A side's cells keyed by their alignment, with the value compared and each seed's."""
+def _prepared(side: Side, keys: list[str], own: list[str], metric: str, relative: bool) -> pd.DataFrame:
+    """A side's cells keyed by their alignment (`align`, on the keys both sides have) and their own experiment
+    (`cell_row`, with the settings only this side has), with the value compared and each seed's."""
     cells = side.cells
     if cells.empty:
-        return pd.DataFrame(columns=["align", *[f"{k}" for k in keys], "value"])
+        return pd.DataFrame(columns=["align", "cell_row", *keys, "value"])
     value = cells[metric] if metric in cells else pd.Series(np.nan, index=cells.index)
     out = cells.assign(value=value.astype(float))
     by_run = _run_values(side, metric)
     out["per_seed_value"] = [{by_run[i][0]: by_run[i][1] for i in (ids or []) if i in by_run}
                              for ids in out["run_ids"]]
     if relative:
-        clean = _clean_of(out, keys)
+        clean = _clean_of(out, keys + own)
         out["value"] = 100 * out["value"] / clean
         out["per_seed_value"] = [{s: 100 * v / c for s, v in d.items()} if np.isfinite(c) else {}
                                  for d, c in zip(out["per_seed_value"], clean)]
-    out["align"] = [align_id(r, keys) for r in out.to_dict("records")]
-    twins = out[out["align"].duplicated(keep=False)]
+    records = out.to_dict("records")
+    out["align"] = [key_id(r, keys) for r in records]
+    out["cell_row"] = [key_id(r, keys + own) for r in records]
+    twins = out[out["cell_row"].duplicated(keep=False)]
     if len(twins):  # two cells of one side on one spot: a key that varies there must be chosen first
-        differ = [k for k in CELL_KEYS if k in twins and k not in keys and k not in ("n_layers", "layers")
+        differ = [k for k in CELL_KEYS if k in twins and k not in keys + own and k not in MODEL_PLACEMENT
                   and as_text(twins[k]).nunique() > 1]
         raise ConfigError(f"{side.name}: several cells fall on one spot (they differ in {', '.join(differ) or 'a key'}"
-                          f"); keep one value of {differ[0] if differ else 'it'} before comparing")
+                          f"); keep one value of {differ[0] if differ else 'it'} (--where "
+                          f"{differ[0] if differ else 'KEY'}=VALUE) before comparing")
     return out
 
 
@@ -172,16 +244,13 @@ def _run_values(side: Side, metric: str) -> dict[str, tuple[int, float]]:
             if _finite(v) or (isinstance(v, float) and math.isinf(v))}
 
 
-def align_id(row: dict, keys: list[str]) -> str:
-    """A short id of an aligned cell (what a click on a comparison's cell puts in the URL)."""
-    text = "|".join(text_of(round(row[k], 6) if k == "level" and _finite(row[k]) else row.get(k)) for k in keys)
-    return hashlib.sha1(text.encode()).hexdigest()[:12]
-
-
-def _row(r: dict, keys: list[str], a: Side, b: Side, metric: str) -> dict:
+def _row(r: dict, keys: list[str], own: list[str], a: Side, b: Side, metric: str) -> dict:
     present = r["_merge"]
-    out = {k: _either(r, k) for k in keys}
-    out.update(align=r["align"], model_a=r.get("model_a", r.get("model")), model_b=r.get("model_b", r.get("model")))
+    out = {k: _either(r, k) for k in keys + own}
+    # an aligned cell's id: its alignment and, where one side has settings the other lacks, its own experiment
+    row_id = r.get("cell_row_a") if present != "right_only" else r.get("cell_row_b")
+    out.update(align=row_id if own else r["align"], model_a=r.get("model_a", r.get("model")),
+               model_b=r.get("model_b", r.get("model")))
     for s in ("a", "b"):
         here = present in ("both", "left_only" if s == "a" else "right_only")
         value = r.get(f"value_{s}")
@@ -282,9 +351,9 @@ def store_sides(root: str, runs: pd.DataFrame, table: pd.DataFrame, root2: str, 
     second store that shares no experiment is a one-line error."""
     if table2.empty:
         raise ConfigError(f"the second store {root2} holds no runs; choose a run store (a folder of run folders)")
-    keys = align_keys(table, table2, None)
-    shared = {align_id(r, keys) for r in table.to_dict("records")} & \
-        {align_id(r, keys) for r in table2.to_dict("records")}
+    keys = align_keys([k for k in table.columns if k in set(table2.columns)], None)
+    shared = {key_id(r, keys) for r in table.to_dict("records")} & \
+        {key_id(r, keys) for r in table2.to_dict("records")}
     if not shared:
         raise ConfigError(f"no run of {root2} matches an experiment of {root} (model, data, recipe, damage); "
                           f"compare stores that ran the same grid, or a subset of it")

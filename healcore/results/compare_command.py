@@ -37,10 +37,11 @@ def sides_for(root: str, by: str | None = None, a: str | None = None, b: str | N
         side_b, relative = cmp.paper_side(table, paper_model)
         return cmp.Side(f"store {root}", table, runs, root), side_b, cmp.PAPER_KEY, relative
     if by not in cmp.comparable_keys(table):
-        cmp.split(table, runs, by, a or "", b or "-")  # raises the one-line error naming the keys that vary
+        raise ConfigError(cmp.why_not_comparable(table, by) + " (or narrow the store with --where KEY=VALUE)")
     values = cmp.values_of(table, by)
-    side_a, side_b = cmp.split(table, runs, by, a if a is not None else values[0],
-                               b if b is not None else values[1], root)
+    a = a if a is not None else values[0]
+    b = b if b is not None else (cmp.partner_of(table, by, a) or values[-1])
+    side_a, side_b = cmp.split(table, runs, by, a, b, root)
     return side_a, side_b, by, False
 
 

@@ -1,6 +1,8 @@
-"""A comparison as a table in the paper's Table 3/4 layout (rows: model and dataset; columns: settings; each cell
-"A / B / Δ" with a significance mark), as Markdown, CSV or LaTeX with the test named in the caption; and the
-comparisons a report makes of every key that varies in a store. Torch-free.
+"""A comparison as a table in the paper's Table 3/4 layout (rows: model, dataset and the experiment; columns:
+settings; each cell "A / B / Δ" with a significance mark), as Markdown, CSV or LaTeX with the test named in the
+caption; as a tidy table (one row per aligned cell, its settings as columns, then A, B, n, sd, A − B, the test, p and
+corrected p) for pandas or R; and the comparisons a report makes of every setting that compares in a store.
+Torch-free.
 """
 from __future__ import annotations
 
@@ -9,17 +11,16 @@ import pandas as pd
 
 from healcore.core.errors import HealcoreError
 from healcore.core.layers import setting_label
-from healcore.results.compare import ALPHA, METRICS, comparable_keys, compare, split, values_of
-from healcore.results.keys import as_text
+from healcore.results.compare import ALPHA, METRICS, comparable_keys, compare, pairings, split, values_of
+from healcore.results.keys import lr_text, side_rank, text_of
 
 MARK = "*"
-FORMATS = ("md", "csv", "latex")
+FORMATS = ("md", "csv", "latex", "tidy")
 
 
 def settings_in_order(result: pd.DataFrame) -> list[str]:
-    rank = {"clean": 0, "bottom": 1, "top": 2, "all": 3}
-    pairs = sorted({(float(l), rank.get(s, 4), setting_label(s, float(l))) for s, l in zip(result["side"],
-                                                                                             result["level"])})
+    pairs = sorted({(float(l), side_rank(s), setting_label(s, float(l))) for s, l in zip(result["side"],
+                                                                                          result["level"])})
     return list(dict.fromkeys(label for _, _, label in pairs))
 
 
@@ -34,16 +35,46 @@ def cell_text(r: dict, digits: int = 2) -> str:
     return f"{num(r['a'])} / {num(r['b'])} / {r['delta']:+.{digits}f}" + (MARK if r["significant"] else "")
 
 
+def model_of(r: dict) -> str:
+    return str(r.get("model")) if r.get("model") is not None else f"{r.get('model_a')} vs {r.get('model_b')}"
+
+
 def table_of(result: pd.DataFrame) -> pd.DataFrame:
-    """Rows: (model, dataset); columns: settings from the least to the most corruption."""
-    rows = {}
+    """Rows: (model, dataset, experiment: the settings that set a row apart, in words); columns: settings from the
+    least to the most corruption. Each row holds one experiment of each side, never cells of two."""
+    rows: dict[tuple, dict] = {}
     for r in result.to_dict("records"):
-        model = r.get("model") if r.get("model") is not None else f"{r.get('model_a')} vs {r.get('model_b')}"
-        rows.setdefault((str(model), r["dataset"]), {})[setting_label(r["side"], float(r["level"]))] = cell_text(r)
+        row = rows.setdefault((model_of(r), r["dataset"], r.get("experiment") or ""), {})
+        column = setting_label(r["side"], float(r["level"]))
+        if column in row:  # two aligned cells of one row on one column: the experiment's keys missed a setting
+            raise ValueError(f"two cells of row {model_of(r)} {r['dataset']} {r.get('experiment')!r} at {column}")
+        row[column] = cell_text(r)
     columns = settings_in_order(result)
     frame = pd.DataFrame.from_dict(rows, orient="index").reindex(columns=columns).fillna("")
-    frame.index = pd.MultiIndex.from_tuples(frame.index, names=["model", "dataset"])
+    frame.index = pd.MultiIndex.from_tuples(frame.index, names=["model", "dataset", "experiment"])
     return frame
+
+
+TIDY_SIDE = ("value", "n", "std", "lr")  # each side's columns in the tidy table: a_value, a_n, a_std, a_lr
+
+
+def tidy(result: pd.DataFrame) -> pd.DataFrame:
+    """One row per aligned cell: its settings as columns (model, dataset, the row's settings, side, level, setting),
+    then A, B, each side's n, sd and kept learning rate, A − B, the test, p, corrected p, significance and status."""
+    settings = ["dataset", *result.attrs.get("row_settings", [])]
+    out = pd.DataFrame({"model": [model_of(r) for r in result.to_dict("records")]}, index=result.index)
+    for k in settings:
+        out[k] = result[k].map(text_of) if k in result else ""
+    out["side"], out["level"] = result["side"], result["level"].astype(float)
+    out["setting"] = [setting_label(s, float(l)) for s, l in zip(result["side"], result["level"])]
+    for s in ("a", "b"):
+        out[f"{s}_value"], out[f"{s}_n"] = result[s], result[f"{s}_n"]
+        out[f"{s}_std"] = pd.to_numeric(result[f"{s}_std"], errors="coerce").where(result[f"{s}_n"] > 0)
+        out[f"{s}_lr"] = result[f"{s}_lr"].map(lr_text)
+    for k in ("delta", "test", "p", "p_adj", "significant", "status"):
+        out[k] = result[k]
+    out.attrs.update(result.attrs)
+    return out.reset_index(drop=True)
 
 
 def caption(result: pd.DataFrame) -> str:
@@ -64,22 +95,30 @@ def caption(result: pd.DataFrame) -> str:
 def export(result: pd.DataFrame, style: str = "md") -> str:
     if style not in FORMATS:
         raise ValueError(f"style {style!r}: use {', '.join(FORMATS)}")
+    if style == "tidy":
+        return tidy(result).to_csv(index=False)
     frame = table_of(result)
     cap = caption(result)
+    with_experiment = any(frame.index.get_level_values("experiment"))  # a column only where rows need it
+    names = ["model", "dataset", *(["experiment"] if with_experiment else [])]
+    heads = [(m, d, *([e] if with_experiment else [])) for m, d, e in frame.index]
     if style == "csv":
-        return frame.reset_index().to_csv(index=False)
+        flat = frame.reset_index()
+        return (flat if with_experiment else flat.drop(columns="experiment")).to_csv(index=False)
     if style == "md":
-        header = ["model", "dataset", *frame.columns]
+        header = [*names, *frame.columns]
         lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-        lines += ["| " + " | ".join([m, d, *row]) + " |" for (m, d), row in zip(frame.index, frame.to_numpy())]
+        lines += ["| " + " | ".join([*h, *row]) + " |" for h, row in zip(heads, frame.to_numpy())]
         return "\n".join(lines) + "\n\n" + cap + "\n"
     def tex(text: str) -> str:
         return str(text).replace("_", "\\_").replace("%", "\\%").replace("&", "\\&").replace("−", "$-$")
 
-    lines = ["\\begin{table}", f"\\caption{{{tex(cap)}}}", "\\begin{tabular}{ll" + "c" * len(frame.columns) + "}",
-             "\\toprule", "Model & Dataset & " + " & ".join(tex(c) for c in frame.columns) + " \\\\", "\\midrule"]
-    lines += [" & ".join([tex(m), tex(d), *[tex(x) for x in row]]) + " \\\\"
-              for (m, d), row in zip(frame.index, frame.to_numpy())]
+    lines = ["\\begin{table}", f"\\caption{{{tex(cap)}}}",
+             "\\begin{tabular}{" + "l" * len(names) + "c" * len(frame.columns) + "}",
+             "\\toprule", " & ".join(n.capitalize() for n in names) + " & " + " & ".join(tex(c) for c in frame.columns)
+             + " \\\\", "\\midrule"]
+    lines += [" & ".join([*(tex(x) for x in h), *[tex(x) for x in row]]) + " \\\\"
+              for h, row in zip(heads, frame.to_numpy())]
     lines += ["\\bottomrule", "\\end{tabular}", "\\end{table}"]
     return "\n".join(lines) + "\n"
 
@@ -87,26 +126,31 @@ def export(result: pd.DataFrame, style: str = "md") -> str:
 # ------------------------------------------------------------------------------------------ a store's comparisons
 def store_comparisons(table: pd.DataFrame, runs: pd.DataFrame, root: str, correction: str = "holm") \
         -> list[tuple[str, str, pd.DataFrame]]:
-    """For every key that varies in a store: its first value (A) against each other (B), every other varying key
-    fixed at its most common value. (key, what was fixed, the comparison) each."""
+    """For every setting that compares in a store, each pair of its values that share an experiment, over the whole
+    store: every row one experiment of each side (the other settings are the rows' labels). (key, "", the
+    comparison) each; the middle item is kept for callers that name settings held fixed (none are)."""
     out = []
     for key in comparable_keys(table):
-        others = [k for k in comparable_keys(table) if k != key]
-        fixed = table
-        held = []
-        for k in others:
-            common = as_text(fixed[k]).value_counts()
-            if len(common):
-                value = common.index[0]
-                fixed = fixed[as_text(fixed[k]) == value]
-                held.append(f"{k} {value}")
-        values = values_of(fixed, key)
-        for b in values[1:]:
-            try:
-                a_side, b_side = split(fixed, runs, key, values[0], b, root)
-                result = compare(a_side, b_side, key, correction=correction)
-            except HealcoreError:  # a pair whose cells fall on one spot (a key not fixed) is left out
-                continue
-            if len(result):
-                out.append((key, ", ".join(held), result))
+        paired = pairings(table, key)
+        for a in values_of(table, key):
+            for b in values_of(table, key):
+                if b <= a if not _numbers(a, b) else float(b) <= float(a):
+                    continue
+                if b not in paired.get(a, set()):
+                    continue
+                try:
+                    a_side, b_side = split(table, runs, key, a, b, root)
+                    result = compare(a_side, b_side, key, correction=correction)
+                except HealcoreError:  # a pair whose cells fall on one spot (custom layers of one size) is left out
+                    continue
+                if len(result):
+                    out.append((key, "", result))
     return out
+
+
+def _numbers(a: str, b: str) -> bool:
+    try:
+        float(a), float(b)
+        return True
+    except ValueError:
+        return False

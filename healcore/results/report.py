@@ -17,7 +17,7 @@ from healcore.core.errors import ConfigError, DiskFullError
 from healcore.core.paths import file_name, output_dir
 from healcore.results import analysis, charts, compare_tables, flags
 from healcore.results.cell_table import table1_variant
-from healcore.results.keys import lr_text
+from healcore.results.keys import describe, lr_text, side_rank
 from healcore.store.io import atomic_write_bytes, human, mount_point
 from healcore.store.runs import RunStore
 
@@ -214,9 +214,8 @@ def plateau(s: Study) -> list[str]:
 def curves(s: Study) -> list[str]:
     if not len(s.reinit):
         return []
-    clean = s.reinit[s.reinit["side"] == "clean"][["model", "dataset", "f1"]]
     return (["## Degradation curves", ""]
-            + s.figure(charts.degradation_curves(charts.curve_frame(s.reinit), clean, select=False), "curves",
+            + s.figure(charts.degradation_curves(charts.curve_frame(s.reinit), select=False), "curves",
                        "degradation curves")
             + ["Weighted F1 against the share of layers re-initialised, bottom (red) and top (blue); bands are ± one "
                "std over seeds; the dashed line is the clean model; crosses mark cells with convergence failures, "
@@ -280,10 +279,16 @@ def variants(s: Study) -> list[str]:
         return []
     pairs = set(zip(var["model"], var["dataset"]))  # another model's cells must not average in
     base = scored[[p in pairs for p in zip(scored["model"], scored["dataset"])]]
+    # rows keep experiments apart (a second schedule is its own row, never averaged in): what sets them apart
+    rest = [k for k in results.line_keys(base) if k not in ("model", "dataset", "pooling", "mode")]
+    experiment = pd.Series("", index=base.index, dtype=object)
+    for _, g in base.groupby(["model", "dataset"], sort=False):
+        experiment[g.index] = describe(g, rest)
     piv = base.assign(setting=[results.setting_label(r.side, r.level) for r in base.itertuples()],
-                      variant=base["pooling"] + " / " + base["mode"])
+                      variant=base["pooling"] + " / " + base["mode"], experiment=experiment)
     piv = piv[piv["setting"].isin(set(results.setting_label(r.side, r.level) for r in var.itertuples()))]
-    wide = piv.pivot_table(index=["model", "dataset", "setting"], columns="variant", values="f1").reset_index()
+    index = ["model", "dataset", *(["experiment"] if piv["experiment"].map(bool).any() else []), "setting"]
+    wide = piv.pivot_table(index=index, columns="variant", values="f1", aggfunc="first").reset_index()
     return ["## Variants: mean pooling and linear probe", "",
             "Test weighted F1 (best epoch on validation; seeds as available per variant: "
             + ", ".join(f"{v}: {int(n)}" for v, n in piv.groupby("variant")["n_seeds"].min().items()) + ").", "",
@@ -445,8 +450,7 @@ def class_summary(per_class: pd.DataFrame) -> pd.DataFrame:
 
 def _in_order(rows: list[dict], keys: list[tuple[str, float]]) -> pd.DataFrame:
     """Rows of per-setting tables from the least to the most corruption, bottom before top."""
-    rank = {"clean": 0, "bottom": 1, "top": 2, "all": 3}
-    order = sorted(range(len(rows)), key=lambda i: (keys[i][1], rank.get(keys[i][0], 4)))
+    order = sorted(range(len(rows)), key=lambda i: (keys[i][1], side_rank(keys[i][0])))
     return pd.DataFrame([rows[i] for i in order])
 
 

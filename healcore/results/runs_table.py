@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from healcore.core.config import CONFIG_FIELDS, LEGACY_VALUES, RunConfig
+from healcore.core.config import CONFIG_FIELDS, DATA_OPTION_FIELDS, LEGACY_VALUES, RunConfig
 from healcore.core.errors import HealcoreError
 from healcore.core.layers import parse_layers, side_of
 from healcore.core.model_facts import num_layers
@@ -22,7 +22,7 @@ from healcore.core.sources import label_of
 from healcore.results import flags
 from healcore.results.keys import CELL_KEYS
 from healcore.store.grids import grid_records
-from healcore.store.runs import RunStore
+from healcore.store.runs import RunStore, recorded_options
 
 SPLIT_METRICS = [f"{s}_{k}" for s in ("validation", "test") for k in ("accuracy", "f1_weighted", "f1_macro")]
 # The runs table's columns, whatever the store holds (empty, queued only, finished): readers never meet a missing one.
@@ -50,6 +50,7 @@ def load_runs(root: str | Path, include_queued: bool = True) -> pd.DataFrame:
     for col in ("has_features", "has_analysis"):  # queued runs have no files
         df[col] = df[col].map(lambda v: v is True)
     df = _place_unfinished(df)
+    df = _spell_options_alike(df)
     df["dataset_path"] = df["dataset"]
     df["dataset"] = df["dataset"].map(dataset_labels(df["dataset"]))
     return flags.with_failures(df, CELL_KEYS)
@@ -59,6 +60,10 @@ def _run_row(store: RunStore, stored, defaults: dict) -> dict:
     config = {**defaults, **(stored.config or {})}
     status, summary = stored.status, stored.summary or {}
     progress = status.get("progress") if isinstance(status.get("progress"), dict) else {}
+    # a run's data options in their one spelling, where it recorded them: two spellings of one experiment share a cell
+    options = recorded_options(status) or recorded_options({"data_options": (summary.get("data") or {}).get("options")})
+    config.update({"options_given": tuple(config.get(k, "") for k in DATA_OPTION_FIELDS), **(options or {}),
+                   "options_recorded": options is not None})
     row = {"run_id": stored.run_id, **config, "state": stored.state, "error": status.get("error"),
            "started": status.get("started"), "ended": status.get("ended"), "attempt": status.get("attempt"),
            "progress": progress, "damaged": stored.damaged}
@@ -102,9 +107,28 @@ def _queued_rows(store: RunStore, present: set[str], defaults: dict) -> list[dic
         for run_id, config in (record.get("configs") or {}).items():
             if run_id not in present and isinstance(config, dict):
                 present.add(run_id)
-                rows.append({"run_id": run_id, **defaults, **config, "state": "queued", "damaged": [],
+                rows.append({"run_id": run_id, **defaults, **config, "options_recorded": False,
+                             "options_given": tuple(str({**defaults, **config}.get(k, "")) for k in DATA_OPTION_FIELDS),
+                             "state": "queued", "damaged": [],
                              "progress": {}, "grid": record.get("name")})
     return rows
+
+
+def _spell_options_alike(df: pd.DataFrame) -> pd.DataFrame:
+    """Runs that recorded no data options' spelling (queued, failed before loading, stored before it was kept) take
+    the one recorded by a run of the same dataset and the same options as given, so they join its cells."""
+    if "options_given" not in df:
+        return df
+    recorded = {}
+    for r in df.to_dict("records"):
+        if r.get("options_recorded"):
+            recorded.setdefault((r["dataset"], r["options_given"]), tuple(r[k] for k in DATA_OPTION_FIELDS))
+    for i in df.index[~df["options_recorded"].fillna(False).astype(bool)]:
+        found = recorded.get((df.at[i, "dataset"], df.at[i, "options_given"]))
+        if found:
+            for k, v in zip(DATA_OPTION_FIELDS, found):
+                df.at[i, k] = v
+    return df
 
 
 def _place_unfinished(df: pd.DataFrame) -> pd.DataFrame:

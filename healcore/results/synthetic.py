@@ -28,8 +28,14 @@ def score(side: str, k: int, L: int, seed: int, lr: float, rng: np.random.Genera
 
 
 def write_run(store: RunStore, cfg: RunConfig, f1: float, L: int, classes: list[str], rng: np.random.Generator,
-              state: str = "completed", analysis: bool = False, features: bool = False) -> RunFiles:
-    """One run folder as execute() leaves it (status, config, metrics, probe, summary; optionally arrays)."""
+              state: str = "completed", analysis: bool = False, features: bool = False,
+              data_options: dict | None = None, validation_f1: float | None = None) -> RunFiles:
+    """One run folder as execute() leaves it (status, config, metrics, probe, summary; optionally arrays).
+    `data_options`: the data options' one spelling the run recorded (sources.canonical; default: as configured);
+    `validation_f1`: its best validation score (default: the test score)."""
+    from healcore.core.config import DATA_OPTION_FIELDS
+
+    options = data_options if data_options is not None else {k: getattr(cfg, k) for k in DATA_OPTION_FIELDS}
     files = store.files(cfg.run_id)
     files.dir.mkdir(parents=True, exist_ok=True)
     layers = [i + 1 for i in cfg.layers.resolve(L)]
@@ -49,13 +55,16 @@ def write_run(store: RunStore, cfg: RunConfig, f1: float, L: int, classes: list[
              "f1_per_class": [f1 / 2] * K}
     atomic_write_json(files.probe, probe)
     best = {"accuracy": f1, "f1_weighted": f1, "f1_macro": f1 - 1}
+    val = best if validation_f1 is None else {"accuracy": validation_f1, "f1_weighted": validation_f1,
+                                              "f1_macro": validation_f1 - 1}
     atomic_write_json(files.summary, {
         "run_id": cfg.run_id, "config": cfg.to_dict(), "classes": classes,
-        "data": {"source": "synthetic", "sizes": {"train": 900, "validation": 100, "test": 100}, "notes": []},
+        "data": {"source": "synthetic", "sizes": {"train": 900, "validation": 100, "test": 100}, "notes": [],
+                 "options": options},
         "corruption": {"num_layers": L, "layers": layers, "method": cfg.method},
         "device": "cpu", "hardware": "CPU: synthetic (2 threads)", "bf16": False,
         "majority_f1": 100.0 / K / 1.5, "probe": probe, "best_epoch": cfg.epochs,
-        "best": {"validation": best, "test": best}, "best_on_test": f1 + 0.3,
+        "best": {"validation": val, "test": best}, "best_on_test": f1 + 0.3,
         "final": {"epoch": cfg.epochs, "train_loss": losses[-1], "test_f1_weighted": f1}, "losses": losses,
         "healing": f1 / 2, "per_class": {"classes": classes, "probe": [f1 / 2] * K, "best": [f1] * K},
         "weight_movement": {"embeddings": 0.001, **{f"layer {i}": (0.05 if i in layers else 0.01)
@@ -64,7 +73,7 @@ def write_run(store: RunStore, cfg: RunConfig, f1: float, L: int, classes: list[
                    "tokens_per_s": 100.0, "tokens_per_epoch": 1000}})
     atomic_write_json(files.status, {"state": state, "pid": 1, "host": "synthetic", "heartbeat": t0 + 600,
                                      "started": t0, "ended": t0 + 12.0 * cfg.epochs, "attempt": 1,
-                                     "layers": layers, "num_layers": L})
+                                     "layers": layers, "num_layers": L, "data_options": options})
     files.log.write_text("".join(f"2026-01-01 00:00:{e:02d} epoch {e}: loss {losses[e - 1]:.4f} (synthetic)\n"
                                  for e in range(1, cfg.epochs + 1)), encoding="utf-8")
     if features:

@@ -37,7 +37,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from healcore.core.config import RunConfig, valid_run_id
+from healcore.core.config import DATA_OPTION_FIELDS, RunConfig, valid_run_id
 from healcore.core.errors import HealcoreError, RunBusyError, StoreError
 from healcore.core.model_facts import safetensors_problem
 from healcore.core.paths import fits
@@ -315,7 +315,9 @@ class RunStore:
 
     def experiments(self) -> dict[str, RunConfig]:
         """experiment id -> stored config, of every run folder (RunConfig.experiment_id, with the layer count the
-        run recorded): finds a run stored under another spelling of the same layers (bottom:50% for bottom:3)."""
+        run recorded): finds a run stored under another spelling of the same layers (bottom:50% for bottom:3) and,
+        where the run recorded its data options' one spelling, of the same columns and splits (text_column review
+        for a blank one that found review): each run is listed under both ids."""
         out = {}
         for run_id in self.run_ids():
             config, status = read_json(self.files(run_id).config), read_json(self.files(run_id).status, {})
@@ -323,8 +325,12 @@ class RunStore:
                 cfg = RunConfig.from_stored(config)
             except HealcoreError:
                 continue
-            L = status.get("num_layers") if isinstance(status, dict) else None
-            out.setdefault(cfg.experiment_id(L if isinstance(L, int) else None), cfg)
+            status = status if isinstance(status, dict) else {}
+            L = status.get("num_layers") if isinstance(status.get("num_layers"), int) else None
+            out.setdefault(cfg.experiment_id(L), cfg)
+            options = recorded_options(status)
+            if options is not None:
+                out.setdefault(cfg.experiment_id(L, options), cfg)
         return out
 
     def request_stop(self, run_id: str) -> None:
@@ -540,6 +546,15 @@ class RunHandle:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def recorded_options(record: dict | None) -> dict[str, str] | None:
+    """The data options' one spelling a run recorded (status.json's or summary.json's data `options`), or None."""
+    options = (record or {}).get("data_options") if isinstance(record, dict) else None
+    if isinstance(options, dict) and set(options) == set(DATA_OPTION_FIELDS) and \
+            all(isinstance(v, str) for v in options.values()):
+        return dict(options)
+    return None
 
 
 def damaged_results(damaged: list[str]) -> list[str]:
