@@ -17,8 +17,8 @@ from healcore.store.grids import grid_records  # noqa: E402
 from healcore.store.runs import RunStore
 
 STATES = ("completed", "running", "queued", "interrupted", "failed")
-STATE_HELP = {"failed": "Runs that ended with an error (NaN loss, out of memory, a crash): one kind of convergence "
-                        "failure", "interrupted": "Stopped (cancelled or killed): the next grid or run command resumes "
+STATE_HELP = {"failed": "Runs that ended with an error (NaN loss, out of memory, a crash): convergence failures, "
+                        "left out of their cells", "interrupted": "Stopped (cancelled or killed): the next grid or run command resumes "
                                                   "them"}
 REFRESH_S = 3.0
 
@@ -29,10 +29,11 @@ def store_at_a_glance(root: str) -> None:
     cols = st.columns(len(STATES) + 1)
     for col, state in zip(cols, STATES):
         col.metric(state.capitalize(), counts.get(state, 0), help=STATE_HELP.get(state))
-    flagged = int(runs["failed"].sum()) if len(runs) else 0
-    cols[-1].metric("Convergence failures", flagged, help=(
-        "Runs whose number is not a measurement of healing: failed (above), collapsed to one class, a loss that did "
-        "not fall, a damaged file, or a seed far from its siblings. Every page counts them the same way."))
+    flagged = int(runs["flagged"].sum()) if len(runs) and "flagged" in runs else 0
+    cols[-1].metric("Flagged runs", flagged, help=(
+        "Runs kept as measurements, with something to know: they did not learn (one class predicted, or a loss "
+        "that did not fall), a seed strays from its siblings, or a file beside the score is damaged. Runs that "
+        "crashed or diverged are under Failed. Every page counts them the same way."))
     if runs.empty:
         common.empty_store_notice(root)
         return

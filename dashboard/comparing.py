@@ -16,7 +16,7 @@ from dashboard import common
 from healcore import results
 from healcore.core.errors import HealcoreError
 from healcore.core.paths import confine
-from healcore.results import charts
+from healcore.results import charts, compare_charts, compare_tables
 from healcore.results import compare as cmp
 from healcore.results.keys import as_text, lr_text
 from healcore.results.paper import MODELS as PAPER_MODELS
@@ -147,20 +147,9 @@ def _correction(container) -> str:
 
 
 def caption(result: pd.DataFrame) -> str:
-    """What the page says under a comparison: the tests, the correction, and what is no measurement."""
-    tested = int(result["p"].notna().sum())
-    significant = int(result["significant"].sum())
-    parts = [f"Each side keeps its own best learning rate per cell. Tests: a paired t-test over matched seeds (same "
-             f"seed, same data order), Welch's t-test where seeds do not pair; n = 1 on a side: no test. "
-             f"{tested} cell(s) tested, p-values corrected together ({result.attrs.get('correction')}, "
-             f"α = {cmp.ALPHA}); ★: {significant} significant after correction."]
-    if result.attrs.get("relative"):
-        parts.append("Values are each side's share (%) of its own clean cell: two different models.")
-    parts += result.attrs.get("notes", [])
-    odd = result[result["status"] != ""]["status"].value_counts()
-    if len(odd):
-        parts.append("No measurement in: " + ", ".join(f"{n} cell(s) {s}" for s, n in odd.items()) + ".")
-    return " ".join(parts)
+    """What the page says under a comparison: the caption every view prints (compare_tables.caption), with the
+    charts' ★."""
+    return compare_tables.caption(result, mark=compare_charts.STAR)
 
 
 def runs_of_selected(comparison: Comparison, result: pd.DataFrame, key: str) -> None:

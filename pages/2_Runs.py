@@ -13,15 +13,16 @@ METRICS = ["test_f1_weighted", "test_f1_macro", "test_accuracy", "validation_f1_
            "probe_f1", "healing", "tokens_per_s", "train_s"]
 # the scores first after the run: at 1280 px columns past the tenth are off-screen
 DEFAULT_COLUMNS = ["run_id", "state", "dataset", "setting", "test_f1_weighted", "probe_f1", "healing", "failures",
-                   "lr", "seed", "model", "lr_schedule", "epochs", "best_epoch"]
+                   "flags", "lr", "seed", "model", "lr_schedule", "epochs", "best_epoch"]
 MAX_COMPARED = 8
 
 
 def tidy(runs: pd.DataFrame) -> pd.DataFrame:
     """The runs table as shown: a setting in words, failures as text, the columns a reader filters on."""
-    out = runs.drop(columns=[c for c in ("progress", "damaged") if c in runs])
+    out = runs.drop(columns=[c for c in ("progress", "damaged", "options_given", "options_recorded") if c in runs])
     out["setting"] = [common.setting_label(s, l) for s, l in zip(runs["side"], runs["level"])]
     out["failures"] = runs["failures"].map("; ".join)
+    out["flags"] = runs["flags"].map("; ".join) if "flags" in runs else ""
     return out
 
 
@@ -37,7 +38,7 @@ def apply_filters(runs: pd.DataFrame, query: str, only_failed: bool, chosen: dic
     if query:
         mask &= runs["run_id"].str.contains(query, case=False, regex=False)
     if only_failed:
-        mask &= runs["failures"] != ""
+        mask &= (runs["failures"] != "") | (runs["flags"] != "" if "flags" in runs else False)
     for key, values in chosen.items():
         mask &= as_text(runs[key]).isin(values)
     return runs[mask]
@@ -85,7 +86,7 @@ def main() -> None:
         st.header("Filter")
         query = st.text_input("Run id contains", common.url_get("q", ""), key="runs-q").strip()
         common.url_set("q", query)
-        only_failed = st.toggle("Only runs with convergence failures", common.url_get("failed") == "1",
+        only_failed = st.toggle("Only failed or flagged runs", common.url_get("failed") == "1",
                                 key="runs-failed")
         common.url_set("failed", "1" if only_failed else None)
         keys = filter_keys(table)

@@ -59,7 +59,7 @@ def main() -> None:
     version = common.store_version(root)  # a scan of the store: once per render
     sub = results.scored_runs(sub, common.cells_table(root, version))
     t = tables(root, version, tuple(sub["run_id"]))
-    st.subheader("Healed layers against the clean fine-tuned model (linear CKA)")
+    st.subheader("Healed layers against the clean fine-tuned model (debiased linear CKA)")
     if len(t["matrices"]):
         matrices = with_setting(t["matrices"])
         st.altair_chart(charts.cka_small_multiples(matrices))
@@ -68,7 +68,9 @@ def main() -> None:
                    "cell's runs at its kept learning rate, mean over seeds. A bright diagonal: each layer computes "
                    "what the clean model's does; brightness off the diagonal: other layers took the role. A "
                    "re-initialised layer can look alike without relearning anything, because the residual "
-                   "connection carries its input through it: read it with the weight movement below.")
+                   "connection carries its input through it: read it with the weight movement below. CKA is the "
+                   "debiased estimator (Song et al. 2012): unrelated representations score about 0, where the plain "
+                   "one gives 0.4 to 0.6 at these widths.")
     else:
         st.caption("Needs the clean run of this line with its layer analyses.")
     st.subheader("Similarity of each layer to the same layer of a reference model")
@@ -80,8 +82,16 @@ def main() -> None:
         mean = layers.groupby(["side", "level", "layer", "depth"], as_index=False).agg(
             **{column: (column, "mean"), "runs": ("run_id", "nunique"), "corrupted": ("corrupted", "max")})
         st.altair_chart(charts.layer_similarity(with_setting(mean), column, f"CKA to the {reference.split(' (')[0]}"))
-        st.caption("Diamonds: layers that were corrupted. A corrupted layer that climbs back towards 1 was "
-                   "rebuilt; one that stays low while the layers after it stay high was routed around.")
+        st.caption("Diamonds: layers that were corrupted; the dotted rule at 0 is chance (debiased CKA of unrelated "
+                   "representations). A corrupted layer that climbs back towards 1 was rebuilt; one that stays low "
+                   "while the layers after it stay high was routed around.")
+        notes = sorted({n for n in layers.get("partner_note", pd.Series(dtype=object)) if n})
+        if notes:
+            st.info("Some runs have no clean partner of the same seed and learning rate: " + "; ".join(notes)
+                    + ". Their CKA to the clean model compares across that difference too.")
+        if column == "cka_pretrained" and layers["cka_pretrained"].isna().all():
+            st.caption("No CKA to the pretrained model: these runs stored it with the older, biased estimator; "
+                       "running them again stores the debiased one.")
     st.subheader("How far fine-tuning moved each block's weights")
     movement = t["movement"]
     if len(movement):

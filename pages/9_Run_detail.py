@@ -14,9 +14,13 @@ from healcore.store.runs import RunStore
 
 
 def flags_of(run: pd.Series, table: pd.DataFrame) -> None:
-    """The run's convergence failures and its cell's surprises, with their reasons, at the top of the page."""
+    """The run's convergence failures, its flags and its cell's surprises, with their reasons, at the top of the
+    page."""
     if run["failures"]:
-        st.error("**Convergence failure**: " + "; ".join(run["failures"]), icon=":material/report:")
+        st.error("**Convergence failure** (left out of its cell): " + "; ".join(run["failures"]),
+                 icon=":material/report:")
+    if run.get("flags"):
+        st.warning("**Flagged** (kept as a measurement): " + "; ".join(run["flags"]), icon=":material/flag:")
     cell = table[[run["run_id"] in ids for ids in table["all_run_ids"]]] if len(table) else table
     if len(cell) and cell.iloc[0]["surprises"]:
         st.warning("**Its cell is a surprise** (a finding, not a failure): " + "; ".join(cell.iloc[0]["surprises"]),

@@ -23,7 +23,8 @@ from test_dashboard import open_page, texts
 def pooling_store(root):
     """Both poolings on SST-2 and AG News, clean, bottom/top 3 and all 6 of 6 layers, 3 seeds: mean pooling 6
     points lower at bottom 50% (a clear effect), a touch apart elsewhere (noise); every SST-2 top-50% mean run
-    collapsed (its value a convergence failure); a bottom-1 cell in mean pooling only."""
+    collapsed (a measurement: it did not heal, flagged); every AG News top-50% mean run diverged (no measurement); a
+    bottom-1 cell in mean pooling only."""
     store = syn.build(root, datasets=("sst2", "ag_news"), levels=(0, 3, 6), seeds=(0, 1, 2), lrs=(5e-5,))
     syn.build(root, datasets=("sst2", "ag_news"), levels=(0, 3, 6), seeds=(0, 1, 2), lrs=(5e-5,),
               base={"pooling": "mean"})
@@ -34,6 +35,8 @@ def pooling_store(root):
             continue
         if cfg["corrupt"] == "top:3" and cfg["dataset"] == "sst2":
             syn.collapse(store, run_id)
+        elif cfg["corrupt"] == "top:3" and cfg["dataset"] == "ag_news":
+            syn.fail(store, run_id)
         else:
             syn.stray(store, run_id, by=(-6.0 if cfg["corrupt"] == "bottom:3" else 0.0) + float(rng.normal(0, 0.8)))
     for seed in (0, 1, 2):
@@ -89,7 +92,10 @@ def test_a_comparison_is_a_minus_b_with_tests_that_match_scipy(pooled):
     a, b = cmp.split(table, runs, "pooling", "cls", "mean")
     result = cmp.compare(a, b, "pooling")
     measured = result[result["status"] == ""]
-    assert len(measured) == 7  # 2 datasets x 4 settings (clean, bottom and top 50%, all), less a collapsed one
+    assert len(measured) == 7  # 2 datasets x 4 settings (clean, bottom and top 50%, all), less a diverged one
+    # a collapsed cell is a measurement (the model did not heal), flagged, never dropped
+    collapsed = measured[(measured["dataset"] == "sst2") & (measured["side"] == "top")].iloc[0]
+    assert any(f.startswith("did not learn: collapsed") for f in collapsed["b_flags"]) and not collapsed["a_flags"]
     for r in measured.to_dict("records"):
         sa, sb = by_seed(runs, r["a_run_ids"]), by_seed(runs, r["b_run_ids"])
         assert r["delta"] == pytest.approx(np.mean(list(sa.values())) - np.mean(list(sb.values())))
@@ -99,9 +105,10 @@ def test_a_comparison_is_a_minus_b_with_tests_that_match_scipy(pooled):
     assert np.allclose(measured["p_adj"], holm(measured["p"].to_numpy()))
     assert (measured["significant"] == (measured["p_adj"] < 0.05)).all()
     significant = set(measured[measured["significant"]]["side"] + " " + measured[measured["significant"]]["level"].astype(str))
-    assert significant == {"bottom 0.5"}  # the 6-point effect survives Holm; noise does not
+    assert significant == {"bottom 0.5", "top 0.5"}  # the 6-point effect and the collapse survive Holm; noise does not
     failed = result[result["status"] == "failure in B"].iloc[0]
-    assert failed["dataset"] == "sst2" and failed["side"] == "top" and np.isnan(failed["delta"]) and np.isnan(failed["p"])
+    assert failed["dataset"] == "ag_news" and failed["side"] == "top" and np.isnan(failed["delta"]) \
+        and np.isnan(failed["p"])
     one_sided = result[result["status"] == "only in B"]
     assert len(one_sided) == 1 and np.isnan(one_sided.iloc[0]["delta"]) and np.isnan(one_sided.iloc[0]["a"])
     bh = cmp.compare(a, b, "pooling", correction="bh")
@@ -175,7 +182,8 @@ def test_the_paper_is_a_side_absolute_for_its_models_and_relative_otherwise(tmp_
     from healcore.results.paper import paper_cells
 
     paper = paper_cells()
-    flagged = paper[paper["value_failed"]]
+    assert not paper["value_failed"].any()  # a collapse is a measurement there too, flagged
+    flagged = paper[paper["did_not_learn"]]
     assert len(paper) == 320
     # the paper's own outliers (16.98 on Emotion, BERT-large, bottom 25% and 50%) and every other cell at its task's
     # majority-class F1 (RTE's 30.05 is "not entailment" for every pair), never a clean cell
@@ -234,7 +242,9 @@ def test_the_heatmaps_page_draws_a_b_and_the_difference_as_computed(pooled):
             assert shown["value"] == pytest.approx(r["a"] - r["b"])
             assert shown["label"].endswith("★") == bool(r["significant"])
     failed = frame[(frame["view"] == "B") & (frame["status"] == "failure in B")]
-    assert failed["label"].str.startswith("✕").all() and (failed["mark"] != "").all()
+    assert len(failed) and (failed["label"] == "✕ failed").all() and (failed["mark"] != "").all()
+    collapsed = frame[(frame["view"] == "B") & (frame["dataset"] == "sst2") & (frame["setting"] == "top 50%")]
+    assert collapsed["label"].str.startswith("⚠ ").all() and (collapsed["mark"] != "").all()  # kept, flagged
     assert "Holm" in texts(at) and "paired t-test" in texts(at)
 
 
@@ -265,8 +275,9 @@ def test_the_curves_page_overlays_a_and_b_and_judges_the_claims_on_each(pooled):
     assert not at.exception
     frame = next(f for f in chart_frames(at) if "condition" in f)
     assert set(frame["condition"]) == {"A: pooling = cls", "B: pooling = mean"}
-    assert not ((frame["condition"] == "B: pooling = mean") & (frame["setting"] == "top 50%")
-                & (frame["panel"].str.endswith("sst2"))).any()  # a collapsed value is no point on a curve
+    b_top = (frame["condition"] == "B: pooling = mean") & (frame["setting"] == "top 50%")
+    assert not (b_top & frame["panel"].str.endswith("ag_news")).any()  # a diverged cell is no point on a curve
+    assert (b_top & frame["panel"].str.endswith("sst2")).any()  # a collapsed one is: the model did not heal
     assert any("A: pooling = cls" in c for c in at.dataframe[-1].value.columns)
 
 
@@ -297,7 +308,7 @@ def test_comparing_on_a_key_that_does_not_vary_says_which_do(pooled):
 def test_the_paper_and_healing_speed_on_the_page(pooled):
     at = open_page("Grid heatmaps", {"by": "the paper"})
     assert not at.exception
-    assert "the paper ran one seed per cell: no test" in texts(at) and "share (%)" in texts(at)
+    assert "The paper ran one seed per cell: no test." in texts(at) and "share (%)" in texts(at)
     at = open_page("Grid heatmaps", {"metric": "Healing speed (epochs to reach a share of clean)"})
     assert not at.exception
     frame = chart_frames(at)[0]

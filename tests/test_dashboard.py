@@ -142,8 +142,9 @@ def test_flag_counts_agree_across_pages_report_and_exports(troubled, tmp_path):
     table = cells(runs)
     counts = flags.summary(runs, table)
     line = flags.summary_line(counts)
-    # failed runs, collapse, flat loss, stray seed and the damaged summary: 5 runs, each a failure
-    assert counts["runs with convergence failures"] == 5, runs[runs["failed"]][["run_id", "failures"]]
+    # the failed run is a convergence failure; collapse, flat loss, a stray seed and the damaged summary are flags
+    assert counts["runs with convergence failures"] == 1, runs[runs["failed"]][["run_id", "failures"]]
+    assert counts["flagged runs (kept)"] == 4, runs[runs["flagged"]][["run_id", "flags"]]
     assert counts["surprising cells"] >= 1
     for title in ("Home", "Grid heatmaps", "Degradation curves", "Runs", "Export"):
         assert line in texts(open_page(title)), title
@@ -174,7 +175,7 @@ def test_a_failing_run_at_any_learning_rate_marks_its_cell_and_a_failed_only_cel
     store = syn.build(tmp_path / "runs", levels=(0, 2, 6))
     runs = load_runs(store.root)
     worse_lr = runs[(runs["corrupt"] == "bottom:2") & (runs["lr"] == 2e-5)]["run_id"].iloc[0]  # not the kept lr
-    syn.collapse(store, worse_lr)
+    syn.fail(store, worse_lr)
     for run_id in runs[runs["corrupt"] == "top:2"]["run_id"]:
         syn.fail(store, run_id)
     table = cells(load_runs(store.root))
@@ -227,10 +228,12 @@ def test_run_detail_shows_the_flags_at_the_top_and_offers_the_files(troubled):
     from healcore.results.runs_table import load_runs
 
     runs = load_runs(troubled.root)
-    failing = runs[runs["failures"].map(lambda f: any(x.startswith("collapsed") for x in f))]["run_id"].iloc[0]
-    at = open_page("Run detail", {"run": failing})
+    collapsed = runs[runs["flags"].map(lambda f: any("collapsed" in x for x in f))]["run_id"].iloc[0]
+    at = open_page("Run detail", {"run": collapsed})
     assert not at.exception
-    assert "collapsed" in at.error[0].value
+    assert "Flagged" in at.warning[0].value and "did not learn: collapsed" in at.warning[0].value
+    failing = runs[runs["failed"]]["run_id"].iloc[0]
+    assert "Convergence failure" in open_page("Run detail", {"run": failing}).error[0].value
     labels = [b.proto.label for b in at.get("download_button")]
     assert {"log.txt", "config.json", "summary.json", "all (zip)"} <= set(labels), labels
 

@@ -72,26 +72,31 @@ def test_a_collapsed_clean_cell_judges_no_claim_and_scores_no_recovery(tmp_path)
 
     table = cells(load_runs(collapsed_clean_store(tmp_path / "runs").root))
     clean = table[table["side"] == "clean"].iloc[0]
-    assert clean["value_failed"] and any("collapsed" in f for f in clean["value_failures"])
+    # a clean model that did not learn is a failed fine-tuning, not a finding: no reference for its line
+    assert clean["did_not_learn"] and any("collapsed" in f for f in clean["value_flags"])
     assert table["recovery"].isna().all()  # never -0.8 for top 50% and 0.5 for bottom 50%
     assert table["reference_failed"].str.contains("clean cell").all()
     verdicts = claims(table)
     assert set(verdicts["verdict"]) == {REFERENCE_FAILED}
-    assert verdicts["evidence"].str.contains("convergence failure").all()
+    assert verdicts["evidence"].str.contains("did not learn").all()
 
 
-def test_a_collapsed_corrupted_cell_is_left_out_of_the_claims_and_named(tmp_path):
+def test_a_collapsed_corrupted_cell_is_a_flagged_measurement_in_the_claims(tmp_path):
+    """A heavily corrupted model that predicts one class did not heal: that is the measurement. It stays in its
+    cell and in the claims (excluding it dropped exactly the worst level from claim 3), flagged."""
     from healcore.results import cells, claims
     from healcore.results.runs_table import load_runs
 
-    store = syn.build(tmp_path / "runs", levels=(0, 3, 6), seeds=(0,), lrs=(5e-5,))
+    store = syn.build(tmp_path / "runs", levels=(0, 3, 6), seeds=(0, 1, 2), lrs=(5e-5,))
     for run_id in store.run_ids():
         if store.config(run_id)["corrupt"] == "top:3":
             syn.collapse(store, run_id)
-    verdicts = claims(cells(load_runs(store.root)))
-    assert verdicts["evidence"].str.contains("left out as convergence failures: top 50%").all()
-    bottom_top = verdicts[verdicts["claim"] == "bottom corruption hurts more than top"].iloc[0]
-    assert bottom_top["verdict"] == "insufficient"  # the only top cell is no measurement
+    table = cells(load_runs(store.root))
+    top = table[table["side"] == "top"].iloc[0]
+    assert top["did_not_learn"] and not top["value_failed"] and top["n_seeds"] == 3 and top["f1"] < 40
+    verdicts = claims(table).set_index("claim")
+    bottom_top = verdicts.loc["bottom corruption hurts more than top"]
+    assert bottom_top["verdict"] == "not supported" and "top 33.33" in bottom_top["evidence"]
 
 
 def test_the_curves_page_says_the_claims_were_not_judged(tmp_path, monkeypatch):
@@ -241,8 +246,8 @@ def test_table1_marks_mean_what_its_caption_says_in_every_format(absurd_lr):
 
     table = cells(load_runs(absurd_lr.root))
     csv = export_table1(table, "csv")
-    assert "failed)" not in csv and "(surprise)" not in csv and "†" in csv
-    assert "*:" in note("csv") and "†N" in note("csv") and "Bold:" in note("markdown")
+    assert "failed)" not in csv and "(surprise)" not in csv and "§" in csv  # a collapsed value is kept, flagged
+    assert "*:" in note("csv") and "†N" in note("csv") and "§:" in note("csv") and "Bold:" in note("markdown")
     at = open_page("Export")
     assert any(note("csv") in c.value for c in at.caption)
 
@@ -250,10 +255,10 @@ def test_table1_marks_mean_what_its_caption_says_in_every_format(absurd_lr):
 def test_home_status_and_grid_name_convergence_failures_beside_failed_runs(absurd_lr):
     at = open_page("Home")
     metrics = {m.label: m.value for m in at.metric}
-    assert metrics["Failed"] == "0" and int(metrics["Convergence failures"]) > 0
+    assert metrics["Failed"] == "0" and int(metrics["Flagged runs"]) > 0  # collapsed runs: kept, flagged
     out = subprocess.run([sys.executable, "-m", "healcore", "--store", str(absurd_lr.root), "status"],
                          capture_output=True, text=True, cwd=ROOT)
-    assert "run(s) with convergence failures" in out.stdout and "collapsed" in out.stdout
+    assert "flagged run(s) kept as measurements" in out.stdout and "collapsed" in out.stdout
 
 
 def test_impossible_levels_are_refused_and_an_unknown_model_is_one_quick_line(tmp_path, monkeypatch):

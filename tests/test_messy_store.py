@@ -103,8 +103,17 @@ def expected_cells(root) -> dict[tuple, dict]:
             by_lr[lr].append((seed, val, test))
         lr = max(by_lr, key=lambda x: np.mean([v for _, v, _ in by_lr[x]]))
         seeds = {s: t for s, _, t in by_lr[lr]}
-        out[key] = {"value": float(np.mean(list(seeds.values()))), "n": len(seeds), "lr": lr}
+        out[key] = {"value": float(np.mean(list(seeds.values()))), "n": len(seeds), "lr": lr, "seeds": seeds}
     return out
+
+
+def expected_delta(va: dict, vb: dict) -> float:
+    """A − B as the comparison must show it: over the paired seeds where 2 or more pair but not all (the ones
+    tested), else the difference of the means."""
+    common = sorted(set(va["seeds"]) & set(vb["seeds"]))
+    if 2 <= len(common) < max(len(va["seeds"]), len(vb["seeds"])):
+        return float(np.mean([va["seeds"][s] - vb["seeds"][s] for s in common]))
+    return va["value"] - vb["value"]
 
 
 def expected_comparison(cells: dict, key: str, a, b) -> tuple[list, list, list]:
@@ -155,7 +164,7 @@ def test_every_expected_cell_and_no_mixed_row_in_healcore_compare(messy, key, a,
         assert len(hit) == 1, (key, va, vb)
         row = hit.iloc[0]
         assert row["a_n"] == va["n"] and row["b_n"] == vb["n"]
-        assert np.isclose(row["delta"], va["value"] - vb["value"])
+        assert np.isclose(row["delta"], expected_delta(va, vb))
         assert str(row["a_lr"]) != "–" and float(row["a_lr"]) == va["lr"] and float(row["b_lr"]) == vb["lr"]
     for which, expected in (("A", only_a), ("B", only_b)):
         rows = tidy[tidy["status"] == f"only in {which}"]
@@ -184,7 +193,7 @@ def test_each_markdown_row_holds_one_experiment(messy, key, a, b):
         owners = [experiment_of[v] for v in values if v != "–"]
         assert owners and set.intersection(*owners), f"a row mixes experiments: {line}"
     for _, va, vb in pairs:  # and every expected triple is printed
-        assert f"{va['value']:.2f} / {vb['value']:.2f} / {va['value'] - vb['value']:+.2f}" in md
+        assert f"{va['value']:.2f} / {vb['value']:.2f} / {expected_delta(va, vb):+.2f}" in md
 
 
 def test_only_keys_that_pair_are_offered_and_every_offered_pair_compares(messy):
@@ -227,7 +236,7 @@ def test_the_report_holds_every_expected_triple_and_no_raw_key_names(messy, tmp_
     for key, a, b in COMPARED:
         pairs, _, _ = expected_comparison(cells, key, a, b)
         for _, va, vb in pairs:
-            assert f"{va['value']:.2f} / {vb['value']:.2f} / {va['value'] - vb['value']:+.2f}" in text, (key, va, vb)
+            assert f"{va['value']:.2f} / {vb['value']:.2f} / {expected_delta(va, vb):+.2f}" in text, (key, va, vb)
     assert "text_column ," not in text and "label_column ," not in text and "max_train 0" not in text
 
 

@@ -13,7 +13,7 @@ from healcore.core.config import RunConfig
 from healcore.core.layers import setting_label
 from healcore.results import cells, claims
 from healcore.results import synthetic as syn
-from healcore.results.flags import cell_surprises, run_failures
+from healcore.results.flags import cell_surprises, run_failures, run_flags
 from healcore.results.keys import line_keys
 from healcore.results.paper_claims import bottom_vs_top_tests
 from healcore.results.paper_tables import export_table1
@@ -63,34 +63,54 @@ def test_recovery_ratio_is_relative_to_clean_and_all():
     assert _recovery(_synthetic({("clean", 0): 60, ("all", 1.0): 60})).isna().all()  # undefined, not 0/0
 
 
-def test_run_failures_catch_collapse_divergence_flat_loss_and_damage():
+def test_failures_are_crashes_and_divergence_and_not_learning_is_a_kept_flag():
     r = {"state": "completed", "test_f1_weighted": 16.98, "majority_f1": 16.98, "first_loss": 1.7,
          "final_loss": 1.75, "epochs": 10}
-    found = run_failures(r)
-    assert any("collapsed" in f for f in found) and any("loss not decreasing" in f for f in found)
+    assert run_failures(r) == []  # a collapse is a measurement (the model did not heal), never dropped ...
+    found = run_flags(r)  # ... but flagged, by its mechanism
+    assert any("did not learn: collapsed" in f for f in found) and any("loss not decreasing" in f for f in found)
     assert run_failures({"state": "failed", "error": "training loss became nan at epoch 2"}) == ["diverged (NaN/inf loss)"]
-    assert run_failures({"state": "completed", "test_f1_weighted": 90.0, "majority_f1": 33.0, "first_loss": 1.0,
-                         "final_loss": 0.2, "epochs": 3}) == []
-    assert run_failures({"state": "completed", "damaged": ["summary.json: not valid JSON (x)"]}) == \
-        ["damaged: summary.json: not valid JSON (x)"]
+    assert run_flags({"state": "completed", "test_f1_weighted": 90.0, "majority_f1": 33.0, "first_loss": 1.0,
+                      "final_loss": 0.2, "epochs": 3}) == []
+    assert run_failures({"state": "completed", "damaged": ["analysis.npz: cut short"]}) == []  # its F1 is intact
+    assert run_flags({"state": "completed", "damaged": ["analysis.npz: cut short"]})[0].startswith(
+        "damaged: analysis.npz: cut short (views that read it leave this run out")
+    # words, not substrings: "info" and "inference" are no divergence
+    for error in ("could not read tokenizer info", "CUDA error during inference"):
+        assert run_failures({"state": "failed", "error": error}) == [f"failed: {error}"]
+    assert run_failures({"state": "failed", "error": "loss is inf at step 3"}) == ["diverged (NaN/inf loss)"]
 
 
-def test_a_seed_far_from_its_siblings_is_a_failure_and_close_ones_are_not(tmp_path):
+def test_a_stray_seed_is_a_warning_above_or_below_and_its_cell_is_shown_without_it_too(tmp_path):
     s = syn.build(tmp_path / "runs", levels=(0, 6), lrs=(5e-5,), seeds=(0, 1, 2, 3))
     runs = load_runs(s.root)
-    odd = runs[(runs["side"] == "clean") & (runs["seed"] == 2)]["run_id"].iloc[0]
-    syn.stray(s, odd, by=-30)
+    low = runs[(runs["side"] == "clean") & (runs["seed"] == 2)]["run_id"].iloc[0]
+    high = runs[(runs["side"] == "all") & (runs["seed"] == 1)]["run_id"].iloc[0]
+    syn.stray(s, low, by=-30)
+    syn.stray(s, high, by=+25)
     runs = load_runs(s.root)
-    flagged = runs[runs["failed"]]
-    assert list(flagged["run_id"]) == [odd] and "seed 2 far from its siblings" in flagged.iloc[0]["failures"][0]
+    assert not runs["failed"].any()  # a run that scored well did train: nothing is dropped
+    flagged = runs[runs["flagged"]].set_index("run_id")["flags"]
+    assert set(flagged.index) == {low, high}
+    assert "seed 2 below its siblings" in flagged[low][0] and "seed 1 above its siblings" in flagged[high][0]
+    table = cells(runs)
+    for side, run_id in (("clean", low), ("all", high)):
+        cell = table[table["side"] == side].iloc[0]
+        kept = runs[runs["run_id"].isin(cell["run_ids"])]
+        assert cell["n_seeds"] == 4 and cell["f1"] == pytest.approx(kept["test_f1_weighted"].mean())
+        assert cell["f1_without_stray"] == pytest.approx(kept[kept["run_id"] != run_id]["test_f1_weighted"].mean())
+        assert cell["value_flagged"] and not cell["value_failed"]
 
 
-def _synthetic(values: dict, std=0.5):  # noqa: D103 - cells with chosen F1 values
+def _synthetic(values: dict, std=0.5, seeds=3):  # noqa: D103 - cells with chosen F1 values, seeds around them
     rows = []
-    for (side, level), f1 in values.items():
+    for i, ((side, level), f1) in enumerate(values.items()):
+        noise = np.random.default_rng(i).normal(size=seeds)
+        noise = (noise - noise.mean()) / (noise.std(ddof=1) if seeds > 1 else 1) * std  # mean f1, sd std exactly
+        per_seed = {s: float(f1 + (noise[s] if seeds > 1 else 0.0)) for s in range(seeds)}
         rows.append({"model": "m", "dataset": "d", "side": side, "level": level, "method": "reinit", "f1": f1,
-                     "f1_std": std, "n_failures": 0, "failures": [], "surprises": [], "pooling": "cls",
-                     "mode": "full"})
+                     "f1_std": std if seeds > 1 else 0.0, "n_seeds": seeds, "per_seed": per_seed, "n_failures": 0,
+                     "failures": [], "surprises": [], "pooling": "cls", "mode": "full", "probe_f1": 50.0})
     return pd.DataFrame(rows)
 
 
@@ -102,9 +122,16 @@ def test_claims_are_judged_not_assumed():
     contrary = _synthetic({("clean", 0): 90, ("bottom", .25): 91, ("top", .25): 80, ("bottom", .5): 92,
                            ("top", .5): 70, ("all", 1.0): 60})
     verdicts = dict(zip(claims(contrary)["claim"], claims(contrary)["verdict"]))
-    assert verdicts["bottom corruption hurts more than top"] == "fails"
-    assert verdicts["corrupted models never fully recover"] == "mixed"
-    assert verdicts["more corruption, worse"] == "mixed"
+    assert verdicts["bottom corruption hurts more than top"] == "not supported"
+    assert verdicts["corrupted models never fully recover"] == "mixed"  # top and all below clean; bottom is not
+    flat = _synthetic({("clean", 0): 80, ("bottom", .25): 80, ("top", .25): 80, ("bottom", .5): 80,
+                       ("top", .5): 80, ("all", 1.0): 80}, std=1.0)
+    verdicts = dict(zip(claims(flat)["claim"], claims(flat)["verdict"]))
+    assert verdicts["more corruption, worse"] == "not supported"  # a flat line is no trend (it "held" before)
+    one_seed = _synthetic({("clean", 0): 90, ("bottom", .25): 89.99, ("top", .25): 89.99, ("all", 1.0): 60}, seeds=1)
+    judged = claims(one_seed).set_index("claim")
+    assert (judged["verdict"] == "not testable (n = 1)").all()  # a deficit of 0.01 with one seed "held" before
+    assert "raw direction" in judged.loc["corrupted models never fully recover", "evidence"]
 
 
 def test_claims_and_table1_keep_two_schedules_apart():

@@ -374,6 +374,7 @@ def save_analysis(handle: RunHandle, setup: Setup, layers: np.ndarray, epoch: in
               "corrupted_layers": np.array(setup.corruption["layers"], dtype=np.int64)}
     if setup.pretrained_layers is not None:
         arrays["cka_pretrained"] = cka_matrix(layers, setup.pretrained_layers).astype(np.float32)
+        arrays["cka_debiased"] = np.array(1)  # the estimator (readers set an older, biased matrix aside)
     handle.save_analysis(**arrays)
 
 

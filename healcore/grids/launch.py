@@ -239,12 +239,13 @@ def store_status(store: RunStore) -> dict:
                       "completed": sum(1 for i in ids if by_id.get(i) == "completed")})
     attention = []
     if len(runs):
-        needs = runs["state"].isin(["running", "failed", "interrupted"]) | runs["damaged"].map(bool) | runs["failed"]
+        needs = runs["state"].isin(["running", "failed", "interrupted"]) | runs["damaged"].map(bool) | runs["failed"] \
+            | runs["flagged"]
         for r in runs[needs].itertuples():
             attention.append({"run_id": r.run_id, "state": r.state, "error": r.error if r.state == "failed" else None,
                               "damaged": list(r.damaged),
                               "rerun": rerun_plan(r.damaged) if r.damaged and r.state != "running" else None,
-                              "failures": [f for f in r.failures if not
+                              "failures": [f for f in [*r.failures, *r.flags] if not
                                            f.startswith(("failed", "damaged", "diverged"))]})
     counts = flags.summary(runs, cells(runs)) if len(runs) else flags.summary(runs, runs.iloc[0:0])
     return {"store": str(store.root), "runs": len(runs), "states": states, "grids": grids, "attention": attention,

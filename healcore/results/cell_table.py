@@ -2,16 +2,22 @@
 the recovery ratio, the plateau check, and the runs each cell scores. Torch-free.
 
 - cell: every run sharing the experiment and its damage (config.CELL_FIELDS, the layers as side, level and which);
-  its learning rate is the one with the best mean selection score over seeds (validation by default), and the cell
-  reports mean ± std over seeds of the best-epoch test score at that learning rate. A cell exists as soon as one of
-  its runs does (queued, running or failed ones too), so nothing a grid does is a gap. `cell_id` hashes its key.
+  its learning rate is the one with the best mean selection score over seeds (validation by default; a seed that
+  crashed or diverged there counts as the majority-class score, so survivors alone never pick a rate), and the cell
+  reports mean ± std over seeds of the best-epoch test score at that learning rate, flagged where seeds diverged at
+  that rate, where it did not learn, or where a seed strays (`value_flags`; beside it `f1_without_stray`). A cell
+  exists as soon as one of its runs does (queued, running or failed ones too), so nothing a grid does is a gap.
+  `cell_id` hashes its key.
 - line: every cell sharing the experiment (a degradation curve); its clean cell is the reference.
 - healing: best test F1 minus the pre-fine-tuning probe F1 (logistic regression on frozen features).
-- recovery ratio: (F1_cell - F1_all) / (F1_clean - F1_all), with "all" the 100%-corrupted cell; undefined where a
-  reference is itself a convergence failure.
-- convergence failures (per run) and surprises (per cell): flags.py.
+- recovery ratio: (F1_cell - F1_all) / (F1_clean - F1_all), with "all" the 100%-corrupted cell; reported only where
+  clean − all is well above its standard error, with a bootstrap interval and per-seed values, beside the
+  probe-based ratio (F1 - probe) / (F1_clean - probe); undefined where a reference is no measurement.
+- convergence failures and flags (per run) and surprises (per cell): flags.py.
 """
 from __future__ import annotations
+
+import math
 
 import numpy as np
 import pandas as pd
@@ -46,7 +52,8 @@ def cells(runs: pd.DataFrame) -> pd.DataFrame:
     table = pd.DataFrame(out)
     table.insert(0, "cell_id", [cell_id(r) for r in table[keys].to_dict("records")])
     table["reference_failed"] = _reference_failed(table)
-    table["recovery"] = _recovery(table)
+    for column, values in recovery_columns(table).items():
+        table[column] = values
     table["surprises"] = flags.cell_surprises(table, line_keys(table))
     return table
 
@@ -59,18 +66,38 @@ def _selection_scores(runs: pd.DataFrame) -> list[float]:
     return scores
 
 
+def _lr_scores(done: pd.DataFrame, failing: pd.DataFrame, penalty: float) -> pd.Series:
+    """Each learning rate's selection score: the mean over every seed that ended there, a seed that crashed or
+    diverged counting as `penalty` (the majority-class score: what a model that learned nothing gets), so a rate
+    whose seeds diverge is not chosen on its survivors alone. Only rates with a completed run can be chosen."""
+    scores = {}
+    for lr, g in done.groupby("lr"):
+        lost = failing[failing["lr"] == lr]
+        scores[lr] = float(np.mean([*g["select_score"], *[penalty] * len(lost)]))
+    return pd.Series(scores, dtype=float)
+
+
 def _cell(rec: dict, group: pd.DataFrame) -> dict:
     done = group[(group["state"] == "completed") & group["select_score"].notna()]
-    by_lr = done.groupby("lr")["select_score"].mean()
+    failing = group[group["failed"]]
+    majority = done["majority_f1"].dropna()
+    penalty = float(majority.mean()) if len(majority) else (float(done["select_score"].min()) if len(done) else 0.0)
+    by_lr = _lr_scores(done, failing, penalty)
     best_lr = by_lr.idxmax() if len(by_lr) else (group["lr"].iloc[0] if len(group) else np.nan)
     g = done[done["lr"] == best_lr]
-    failing = group[group["failed"]]
-    shown_failing = g[g["failed"]]  # runs whose numbers make up the value the cell shows
+    lost = failing[failing["lr"] == best_lr]
     in_flight = group[group["state"] == "running"]
     progress = [(p or {}).get("epoch", 0) / max(1, (p or {}).get("epochs") or e)
                 for p, e in zip(in_flight["progress"], in_flight["epochs"])]
+    kept_flags = [[f for f in fl if not f.startswith(flags.DAMAGED)] for fl in g["flags"]] if len(g) else []
+    did_not_learn = bool(len(g)) and all(any(f.startswith(flags.DID_NOT_LEARN) for f in fl) for fl in kept_flags)
+    stray = g[[any(f.startswith(flags.STRAY) for f in fl) for fl in kept_flags]] if len(g) else g
+    value_flags = sorted({f for fl in kept_flags for f in fl})
+    if len(lost) and len(g):
+        value_flags.insert(0, f"{len(lost)} of {len(lost) + len(g)} seeds diverged or crashed at this learning rate "
+                              f"(counted against it when it was chosen; the value is the other seeds' mean)")
     rec.update(
-        lr=best_lr, lrs_tried=len(by_lr), n_seeds=len(g), seeds=sorted(g["seed"].tolist()),
+        lr=best_lr, lrs_tried=int(group["lr"].nunique()), n_seeds=len(g), seeds=sorted(g["seed"].tolist()),
         f1=g["test_f1_weighted"].mean() if len(g) else np.nan,
         f1_std=g["test_f1_weighted"].std(ddof=1) if len(g) > 1 else (0.0 if len(g) else np.nan),
         f1_macro=g["test_f1_macro"].mean() if len(g) else np.nan,
@@ -84,7 +111,13 @@ def _cell(rec: dict, group: pd.DataFrame) -> dict:
         n_runs=len(group), n_completed=int((group["state"] == "completed").sum()),
         n_failures=len(failing), failure_run_ids=failing["run_id"].tolist(),
         failures=sorted({f for fl in failing["failures"] for f in fl}),
-        value_failed=bool(len(shown_failing)), value_failures=sorted({f for fl in shown_failing["failures"] for f in fl}),
+        # the value is no measurement only where no run at any rate scored and runs failed
+        value_failed=bool(len(failing)) and not len(g), value_failures=sorted({f for fl in failing["failures"]
+                                                                               for f in fl}) if not len(g) else [],
+        diverged_at_lr=len(lost), did_not_learn=did_not_learn, value_flags=value_flags,
+        value_flagged=bool(value_flags),
+        f1_without_stray=(g[~g["run_id"].isin(stray["run_id"])]["test_f1_weighted"].mean()
+                          if len(stray) and len(stray) < len(g) else np.nan),
         n_running=len(in_flight), n_queued=int((group["state"] == "queued").sum()),
         progress=float(np.mean(progress)) if progress else np.nan)
     return rec
@@ -105,37 +138,111 @@ def line_names(table: pd.DataFrame) -> pd.Series:
 
 
 def _value_failed(table: pd.DataFrame) -> pd.Series:
-    """Per cell, whether the value it shows is a convergence failure (a run at its kept learning rate failed)."""
+    """Per cell, whether it has no measurement (every run at every learning rate crashed or diverged)."""
     return table["value_failed"].astype(bool) if "value_failed" in table else pd.Series(False, index=table.index)
 
 
+def _unusable_reference(table: pd.DataFrame) -> pd.Series:
+    """Per cell, whether it cannot serve as its line's clean reference: no measurement, or a clean model that did not
+    learn (a clean model can: its collapse is a failed fine-tuning, not a finding)."""
+    did_not_learn = table["did_not_learn"].astype(bool) if "did_not_learn" in table else \
+        pd.Series(False, index=table.index)
+    return _value_failed(table) | did_not_learn
+
+
 def _reference_failed(table: pd.DataFrame) -> pd.Series:
-    """Per cell, the reason its line's clean cell cannot serve as a reference (its value is a convergence failure),
+    """Per cell, the reason its line's clean cell cannot serve as a reference (no measurement, or it did not learn),
     else "": recovery ratios and the claims measured against such a clean cell would score noise."""
     out = pd.Series("", index=table.index, dtype=object)
-    failed = _value_failed(table)
+    unusable = _unusable_reference(table)
     for _, g in table.groupby(line_keys(table), dropna=False):
-        clean = g[(g["side"] == "clean") & failed[g.index]]
+        clean = g[(g["side"] == "clean") & unusable[g.index]]
         if len(clean):
             c = clean.iloc[0]
-            reasons = "; ".join(c.get("value_failures") or []) or "convergence failure"
-            out[g.index] = f"its clean cell (F1 {c['f1']:.2f}) is a convergence failure: {reasons}"
+            reasons = "; ".join((c.get("value_failures") or []) + [f for f in (c.get("value_flags") or [])
+                                                                   if f.startswith(flags.DID_NOT_LEARN)])
+            value = f"F1 {c['f1']:.2f}" if np.isfinite(c["f1"]) else "no score"
+            out[g.index] = f"its clean cell ({value}) is no reference: {reasons or 'convergence failure'}"
     return out
 
 
+# ------------------------------------------------------------------------------------------ recovery ratio
+RECOVERY_SE = 3.0  # a ratio is reported only where clean − all exceeds this many standard errors of that gap...
+RECOVERY_MIN_GAP = 5.0  # ...and, where a reference has one seed (no standard error), this many F1 points
+BOOTSTRAP = 1000  # resamples of each cell's seeds for a ratio's 95% interval (fixed seed: the same every time)
+
+
 def _recovery(table: pd.DataFrame) -> pd.Series:
-    """(F1 - F1_all) / (F1_clean - F1_all) per cell; undefined where either reference is a convergence failure."""
-    rec = pd.Series(np.nan, index=table.index)
-    failed = _value_failed(table)
+    """(F1 - F1_all) / (F1_clean - F1_all) per cell, where the gap clean − all is well above its noise (recovery_gap);
+    undefined where a reference is no measurement or did not learn, or where the gap is within noise."""
+    return recovery_columns(table)["recovery"]
+
+
+def recovery_columns(table: pd.DataFrame) -> pd.DataFrame:
+    """Per cell: `recovery` (guarded as above), its bootstrap 95% interval (`recovery_lo`, `recovery_hi`, where every
+    reference and the cell have 2+ seeds), `recovery_per_seed` (seed -> the ratio of that seed's F1 against the
+    references' means, what a comparison tests), `recovery_probe` ((F1 − probe) / (clean − probe): against the damaged
+    model's own probe instead of the all-layers cell), and `recovery_note` (why a ratio is missing)."""
+    out = pd.DataFrame({"recovery": np.nan, "recovery_lo": np.nan, "recovery_hi": np.nan, "recovery_probe": np.nan,
+                        "recovery_note": ""}, index=table.index)
+    out["recovery_per_seed"] = [{} for _ in range(len(table))]
+    if table.empty:
+        return out
+    unusable = _unusable_reference(table)
+    rng = np.random.default_rng(0)
     for _, g in table.groupby(line_keys(table), dropna=False):
-        references = g[(g["side"] == "clean") | ((g["side"] == "all") & g["method"].isin(["reinit", "-"]))]
-        if failed[references.index].any():
+        clean = g[g["side"] == "clean"]
+        c = clean.iloc[0] if len(clean) else None
+        if c is not None and np.isfinite(c["f1"]) and not unusable[clean.index[0]]:
+            probe_gap = c["f1"] - g["probe_f1"]
+            out.loc[g.index, "recovery_probe"] = ((g["f1"] - g["probe_f1"]) / probe_gap).where(probe_gap > 0)
+        full = reinit_only(g[g["side"] == "all"])
+        if c is None or full.empty or unusable[clean.index[0]] or unusable[full.index[0]]:
+            out.loc[g.index, "recovery_note"] = "no usable clean and all-layers cells"
             continue
-        clean = g[g["side"] == "clean"]["f1"].dropna()
-        full = reinit_only(g[g["side"] == "all"])["f1"].dropna()
-        if len(clean) and len(full) and clean.iloc[0] != full.iloc[0]:
-            rec[g.index] = (g["f1"] - full.iloc[0]) / (clean.iloc[0] - full.iloc[0])
-    return rec
+        a = full.iloc[0]
+        gap, note = recovery_gap(c, a)
+        if note:
+            out.loc[g.index, "recovery_note"] = note
+            continue
+        out.loc[g.index, "recovery"] = (g["f1"] - a["f1"]) / gap
+        for i, r in zip(g.index, g.to_dict("records")):
+            out.at[i, "recovery_per_seed"] = {s: (v - a["f1"]) / gap for s, v in (r.get("per_seed") or {}).items()}
+            lo_hi = _bootstrap(r, c, a, rng)
+            if lo_hi:
+                out.loc[i, ["recovery_lo", "recovery_hi"]] = lo_hi
+    return out
+
+
+def recovery_gap(clean, full) -> tuple[float, str]:
+    """(clean − all, "") where that gap is well above its standard error, else (nan, why not)."""
+    gap = float(clean["f1"] - full["f1"])
+    n_c, n_a = int(clean["n_seeds"] or 0), int(full["n_seeds"] or 0)
+    if min(n_c, n_a) >= 2:
+        se = math.sqrt(float(clean["f1_std"]) ** 2 / n_c + float(full["f1_std"]) ** 2 / n_a)
+        if gap <= RECOVERY_SE * se or gap <= 0:
+            return np.nan, (f"clean − all = {gap:.2f} is within {RECOVERY_SE:g} standard errors ({se:.2f}): "
+                            f"no ratio")
+        return gap, ""
+    if gap < RECOVERY_MIN_GAP:
+        return np.nan, (f"clean − all = {gap:.2f} < {RECOVERY_MIN_GAP:g} points with one seed (no standard error): "
+                        f"no ratio")
+    return gap, ""
+
+
+def _bootstrap(cell: dict, clean, full, rng: np.random.Generator) -> tuple[float, float] | None:
+    """A 95% percentile interval of the ratio, resampling each of the three cells' seeds."""
+    values = [np.array(list((x.get("per_seed") if isinstance(x, dict) else x["per_seed"]).values()), dtype=float)
+              for x in (cell, clean, full)]
+    if any(len(v) < 2 for v in values):
+        return None
+    draws = [v[rng.integers(0, len(v), size=(BOOTSTRAP, len(v)))].mean(axis=1) for v in values]
+    gap = draws[1] - draws[2]
+    ratios = np.where(gap > 0, (draws[0] - draws[2]) / np.where(gap > 0, gap, 1), np.nan)
+    ratios = ratios[np.isfinite(ratios)]
+    if len(ratios) < BOOTSTRAP // 2:
+        return None
+    return float(np.percentile(ratios, 2.5)), float(np.percentile(ratios, 97.5))
 
 
 def scored(table: pd.DataFrame) -> pd.DataFrame:
@@ -209,9 +316,9 @@ def healing_speed(table: pd.DataFrame, epochs: pd.DataFrame, share: float = SPEE
 
 
 def _clean_reference(table: pd.DataFrame) -> pd.Series:
-    """Each cell's line's clean F1 (NaN where the line has none, or its clean cell is a convergence failure)."""
+    """Each cell's line's clean F1 (NaN where the line has none, or its clean cell is no reference)."""
     out = pd.Series(np.nan, index=table.index, dtype=float)
-    failed = _value_failed(table)
+    failed = _unusable_reference(table)
     for _, g in table.groupby(line_keys(table), dropna=False):
         clean = g[(g["side"] == "clean") & ~failed[g.index]]["f1"].dropna()
         if len(clean):

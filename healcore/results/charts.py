@@ -17,8 +17,8 @@ from healcore.results.keys import lr_text, side_rank
 
 SIDE_COLOURS = alt.Scale(domain=["bottom", "top"], range=["#d62728", "#1f77b4"])
 FAILURE = "convergence failure (✕ runs)"
-VALUE_FAILED = "thick: the value shown is a convergence failure (✕)"
-OTHER_FAILURES = "dashed: runs at another lr or seed failed (✕N)"
+VALUE_FAILED = "thick: the value shown is flagged (⚠: did not learn, seeds diverged at its lr, or a stray seed)"
+OTHER_FAILURES = "dashed: runs crashed or diverged (✕N), left out"
 IN_FLIGHT = "running or queued"
 NOT_REACHED = "not reached"
 SURPRISE = "surprise: a finding, not a failure"
@@ -50,10 +50,10 @@ def _cell_status(r) -> str:
     return ""
 
 
-def failure_mark(value_failed: bool, failures: int, status: str) -> str:
-    """The outline a heatmap cell gets: its shown value is a failure; runs at another lr or seed failed; in
+def failure_mark(value_flagged: bool, failures: int, status: str) -> str:
+    """The outline a heatmap cell gets: its shown value is flagged (kept); runs crashed or diverged (left out); in
     flight; or none."""
-    if value_failed:
+    if value_flagged:
         return VALUE_FAILED
     if failures:
         return OTHER_FAILURES
@@ -95,14 +95,17 @@ def heatmap_frame(table: pd.DataFrame, value: str) -> pd.DataFrame:
             if np.isinf(number):
                 status = NOT_REACHED
             value_failed = bool(getattr(r, "value_failed", False))
+            flagged = bool(getattr(r, "value_flagged", False))
+            if flagged:
+                why = "; ".join(x for x in (why, *(getattr(r, "value_flags", None) or [])) if x)
             rows.append({
                 "cell_id": r.cell_id, "model": r.model, "dataset": r.dataset,
                 "dataset_path": getattr(r, "dataset_path", r.dataset), "panel": panel,
                 "level": f"{int(round(r.level * 100))}%", "level_order": float(r.level),
                 "setting": setting_label(r.side, r.level), "value": number if np.isfinite(number) else np.nan,
                 "std": r.f1_std, "seeds": int(r.n_seeds), "lr": lr_text(r.lr), "runs": int(r.n_runs),
-                "failures": int(r.n_failures), "why_failed": why, "value_failed": value_failed,
-                "mark": failure_mark(value_failed, int(r.n_failures), status),
+                "failures": int(r.n_failures), "why_failed": why, "value_failed": flagged,
+                "mark": failure_mark(flagged, int(r.n_failures), status),
                 "surprise": bool(r.surprises), "why_surprising": "; ".join(r.surprises) if r.surprises else "",
                 "status": status})
     frame = pd.DataFrame(rows)
@@ -112,10 +115,11 @@ def heatmap_frame(table: pd.DataFrame, value: str) -> pd.DataFrame:
     return frame
 
 
-def _cell_text(value: float, failures: int, value_failed: bool, status: str) -> str:
+def _cell_text(value: float, failures: int, flagged: bool, status: str) -> str:
+    """A cell's label: its value (⚠ where flagged, but kept), or its status; ✕N: N runs crashed or diverged."""
     text = f"{value:.1f}" if np.isfinite(value) else status
-    if value_failed:
-        return f"✕ {text}"
+    if flagged and np.isfinite(value):
+        text = f"⚠ {text}"
     if failures:
         text += f" ✕{failures}"
     return text
@@ -404,21 +408,29 @@ def cka_small_multiples(frame: pd.DataFrame, columns: int = FACET_COLUMNS) -> al
         facet=alt.Facet("setting:N", title=None, sort=setting_order(frame)), columns=columns)
 
 
+LINE_SIDE_COLOURS = alt.Scale(domain=["bottom", "top", "all"], range=["#d62728", "#1f77b4", "#7b4173"])
+
+
 def layer_similarity(frame: pd.DataFrame, y: str, y_title: str) -> alt.FacetChart:
-    """Per layer, the mean similarity of the healed layer to the same layer of a reference model, bottom (red)
-    vs top (blue) corruption, one panel per level; diamonds: layers that were corrupted."""
+    """Per layer, the mean similarity of the healed layer to the same layer of a reference model, bottom (red),
+    top (blue) and all layers (purple), one panel per level; diamonds: layers that were corrupted; a dotted rule at
+    0, the debiased CKA of unrelated representations (chance)."""
     order = sorted(frame["layer"].unique(), key=lambda n: frame[frame["layer"] == n]["depth"].iloc[0])
-    frame = frame.assign(layer_kind=np.where(frame["corrupted"], "corrupted", "kept"))
-    base = alt.Chart(frame).encode(
-        x=alt.X("layer:N", sort=order, title="layer", axis=alt.Axis(labelAngle=-40)),
-        y=alt.Y(f"{y}:Q", title=y_title, scale=alt.Scale(domain=[0, 1])),
-        color=alt.Color("side:N", scale=SIDE_COLOURS, title="corrupted from the", legend=BELOW),
+    frame = frame.assign(layer_kind=np.where(frame["corrupted"], "corrupted", "kept"), chance="chance (0)")
+    low = min(0.0, float(np.nanmin(frame[y]))) if frame[y].notna().any() else 0.0
+    base = alt.Chart().encode(
+        x=alt.X("layer:N", sort=order, title="layer", axis=alt.Axis(labelAngle=-40, labelOverlap=False)),
+        y=alt.Y(f"{y}:Q", title=y_title, scale=alt.Scale(domain=[low, 1])),
+        color=alt.Color("side:N", scale=LINE_SIDE_COLOURS, title="corrupted from the", legend=BELOW),
         tooltip=["setting", "layer", alt.Tooltip(f"{y}:Q", format=".3f"), "runs"])
     points = base.mark_point(size=60, filled=True).encode(
         shape=alt.Shape("layer_kind:N", title="layer", scale=alt.Scale(domain=["corrupted", "kept"],
                                                                        range=["diamond", "circle"]),
                         legend=BELOW))
-    return alt.layer(base.mark_line(), points).properties(width=PANEL_WIDTH, height=170).facet(
+    chance = alt.Chart().mark_rule(color="gray").encode(
+        y=alt.datum(0), strokeDash=alt.StrokeDash("chance:N", title=None, legend=BELOW,
+                                                   scale=alt.Scale(domain=["chance (0)"], range=[[2, 3]])))
+    return alt.layer(base.mark_line(), points, chance, data=frame).properties(width=PANEL_WIDTH, height=170).facet(
         facet=alt.Facet("level_label:N", title=None), columns=FACET_COLUMNS)
 
 
@@ -426,7 +438,7 @@ def weight_movement(frame: pd.DataFrame) -> alt.FacetChart:
     """Relative weight movement ||W_T - W_0|| / ||W_0|| per block during fine-tuning, per corruption setting."""
     order = sorted(frame["block"].unique(), key=lambda b: frame[frame["block"] == b]["order"].iloc[0])
     return alt.Chart(frame).mark_bar().encode(
-        x=alt.X("block:N", sort=order, title="block", axis=alt.Axis(labelAngle=-40)),
+        x=alt.X("block:N", sort=order, title="block", axis=alt.Axis(labelAngle=-40, labelOverlap=False)),
         y=alt.Y("movement:Q", title="relative weight movement"),
         color=alt.Color("corrupted:N", title="block was corrupted",
                         scale=alt.Scale(domain=[True, False], range=["#d62728", "#9e9e9e"]),

@@ -206,6 +206,8 @@ def _prepared(side: Side, keys: list[str], own: list[str], metric: str, relative
     by_run = _run_values(side, metric)
     out["per_seed_value"] = [{by_run[i][0]: by_run[i][1] for i in (ids or []) if i in by_run}
                              for ids in out["run_ids"]]
+    if metric == "recovery" and "recovery_per_seed" in out:  # each seed's ratio against its line's references
+        out["per_seed_value"] = [dict(d) if isinstance(d, dict) else {} for d in out["recovery_per_seed"]]
     if relative:
         clean = _clean_of(out, keys + own)
         out["value"] = 100 * out["value"] / clean
@@ -262,14 +264,29 @@ def _row(r: dict, keys: list[str], own: list[str], a: Side, b: Side, metric: str
         out[f"{s}_run_ids"] = list(r.get(f"all_run_ids_{s}") or []) if here else []
         out[f"{s}_value_failed"] = bool(r.get(f"value_failed_{s}")) if here else False
         out[f"{s}_why_failed"] = "; ".join(r.get(f"value_failures_{s}") or []) if here else ""
-        shown = int(bool(out[f"{s}_value_failed"]))
-        out[f"{s}_other_failures"] = max(0, int(r.get(f"n_failures_{s}") or 0) - shown) if here else 0
+        # runs that crashed or diverged beside a value that stands (all of them where none stands: value_failed)
+        out[f"{s}_other_failures"] = int(r.get(f"n_failures_{s}") or 0) if here and not out[f"{s}_value_failed"] \
+            else 0
         out[f"{s}_per_seed"] = r.get(f"per_seed_value_{s}") or {} if here else {}
+        out[f"{s}_flags"] = list(r.get(f"value_flags_{s}") or []) if here else []  # kept, but to be known
         out[f"{s}_in_flight"] = int(r.get(f"n_running_{s}") or 0) + int(r.get(f"n_queued_{s}") or 0) if here else 0
     out["status"] = _status(present, out)
     measured = out["status"] == ""
     out["delta"] = out["a"] - out["b"] if measured else np.nan
     out["test"], out["p"] = _test(out) if measured else (out["status"], np.nan)
+    out["seeds_needed"] = None
+    if measured and out["test"].startswith("paired"):
+        common = sorted(set(out["a_per_seed"]) & set(out["b_per_seed"]))
+        diffs = [out["a_per_seed"][k] - out["b_per_seed"][k] for k in common]
+        if len(common) < max(len(out["a_per_seed"]), len(out["b_per_seed"])):
+            # the difference shown is the one tested: over the paired seeds only
+            out["delta"] = float(np.mean(diffs))
+            out["test"] += f" (A − B over those {len(common)} paired seeds)"
+        out["seeds_needed"] = seeds_needed(float(np.mean(diffs)), float(np.std(diffs, ddof=1)))
+    elif measured and out["test"].startswith("Welch"):
+        sa, sb = list(out["a_per_seed"].values()), list(out["b_per_seed"].values())
+        sd = math.sqrt((np.var(sa, ddof=1) + np.var(sb, ddof=1)))  # the sd of one seed's A − B, unpaired
+        out["seeds_needed"] = seeds_needed(out["delta"], sd)
     return out
 
 
@@ -301,8 +318,6 @@ def _status(present: str, row: dict) -> str:
 
 def _test(row: dict) -> tuple[str, float]:
     """(the test, its p-value) for a measured row; no test where a side has one seed."""
-    from scipy import stats
-
     sa, sb = row["a_per_seed"], row["b_per_seed"]
     na, nb = row["a_n"], row["b_n"]
     if min(na, nb) < 2 or min(len(sa), len(sb)) < 2:
@@ -310,15 +325,51 @@ def _test(row: dict) -> tuple[str, float]:
         return (f"n = {n}, no test" if n <= 1 else "no per-seed values, no test"), np.nan
     if not all(map(np.isfinite, [*sa.values(), *sb.values()])):
         return "some seeds never reached it, no test", np.nan
+    return seed_test(sa, sb)
+
+
+def seed_test(sa: dict, sb: dict, alternative: str = "two-sided") -> tuple[str, float]:
+    """(the test's name, its p) of A against B over their seeds (seed -> value): a paired t-test over the seeds both
+    have where 2 or more pair (same seed, same data order and head), else Welch's t-test; `alternative` "less" tests
+    A < B. No spread (every difference equal, or every value) is no test: (name, nan), with no warning printed."""
+    import warnings
+
+    from scipy import stats
+
     common = sorted(set(sa) & set(sb))
-    if len(common) >= 2:
-        res = stats.ttest_rel([sa[s] for s in common], [sb[s] for s in common])
-        name = f"paired t-test over {len(common)} seeds"
-    else:
-        res = stats.ttest_ind(list(sa.values()), list(sb.values()), equal_var=False)
-        name = f"Welch's t-test ({len(sa)} vs {len(sb)} seeds)"
-    p = float(res.pvalue)
+    with warnings.catch_warnings(), np.errstate(all="ignore"):
+        warnings.simplefilter("ignore", RuntimeWarning)  # scipy's precision-loss warning on near-equal seeds
+        if len(common) >= 2:
+            a, b = [sa[s] for s in common], [sb[s] for s in common]
+            diffs = np.subtract(a, b)
+            res = stats.ttest_rel(a, b, alternative=alternative) if np.ptp(diffs) > 1e-12 * max(1, abs(diffs).max()) \
+                else None
+            name = f"paired t-test over {len(common)} seeds"
+        else:
+            a, b = list(sa.values()), list(sb.values())
+            spread = np.ptp(a) + np.ptp(b) if len(a) > 1 and len(b) > 1 else 0.0
+            res = stats.ttest_ind(a, b, equal_var=False, alternative=alternative) if spread > 0 else None
+            name = f"Welch's t-test ({len(sa)} vs {len(sb)} seeds)"
+    p = float(res.pvalue) if res is not None else np.nan
     return (name, p) if np.isfinite(p) else (f"{name}: no spread, no test", np.nan)
+
+
+def seeds_needed(delta: float, sd: float, alpha: float = ALPHA, power: float = 0.8, tests: int = 1) -> int | None:
+    """How many paired seeds a paired t-test needs to find a difference `delta` with power `power` at `alpha`
+    (Bonferroni over `tests` cells, a close bound on Holm's first step), given the differences' sd; None without
+    a difference or a spread. The t quantiles are iterated: at small n they are far above the normal's."""
+    from scipy import stats
+
+    if not (np.isfinite(delta) and np.isfinite(sd)) or delta == 0 or sd <= 0:
+        return None
+    level = alpha / max(1, tests)
+    for n in range(2, 10_000):
+        df = n - 1
+        t_crit = stats.t.ppf(1 - level / 2, df)
+        noncentral = abs(delta) / sd * math.sqrt(n)
+        if stats.nct.sf(t_crit, df, noncentral) >= power:
+            return n
+    return None
 
 
 def adjust(p: np.ndarray, correction: str) -> np.ndarray:

@@ -32,14 +32,18 @@ def compare_frame(result: pd.DataFrame) -> pd.DataFrame:
                   "a_n": r["a_n"], "b_n": r["b_n"], "a_lr": lr_text(r["a_lr"]), "b_lr": lr_text(r["b_lr"]),
                   "test": r["test"], "p": r["p"], "p_adj": r["p_adj"], "status": r["status"],
                   "significant": bool(r["significant"]),
-                  "a_failures": r["a_why_failed"] or (f"{r['a_other_failures']} run(s) at another lr or seed"
-                                                      if r["a_other_failures"] else ""),
-                  "b_failures": r["b_why_failed"] or (f"{r['b_other_failures']} run(s) at another lr or seed"
-                                                      if r["b_other_failures"] else "")}
+                  "a_failures": _why(r, "a"), "b_failures": _why(r, "b")}
         for panel in both_panels(r["side"]):
             for view in VIEWS:
                 rows.append({**common, "panel": panel, "view": view, **_view_cell(r, view)})
     return pd.DataFrame(rows)
+
+
+def _why(r: dict, s: str) -> str:
+    """A side's failures and flags in words, for the tooltip."""
+    parts = [r[f"{s}_why_failed"], *(r.get(f"{s}_flags") or []),
+             f"{r[f'{s}_other_failures']} run(s) crashed or diverged, left out" if r[f"{s}_other_failures"] else ""]
+    return "; ".join(p for p in parts if p)
 
 
 def _view_cell(r: dict, view: str) -> dict:
@@ -50,21 +54,23 @@ def _view_cell(r: dict, view: str) -> dict:
             label = f"{value:+.1f}" + (STAR if r["significant"] else "")
         else:
             label = r["status"]
-        failed = r["a_value_failed"] or r["b_value_failed"]
-        return {"value": value, "label": label, "mark": VALUE_FAILED if failed else ""}
+        flagged = bool(r.get("a_flags") or r.get("b_flags"))
+        return {"value": value, "label": label, "mark": VALUE_FAILED if flagged else ""}
     s = "a" if view == "A" else "b"
     present = r["status"] != ("only in B" if s == "a" else "only in A")
     value = r[s] if present else np.nan
+    flagged = bool(r.get(f"{s}_flags"))
     if not present:
         label = "absent"
     elif r[f"{s}_value_failed"]:
-        label = f"✕ {value:.1f}" if np.isfinite(value) else "✕ failed"
+        label = "✕ failed"
     elif np.isfinite(value):
-        label = f"{value:.1f}" + (f" ✕{r[f'{s}_other_failures']}" if r[f"{s}_other_failures"] else "")
+        label = ("⚠ " if flagged else "") + f"{value:.1f}" + (f" ✕{r[f'{s}_other_failures']}"
+                                                             if r[f"{s}_other_failures"] else "")
     else:
         label = "in flight" if r[f"{s}_in_flight"] else "no score"
-    mark = VALUE_FAILED if r[f"{s}_value_failed"] else (OTHER_FAILURES
-                                                         if r[f"{s}_other_failures"] else "")
+    mark = VALUE_FAILED if flagged else (OTHER_FAILURES if r[f"{s}_other_failures"] or r[f"{s}_value_failed"]
+                                         else "")
     return {"value": value, "label": label, "mark": mark}
 
 

@@ -77,19 +77,49 @@ def tidy(result: pd.DataFrame) -> pd.DataFrame:
     return out.reset_index(drop=True)
 
 
-def caption(result: pd.DataFrame) -> str:
-    """The table's caption: what A and B are, what a cell holds, the tests and the correction."""
+def caption(result: pd.DataFrame, mark: str = MARK) -> str:
+    """The comparison's caption, on every page, in the report and the CLI alike: what A and B are, what a cell
+    holds, the tests and the correction, how much power the seeds give, and which cells are no measurement."""
     a, b, metric = result.attrs["a"], result.attrs["b"], result.attrs["metric"]
     tests = sorted({t.split(" over ")[0].split(" (")[0] for t in result["test"] if "t-test" in t and "no test" not in t})
     tested = int(result["p"].notna().sum())
-    text = (f"A: {a}; B: {b}. Each cell: A / B / A − B of the {METRICS[metric]}"
-            + (" as a share (%) of each side's own clean cell" if result.attrs.get("relative") else "")
-            + ", each side at its own best learning rate per cell. "
-            + (f"{MARK}: significant at α = {ALPHA} after {result.attrs['correction']} correction over the "
-               f"{tested} cells tested ({'; '.join(tests)})." if tested else "No cell could be tested.")
-            + " Cells without a mark: not significant, or no test (one seed on a side, or no spread between seeds).")
-    notes = result.attrs.get("notes") or []
-    return text + (" " + " ".join(n[0].upper() + n[1:] + "." for n in notes) if notes else "")
+    significant = int(result["significant"].sum()) if "significant" in result else 0
+    parts = [f"A: {a}; B: {b}. Each cell: A / B / A − B of the {METRICS[metric]}"
+             + (" as a share (%) of each side's own clean cell (two different models)"
+                if result.attrs.get("relative") else "")
+             + ", each side at its own best learning rate per cell.",
+             (f"{mark}: significant at α = {ALPHA} after {result.attrs['correction']} correction over the "
+              f"{tested} cells tested ({'; '.join(tests)}): {significant} cell(s)." if tested
+              else "No cell could be tested."),
+             "Cells without a mark: not significant, or no test (one seed on a side, or no spread between seeds)."]
+    parts += [power_note(result)] if tested else []
+    parts += [n[0].upper() + n[1:] + "." for n in result.attrs.get("notes") or []]
+    odd = result[result["status"] != ""]["status"].value_counts()
+    if len(odd):
+        parts.append("No measurement in: " + ", ".join(f"{n} cell(s) {s}" for s, n in odd.items()) + ".")
+    return " ".join(p for p in parts if p)
+
+
+def power_note(result: pd.DataFrame) -> str:
+    """What the seeds can show: with 2 seeds a paired test has 1 degree of freedom (the |t| the correction needs is
+    said), and how many seeds the observed spread would need for 80% power."""
+    from scipy import stats
+
+    tested = result[result["p"].notna()]
+    m = len(tested)
+    if not m:
+        return ""
+    n = tested["test"].str.extract(r"over (\d+) seeds")[0].astype(float).min()
+    text = ""
+    if n == 2:
+        t_needed = stats.t.ppf(1 - ALPHA / (2 * m), 1)
+        text = (f"With 2 paired seeds a t-test has 1 degree of freedom: after correcting over {m} cell(s) it needs "
+                f"|t| > {t_needed:.1f}, so it can hardly ever be significant.")
+    unclear = tested[~tested["significant"]]["seeds_needed"].dropna() if "seeds_needed" in tested else []
+    if len(unclear):
+        text += (f" At the spread observed, the cells not significant would need a median of "
+                 f"{int(np.median(unclear))} paired seeds each for 80% power.")
+    return text.strip()
 
 
 def export(result: pd.DataFrame, style: str = "md") -> str:

@@ -5,8 +5,8 @@ Recovers Corrupted Language Models. arXiv:2406.14459. Every weighted-F1 figure o
 healcore/reference/paper_tables.csv (its README describes the columns). Torch-free.
 
 The paper ran one seed per cell (no spread, no test). A paper cell at or below its task's majority-class F1 plus
-flags.COLLAPSE_MARGIN predicted one class (the paper's own text calls 16.98 on Emotion such an outlier): it is a
-convergence failure here too, never a measurement of healing.
+flags.COLLAPSE_MARGIN predicted one class (the paper's own text calls 16.98 on Emotion such an outlier): as in a
+store, it did not learn, and stays a measurement (a model that did not heal), flagged.
 """
 from __future__ import annotations
 
@@ -47,8 +47,10 @@ def paper_cells() -> pd.DataFrame:
                      "pooling": r.pooling, "mode": "linear_probe" if r.mode == "probe" else r.mode,
                      "method": "reinit", "table": r.table, "f1": float(r.f1_weighted), "f1_std": 0.0, "n_seeds": 1,
                      "seeds": [], "per_seed": {}, "lr": float("nan"), "run_ids": [], "all_run_ids": [],
-                     "n_runs": 1, "n_failures": int(collapsed), "failures": why, "value_failed": collapsed,
-                     "value_failures": why, "n_running": 0, "n_queued": 0, "surprises": [], "source": NAME})
+                     "n_runs": 1, "n_failures": 0, "failures": [], "value_failed": False, "value_failures": [],
+                     "did_not_learn": collapsed, "value_flags": [f"did not learn: {w}" for w in why],
+                     "value_flagged": collapsed, "diverged_at_lr": 0, "n_running": 0, "n_queued": 0,
+                     "surprises": [], "source": NAME})
     table = pd.DataFrame(rows)
     table.insert(0, "cell_id", [cell_id(r) for r in table.to_dict("records")])
     return table

@@ -23,7 +23,8 @@ def table1(table: pd.DataFrame, value: str = "f1") -> pd.DataFrame:
         for side in both_panels(r.side):
             out[(r.line, int(round(r.level * 100)), r.dataset, side)] = {
                 "mean": getattr(r, value), "std": r.f1_std if value == "f1" else np.nan,
-                "failures": int(r.n_failures), "surprise": bool(r.surprises)}
+                "failures": int(r.n_failures), "surprise": bool(r.surprises),
+                "flagged": bool(getattr(r, "value_flagged", False))}
     if not out:
         return pd.DataFrame()
     index = sorted({(m, l) for (m, l, _, _) in out})
@@ -51,14 +52,17 @@ def _fmt(cell, style: str) -> str:
     if cell.get("failures"):  # the marks of every format, CSV included, are the ones note() explains
         n = cell["failures"]
         text += {"markdown": f" †{n}", "latex": f"$^{{\\dagger {n}}}$", "csv": f" †{n}"}[style]
+    if cell.get("flagged"):
+        text += {"markdown": " §", "latex": "$^\\S$", "csv": " §"}[style]
     if cell.get("surprise"):
         text += {"markdown": " ‡", "latex": "$^\\ddagger$", "csv": " ‡"}[style]
     return text.strip()
 
 
 TABLE1_NOTE = ("Bold: the higher of bottom/top at that level. †N: N runs of the cell (any learning rate or seed) "
-               "had a convergence failure (failed, collapsed, flat loss, damaged or a seed far from its siblings). "
-               "‡: a surprise, a finding rather than a failure (off its neighbours' trend, or above a cell with "
+               "had a convergence failure (crashed or diverged: left out, counted against their learning rate). "
+               "§: the value is kept but flagged (the model did not learn, seeds diverged at its learning rate, or a "
+               "seed strays from its siblings). ‡: a surprise, a finding rather than a failure (off its neighbours' trend, or above a cell with "
                "less corruption).")
 
 

@@ -225,18 +225,33 @@ def curves(s: Study) -> list[str]:
 def healing(s: Study) -> list[str]:
     if not len(s.reinit):
         return []
-    frame = s.reinit[["model", "dataset", "side", "level", "probe_f1", "f1", "healing", "recovery"]].sort_values(
-        ["model", "dataset", "level", "side"]).assign(level=lambda d: (100 * d["level"]).round().astype(int))
+    t = s.reinit
+    frame = t[["model", "dataset", "side", "level", "probe_f1", "f1", "healing", "recovery"]].assign(
+        **{"recovery 95% CI": [f"[{lo:.2f}, {hi:.2f}]" if np.isfinite(lo) else "–"
+                               for lo, hi in zip(t["recovery_lo"], t["recovery_hi"])],
+           "recovery vs probe": t["recovery_probe"]}).sort_values(["model", "dataset", "level", "side"]).assign(
+        level=lambda d: (100 * d["level"]).round().astype(int))
+    missing = sorted({n for n in t["recovery_note"] if n})
     return ["### Damage and healing", "",
             "Probe F1 is a logistic regression on the frozen corrupted model's features before fine-tuning; "
-            "healing = F1 after fine-tuning − probe F1; recovery = (F1 − F1_all) / (F1_clean − F1_all).", "",
-            _md(frame.rename(columns={"level": "level %", "probe_f1": "probe F1", "f1": "F1"})), ""]
+            "healing = F1 after fine-tuning − probe F1; recovery = (F1 − F1_all) / (F1_clean − F1_all), given only "
+            f"where clean − all exceeds {results.cell_table.RECOVERY_SE:g} standard errors (or "
+            f"{results.cell_table.RECOVERY_MIN_GAP:g} points with one seed), with a 95% bootstrap interval over "
+            "seeds; recovery vs probe = (F1 − probe) / (F1_clean − probe).", "",
+            _md(frame.rename(columns={"level": "level %", "probe_f1": "probe F1", "f1": "F1"})), ""] + \
+        (["No recovery ratio where: " + "; ".join(missing) + ".", ""] if missing else [])
 
 
 def claims(s: Study) -> list[str]:
     if not len(s.reinit):
         return []
-    lines = ["## The paper's claims, judged on these runs", "", _md(results.claims(s.reinit)), ""]
+    lines = ["## The paper's claims, judged on these runs", "",
+             "Each claim is decided by tests over seeds, never by a raw comparison: (1) each corrupted cell below its "
+             "clean cell, (2) F1 falling with the share of layers corrupted (a one-sided slope test per side over "
+             "every seed), (3) bottom below top at each level; one-sided, paired over seeds where they pair (else "
+             "Welch's), each claim's p-values Holm-corrected together over the table. \"holds\": every test "
+             "significant; \"mixed\": some; \"not supported\": none; with one seed a cell has no spread: \"not "
+             "testable (n = 1)\", with the raw direction beside it.", "", _md(results.claims(s.reinit)), ""]
     rising = s.flat[s.flat["verdict"] == "still rising"] if len(s.flat) else s.flat
     if len(rising):
         lines += ["Caveat: the clean model was still rising at the last epoch on " + ", ".join(
@@ -246,22 +261,29 @@ def claims(s: Study) -> list[str]:
     if len(tests):
         tests = tests.assign(level=(100 * tests["level"]).round().astype(int))
         lines += ["### Bottom vs top: paired t-tests", "",
-                  "Paired over seeds within a dataset (same seed, same data, bottom vs top at the same level); "
-                  "p-values are two-sided and uncorrected.", "", _md(tests), ""]
+                  "Paired over seeds within a dataset (same seed, same data, bottom vs top at the same level), and "
+                  "over datasets (cell means); p-values are two-sided, `p_adj` Holm-corrected over the table.", "",
+                  _md(tests), ""]
     return lines
 
 
 def flags_section(runs: pd.DataFrame, table: pd.DataFrame) -> list[str]:
-    """Convergence failures (per run) and surprises (per cell), with the counts every page shows."""
+    """Convergence failures and flags (per run) and surprises (per cell), with the counts every page shows and each
+    rule in one sentence."""
     counts = flags.summary(runs, table)
-    lines = ["## Convergence failures and surprises", "", f"{flags.summary_line(counts)}.", ""]
-    failed = runs[runs["failed"]] if len(runs) else runs
-    if len(failed):
-        lines += ["Convergence failures (per run; the number is not a measurement of healing):", ""]
-        for r in failed.itertuples():
-            lines.append(f"- `{r.run_id}` ({r.model}, {r.dataset}, {results.setting_label(r.side, r.level)}, "
-                         f"{r.pooling} pooling, {r.mode}, lr {lr_text(r.lr)}, seed {r.seed}): {'; '.join(r.failures)}")
-        lines.append("")
+    lines = ["## Convergence failures, flags and surprises", "", f"{flags.summary_line(counts)}.", "",
+             "The rules:", ""] + [f"- {rule}" for rule in flags.RULES.values()] + [""]
+    for title, column, mask in (
+            ("Convergence failures (per run; no score, left out of its cell):", "failures", "failed"),
+            ("Flagged runs (per run; kept as measurements):", "flags", "flagged")):
+        chosen = runs[runs[mask]] if len(runs) and mask in runs else runs.iloc[0:0]
+        if len(chosen):
+            lines += [title, ""]
+            for r in chosen.to_dict("records"):
+                lines.append(f"- `{r['run_id']}` ({r['model']}, {r['dataset']}, "
+                             f"{results.setting_label(r['side'], r['level'])}, {r['pooling']} pooling, {r['mode']}, "
+                             f"lr {lr_text(r['lr'])}, seed {r['seed']}): {'; '.join(r[column])}")
+            lines.append("")
     odd = table[table["surprises"].map(bool)] if len(table) else table
     if len(odd):
         lines += ["Surprises (per cell; findings about the model, not failures):", ""]

@@ -93,7 +93,7 @@ def write_run(store: RunStore, cfg: RunConfig, f1: float, L: int, classes: list[
 
         atomic_write_npz(files.analysis, layers=healed.astype(np.float16), index=np.arange(n),
                          epoch=np.array(cfg.epochs), corrupted_layers=np.array(layers, dtype=np.int64),
-                         cka_pretrained=cka_matrix(healed, base).astype(np.float32))
+                         cka_pretrained=cka_matrix(healed, base).astype(np.float32), cka_debiased=np.array(1))
     return files
 
 

@@ -13,7 +13,7 @@ runs/<run_id>/
   probe.json      the pre-fine-tuning damage probe
   summary.json    best epoch, selected metrics, probe, corruption report, data sizes, timings, weight movement
   analysis.npz    per-layer representations of a fixed test sample at the best epoch, CKA to the pretrained model
-  analysis-vs-<run_id>.npy  CKA to the clean fine-tuned run <run_id> (a cache, made by analysis.py)
+  analysis-cka-vs-<run_id>.npy  debiased CKA to the clean fine-tuned run <run_id> (a cache, made by analysis.py)
   features/       before.npz, best.npz: X, labels, predictions (numpy, no pickle);
                   <which>.<tsne|umap>.npz: projection caches
   checkpoint/     latest.json -> epoch-N/ (safetensors + JSON); removed when the run completes
@@ -100,8 +100,9 @@ class RunFiles:
         return self.dir / "confusion" / f"epoch-{epoch}.npz"
 
     def similarity_cache(self, other_run_id: str) -> Path:
-        """CKA of this run's layers against another run's (analysis.py), cached."""
-        return self.dir / f"analysis-vs-{other_run_id}.npy"
+        """CKA of this run's layers against another run's (analysis.py, debiased), cached. (The name changed with
+        the estimator: a cache of the older, biased one is never read.)"""
+        return self.dir / f"analysis-cka-vs-{other_run_id}.npy"
 
     def projection(self, which: str, method: str) -> Path:
         """The 2-D projection cache of features(which)."""
