@@ -188,7 +188,7 @@ def load_nonempty() -> tuple[str, pd.DataFrame]:
 
 def empty_store_notice(root: str) -> None:
     st.info(f"No runs in `{root}` yet. Start with the **demo** grid on the Launch page "
-            f"(minilm-l6 on a slice of SST-2, about 10 minutes on a 2-core CPU), or run "
+            f"(minilm-l6 on a slice of SST-2; Launch estimates its time on this machine before you start), or run "
             f"`healcore grid demo` in a terminal.")
     try:
         st.page_link(page("Launch"), label="Go to Launch", icon=":material/rocket_launch:")

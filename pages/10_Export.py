@@ -46,7 +46,8 @@ def main() -> None:
     root, runs = common.load_nonempty()
     table = common.cell_filters(common.load_cells(root))
     common.flag_banner(runs, common.load_cells(root))
-    value = common.url_selectbox("Value", ["f1", "f1_macro", "accuracy", "healing", "recovery"], key="value")
+    value = common.url_selectbox("Value", ["f1", "f1_macro", "accuracy", "healing", "recovery"], key="value",
+                                 format_func=lambda v: compare.METRICS.get(v, v))
     st.subheader("Table 1 layout")
     caption = results.recipe_caption(runs[runs["state"] == "completed"])
     md = results.export_table1(table, "markdown", value, caption=caption)
@@ -54,8 +55,6 @@ def main() -> None:
         csv = results.export_table1(table, "csv", value)
         st.dataframe(pd.read_csv(io.StringIO(csv), dtype=str).fillna(""), hide_index=True, width="stretch")
         st.caption(f"{caption} {results.note('csv')}")  # the marks of the table shown, which is the CSV
-        with st.expander("Markdown"):
-            st.code(md, language="markdown")
         c = st.columns(3)
         c[0].download_button("Markdown", md, "table1.md", "text/markdown")
         c[1].download_button("LaTeX", results.export_table1(table, "latex", value, caption=caption), "table1.tex",

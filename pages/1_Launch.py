@@ -14,7 +14,7 @@ from healcore.core.errors import HealcoreError
 from healcore.core.model_facts import DERIVED, SHORT_NAMES
 from healcore.core.paths import check_spec_paths, confine
 from healcore.grids import spec as grids
-from healcore.grids.execution import Execution
+from healcore.grids.execution import Execution, gpu_count
 from healcore.grids.fusion import MAX_MEMBERS
 from healcore.grids.launch import cancel, grid_error, launch
 from healcore.grids.plan import GridPlan, make_plan
@@ -163,9 +163,11 @@ def execution_choice() -> Execution | str:
                                   "ray://head:10001, or head:6379; the run store must be on storage every node "
                                   "mounts at the same path").strip() or "auto"
     workers = c[2].number_input("Runs at a time", 1, 64, 1, help="Local worker processes (CPU cores are shared)")
-    runs_per_gpu = c[3].number_input("Runs per GPU", 1, 32, 1,
-                                     help="With GPUs: runs sharing each card (small models: 8-12 on an H100); "
-                                          "replaces 'Runs at a time'. Under Ray: a fractional GPU request.")
+    runs_per_gpu = 1
+    if address or gpu_count():  # offered where there is a GPU to share (here, or on the cluster)
+        runs_per_gpu = c[3].number_input("Runs per GPU", 1, 32, 1,
+                                         help="With GPUs: runs sharing each card (small models: 8-12 on an H100); "
+                                              "replaces 'Runs at a time'. Under Ray: a fractional GPU request.")
     fuse = speed_choice(address is not None)
     try:
         return Execution(executor="ray" if address else "local", address=address, workers=int(workers),

@@ -68,8 +68,9 @@ def two_conditions(root: str, runs, table, by: str, metric: str, fixed: bool, sh
         st.warning("Neither side has cells under these filters.")
         return
     frame = compare_charts.compare_frame(result)
-    event = st.altair_chart(compare_charts.compare_heatmap(frame, a.name, b.name, metric, fixed), on_select="rerun",
-                            key="compare-chart")
+    chart = compare_charts.compare_heatmap(frame, a.name, b.name, metric, fixed,
+                                           relative=bool(result.attrs.get("relative")))
+    event = st.altair_chart(chart, on_select="rerun", key="compare-chart")
     common.selected_cell(event, "compare-chart", field="align")
     st.caption(comparing.caption(result) + " Click a cell of the difference to list both sides' runs.")
     comparing.runs_of_selected(chosen, result, key="compare-runs")

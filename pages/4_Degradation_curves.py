@@ -66,10 +66,11 @@ def two_conditions(root: str, runs, table, by: str) -> None:
         st.warning("Neither side has a scored cell under these filters.")
         return
     metric = "f1"
-    event = st.altair_chart(compare_charts.compare_curves(frame, metric), on_select="rerun", key="compare-curves")
+    chart = compare_charts.compare_curves(frame, metric, relative=bool(result.attrs.get("relative")))
+    event = st.altair_chart(chart, on_select="rerun", key="compare-curves")
     common.selected_cell(event, "compare-curves", field="align")
-    st.caption("A solid, B dashed; bands: ± one standard deviation over seeds; cells whose value is a convergence "
-               "failure are left out. " + comparing.caption(result) + " Click a point to list both sides' runs.")
+    st.caption("A solid, B dashed; bands: ± one standard deviation over seeds; cells with no measurement (every run "
+               "crashed or diverged) are left out, flagged values (⚠) are drawn. " + comparing.caption(result) + " Click a point to list both sides' runs.")
     comparing.runs_of_selected(chosen, result, key="compare-curve-runs")
     st.subheader("The paper's claims, on A and on B")
     verdicts = [results.claims(results.reinit_only(side.cells)).assign(side=name)

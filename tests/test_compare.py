@@ -320,6 +320,7 @@ def test_the_export_page_offers_the_comparison_tables(pooled):
     assert not at.exception
     labels = [b.label for b in at.get("download_button")]
     assert labels.count("LaTeX") == 2 and labels.count("Markdown") == 2  # Table 1 and the comparison
+    assert "Tidy (CSV)" in labels  # the comparison's tidy table, as healcore compare --format tidy
 
 
 # ------------------------------------------------------------------------------------------ CLI and report

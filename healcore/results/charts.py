@@ -303,8 +303,10 @@ def run_curves(epochs: pd.DataFrame, title: str = "") -> alt.LayerChart:
     long = epochs.melt(id_vars=[c for c in ("run", "epoch") if c in epochs], value_vars=[
         c for c in ("validation_f1_weighted", "test_f1_weighted") if c in epochs], var_name="split", value_name="F1")
     long["split"] = long["split"].str.replace("_f1_weighted", "")
+    # one run: one colour as a value, not a colour legend on `split` (Vega-Lite merges two legends of one field, and
+    # a hidden colour legend hid the line-style one with it)
     colour = alt.Color("run:N", legend=alt.Legend(orient="bottom", columns=1, labelLimit=0), scale=RUN_COLOURS) \
-        if "run" in long else alt.Color("split:N", legend=None, scale=alt.Scale(range=["#1f77b4", "#1f77b4"]))
+        if "run" in long else alt.value("#1f77b4")
     return alt.Chart(long.dropna()).mark_line(point=True).encode(
         x=alt.X("epoch:Q", title="epoch", axis=EPOCH_AXIS), y=alt.Y("F1:Q", title="weighted F1",
                                                                     scale=alt.Scale(zero=False),

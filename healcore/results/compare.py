@@ -253,6 +253,8 @@ def _row(r: dict, keys: list[str], own: list[str], a: Side, b: Side, metric: str
     row_id = r.get("cell_row_a") if present != "right_only" else r.get("cell_row_b")
     out.update(align=row_id if own else r["align"], model_a=r.get("model_a", r.get("model")),
                model_b=r.get("model_b", r.get("model")))
+    if isinstance(r.get("paper_model"), str):  # the paper's cells stand beside the store's model: name the paper's
+        out["model_b"] = r["paper_model"]
     for s in ("a", "b"):
         here = present in ("both", "left_only" if s == "a" else "right_only")
         value = r.get(f"value_{s}")

@@ -25,7 +25,7 @@ def compare_frame(result: pd.DataFrame) -> pd.DataFrame:
     """One row per aligned cell, side panel (clean and all-layers cells in both) and view (A, B, A − B)."""
     rows = []
     for r in result.to_dict("records"):
-        model = r.get("model") if r.get("model") is not None else f"{r.get('model_a')} vs {r.get('model_b')}"
+        model = _model_label(r)
         level = float(r["level"])
         common = {"align": r["align"], "model": str(model), "dataset": r["dataset"], "level": f"{int(round(level * 100))}%",
                   "setting": setting_label(r["side"], level), "a": r["a"], "b": r["b"], "delta": r["delta"],
@@ -37,6 +37,18 @@ def compare_frame(result: pd.DataFrame) -> pd.DataFrame:
             for view in VIEWS:
                 rows.append({**common, "panel": panel, "view": view, **_view_cell(r, view)})
     return pd.DataFrame(rows)
+
+
+def _model_label(r: dict) -> str:
+    """The model of an aligned cell; "A's vs B's" where they differ (two models, or the paper's beside a store's)."""
+    def known(x):
+        return x is not None and not (isinstance(x, float) and np.isnan(x))
+
+    a = r.get("model_a") if known(r.get("model_a")) else r.get("model")
+    b = r.get("model_b") if known(r.get("model_b")) else r.get("model")
+    if known(a) and known(b) and str(a) != str(b):
+        return f"{a} vs {b}"
+    return str(r.get("model") if known(r.get("model")) else a)
 
 
 def _why(r: dict, s: str) -> str:
@@ -110,12 +122,17 @@ def _heat(frame: pd.DataFrame, title: str, colour: alt.Color, order: list[str], 
         row=alt.Row("model:N", title=None), title=alt.TitleParams(title, anchor="start", fontSize=13))
 
 
+def metric_title(metric: str, relative: bool = False) -> str:
+    """What a comparison's values are: the metric, or each side's share of its own clean cell."""
+    return f"{METRICS[metric]}, % of own clean cell" if relative else METRICS[metric]
+
+
 def compare_heatmap(frame: pd.DataFrame, a_name: str, b_name: str, metric: str, fixed: bool = False,
-                    select: bool = True) -> alt.VConcatChart:
+                    select: bool = True, relative: bool = False) -> alt.VConcatChart:
     """A, B (one colour scale, so equal colours mean equal values, its legend under B) and A − B (diverging,
     centred at 0, symmetric; blue where A is better), one under the other; a click on a difference cell selects
     it ("cell")."""
-    title = METRICS[metric]
+    title = metric_title(metric, relative)
     order = sorted(frame["level"].unique(), key=lambda s: int(s.rstrip("%")))
     reverse = metric in LOWER_IS_BETTER
     sides = frame[frame["view"] != "A − B"]
@@ -146,7 +163,7 @@ def compare_curve_frame(result: pd.DataFrame, a_name: str, b_name: str) -> pd.Da
     """A and B per aligned cell with a score, in each side panel: the rows of an overlaid degradation curve."""
     rows = []
     for r in result.to_dict("records"):
-        model = r.get("model") if r.get("model") is not None else f"{r.get('model_a')} vs {r.get('model_b')}"
+        model = _model_label(r)
         for which, name in (("a", a_name), ("b", b_name)):
             value = r[which]
             if not np.isfinite(value) or r[f"{which}_value_failed"]:
@@ -162,16 +179,16 @@ def compare_curve_frame(result: pd.DataFrame, a_name: str, b_name: str) -> pd.Da
     return pd.DataFrame(rows)
 
 
-def compare_curves(frame: pd.DataFrame, metric: str, select: bool = True) -> alt.FacetChart:
+def compare_curves(frame: pd.DataFrame, metric: str, select: bool = True, relative: bool = False) -> alt.FacetChart:
     """Per model and dataset: A solid, B dashed, bottom red and top blue, each with its ± std band."""
     x = alt.X("level:Q", title="% of layers corrupted", scale=alt.Scale(domain=[0, 100]))
-    y = alt.Y("value:Q", title=METRICS[metric], scale=alt.Scale(zero=False))
+    y = alt.Y("value:Q", title=metric_title(metric, relative), scale=alt.Scale(zero=False))
     colour = alt.Color("side:N", scale=SIDE_COLOURS, title="corrupted from the", legend=BELOW)
     conditions = sorted(frame["condition"].unique())
     dash = alt.StrokeDash("condition:N", title="condition", legend=alt.Legend(
         orient="bottom", direction="vertical", labelLimit=0, symbolStrokeWidth=2.5, symbolSize=300),
         scale=alt.Scale(domain=conditions, range=[[1, 0], [6, 4]]))
-    tooltip = ["condition", "setting", alt.Tooltip("value:Q", format=".2f", title=METRICS[metric]), "n",
+    tooltip = ["condition", "setting", alt.Tooltip("value:Q", format=".2f", title=metric_title(metric, relative)), "n",
                alt.Tooltip("delta:Q", format="+.2f", title="A − B"), "test",
                alt.Tooltip("p_adj:Q", format=".3g", title="p corrected")]
     band = alt.Chart().mark_area(opacity=0.12).encode(
