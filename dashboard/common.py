@@ -301,7 +301,8 @@ def open_run_detail(run_id: str, store: str | None = None) -> None:
             url_set(k, v)
 
 
-RUN_COLUMNS = ["run_id", "state", "setting", "lr", "seed", "test_f1_weighted", "probe_f1", "best_epoch", "failures"]
+RUN_COLUMNS = ["run_id", "state", "setting", "lr", "seed", "test_f1_weighted", "probe_f1", "best_epoch", "failures",
+               "flags"]
 
 
 def runs_behind(runs: pd.DataFrame, run_ids: list[str], key: str, title: str, store: str | None = None) -> None:
@@ -311,7 +312,8 @@ def runs_behind(runs: pd.DataFrame, run_ids: list[str], key: str, title: str, st
         return
     sub["setting"] = [setting_label(s, l) for s, l in zip(sub["side"], sub["level"])]
     sub["failures"] = sub["failures"].map("; ".join)
-    sub = sub.sort_values(["failures", "lr", "seed"], ascending=[False, True, True])
+    sub["flags"] = sub["flags"].map("; ".join) if "flags" in sub else ""
+    sub = sub.sort_values(["failures", "flags", "lr", "seed"], ascending=[False, False, True, True])
     sub["lr"] = sub["lr"].map(lr_text)
     st.markdown(f"**{title}** · select a run to open it")
     event = st.dataframe(sub[RUN_COLUMNS], hide_index=True, width="stretch", on_select="rerun",
@@ -328,5 +330,6 @@ RUN_COLUMN_CONFIG = {
     "healing": st.column_config.NumberColumn("healing", format="%.2f"),
     "lr": st.column_config.TextColumn("lr", width="small"),  # results.keys.lr_text: 1e-2, 5e-5, as every view writes it
     "best_epoch": st.column_config.NumberColumn("best epoch", format="%d"),
-    "failures": st.column_config.TextColumn("convergence failures", width="large"),
+    "failures": st.column_config.TextColumn("convergence failures", width="medium"),
+    "flags": st.column_config.TextColumn("flags (kept)", width="large"),
 }

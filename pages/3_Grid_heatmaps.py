@@ -41,15 +41,17 @@ def one_condition(root: str, runs, table, label: str, metric: str, fixed: bool, 
                             key="heat-chart")
     common.selected_cell(event, "heat-chart")
     st.caption("Each cell: mean over seeds at the best learning rate. Clean (0%) and all-layers (100%) cells are "
-               "the references of both panels. A thick red outline: the value shown is itself a convergence "
-               "failure; dashed: runs at another learning rate or seed failed. Click a cell to list its runs "
-               "(double-click clears).")
+               "the references of both panels. A thick red outline (⚠): the value is kept but flagged (the model "
+               "did not learn, seeds diverged at its learning rate, or a seed strays from its siblings); dashed "
+               "(✕N): N runs crashed or diverged and are left out. Click a cell to list its runs (double-click "
+               "clears).")
     chosen = table[table["cell_id"] == common.url_get("cell")]
     if len(chosen):
         r = chosen.iloc[0]
         common.runs_behind(runs, r["all_run_ids"], key="heat-runs",
                            title=f"Runs of {r['model']} · {r['dataset']} · {common.setting_label(r['side'], r['level'])}"
-                                 f" ({r['n_failures']} with convergence failures)")
+                                 f" ({r['n_failures']} with convergence failures"
+                                 f"{', value flagged' if r.get('value_flagged') else ''})")
 
 
 def two_conditions(root: str, runs, table, by: str, metric: str, fixed: bool, share: float) -> None:

@@ -88,20 +88,21 @@ def main() -> None:
     flags_of(run, common.load_cells(root))
     status = store.status(run_id)
     summary = store.summary(run_id) or {}
-    c = st.columns([1, 1.3, 1.2, 1.3, 0.8, 0.7])
+    c = st.columns([1.1, 1, 1, 1])
     c[0].metric("State", status.get("effective_state"))
     best = (summary.get("best") or {}).get("test") or {}
     chosen_on = (summary.get("config") or {}).get("select_on") or run.get("select_on") or "validation"
-    c[1].metric(f"Test F1 at the best {chosen_on} epoch", f"{best['f1_weighted']:.2f}" if best else "—",
-                help="What the heatmaps, tables and comparisons show for this run: the test score at the epoch "
-                     f"chosen on {chosen_on}")
+    c[1].metric("Test F1, chosen epoch", f"{best['f1_weighted']:.2f}" if best else "—",
+                help=f"The test score at the epoch chosen on {chosen_on} (epoch {summary.get('best_epoch') or '—'}): "
+                     "what the heatmaps, tables and comparisons show for this run")
     on_test = summary.get("best_on_test")
-    c[2].metric("Best test F1, any epoch", f"{on_test:.2f}" if isinstance(on_test, (int, float)) else "—",
+    c[2].metric("Test F1, best epoch", f"{on_test:.2f}" if isinstance(on_test, (int, float)) else "—",
                 help="The highest test score over the epochs (the paper's protocol: the best epoch chosen on test)")
     probe = summary.get("probe") or store.read(run_id).probe or {}
-    c[3].metric("Probe F1 before fine-tuning", f"{probe['f1_weighted']:.2f}" if probe.get("f1_weighted") is not None else "—")
-    c[4].metric("Best epoch", summary.get("best_epoch") or "—")
-    c[5].metric("Attempt", status.get("attempt") or "—")
+    c[3].metric("Probe F1 (before)", f"{probe['f1_weighted']:.2f}" if probe.get("f1_weighted") is not None else "—",
+                help="Logistic regression on the frozen corrupted model's features, before fine-tuning")
+    st.caption(f"Chosen epoch {summary.get('best_epoch') or '—'} (on {chosen_on}) · attempt {status.get('attempt') or '—'}"
+               " · the solid line is test F1, the dashed one validation F1")
     if status.get("effective_state") == "failed":
         st.error(f"Failed: {status.get('error')}")
         with st.expander("Traceback"):

@@ -235,9 +235,10 @@ def test_run_curves_name_their_split_above_and_runs_in_distinct_colours():
     epochs = pd.DataFrame({"run": ["a", "a", "b", "b"], "epoch": [1, 2, 1, 2], "train_loss": [0.7, 0.7, 0.5, 0.4],
                            "validation_f1_weighted": [10.0, 10.0, 80, 85], "test_f1_weighted": [10.0, 10.0, 79, 84]})
     spec = run_curves(epochs).to_dict()
-    assert spec["encoding"]["strokeDash"]["legend"]["orient"] == "top"
-    assert spec["encoding"]["color"]["scale"]["scheme"] == "tableau10"
-    assert spec["encoding"]["y"]["axis"]["format"] == ".1f"  # a flat, collapsed curve: never 10.000000000000
+    line = spec["layer"][0]
+    assert line["encoding"]["strokeDash"]["legend"]["orient"] == "top"
+    assert line["encoding"]["color"]["scale"]["scheme"] == "tableau10"
+    assert line["encoding"]["y"]["axis"]["format"] == ".1f"  # a flat, collapsed curve: never 10.000000000000
     assert loss_curve(epochs).to_dict()["encoding"]["y"]["axis"]["format"] == ".3~f"
 
 

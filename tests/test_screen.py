@@ -17,9 +17,13 @@ def test_one_runs_curves_keep_the_line_style_legend():
 
     epochs = pd.DataFrame({"epoch": [1, 2], "validation_f1_weighted": [70.0, 72.0], "test_f1_weighted": [69.0, 74.0]})
     spec = run_curves(epochs).to_dict()
+    line, points = spec["layer"]
     # a hidden colour legend on the same field as the dash merged into it and hid the solid/dashed legend
-    assert spec["encoding"]["color"] == {"value": "#1f77b4"}
-    assert spec["encoding"]["strokeDash"]["legend"]["symbolType"] == "stroke"
+    assert line["encoding"]["color"] == {"value": "#1f77b4"}
+    assert line["encoding"]["strokeDash"]["legend"]["symbolType"] == "stroke"
+    # a line mark with point=True drew the legend's line samples blank: points are a layer of their own
+    assert line["mark"]["type"] == "line" and "point" not in line["mark"] and points["mark"]["type"] == "point"
+    assert "strokeDash" not in points["encoding"]
 
 
 def test_every_side_has_a_line_in_the_layer_similarity_panels():
@@ -44,8 +48,9 @@ def test_run_detail_names_its_f1_and_shows_the_best_on_test_beside_it(tmp_path, 
     at = open_page("Run detail", {"run": run_id})
     metrics = {m.label: m.value for m in at.metric}
     summary = store.summary(run_id)
-    assert metrics["Test F1 at the best validation epoch"] == f"{summary['best']['test']['f1_weighted']:.2f}"
-    assert metrics["Best test F1, any epoch"] == f"{summary['best_on_test']:.2f}"
+    assert metrics["Test F1, chosen epoch"] == f"{summary['best']['test']['f1_weighted']:.2f}"
+    assert metrics["Test F1, best epoch"] == f"{summary['best_on_test']:.2f}"
+    assert "Chosen epoch 3 (on validation)" in texts(at)
 
 
 def test_a_relative_comparison_is_not_labelled_f1_and_names_the_papers_model(tmp_path, monkeypatch):

@@ -17,8 +17,8 @@ from healcore.results.keys import lr_text, side_rank
 
 SIDE_COLOURS = alt.Scale(domain=["bottom", "top"], range=["#d62728", "#1f77b4"])
 FAILURE = "convergence failure (✕ runs)"
-VALUE_FAILED = "thick: the value shown is flagged (⚠: did not learn, seeds diverged at its lr, or a stray seed)"
-OTHER_FAILURES = "dashed: runs crashed or diverged (✕N), left out"
+VALUE_FAILED = "thick: a flagged value (⚠), kept"
+OTHER_FAILURES = "dashed: runs that failed (✕N), left out"
 IN_FLIGHT = "running or queued"
 NOT_REACHED = "not reached"
 SURPRISE = "surprise: a finding, not a failure"
@@ -283,11 +283,13 @@ def epoch_curves(f1: pd.DataFrame, losses: pd.DataFrame, series: str = "label") 
     """Per run: weighted F1 per epoch from the damage probe (epoch 0) on, validation dashed and test solid, and
     the training loss per epoch; one colour per run, named in the legend below."""
     legend = alt.Legend(orient="bottom", columns=1, labelLimit=0, title="run")
-    f1_chart = alt.Chart(f1).mark_line(point=True).encode(
+    f1_base = alt.Chart().encode(
         x=alt.X("epoch:Q", title="epoch (0 = probe before fine-tuning)", axis=EPOCH_AXIS),
         y=alt.Y("F1:Q", title="weighted F1", scale=alt.Scale(zero=False)),
-        color=alt.Color(f"{series}:N", legend=legend, scale=RUN_COLOURS), strokeDash=SPLIT_DASH,
-        tooltip=[series, "split", "epoch", alt.Tooltip("F1:Q", format=".2f")]).properties(
+        color=alt.Color(f"{series}:N", legend=legend, scale=RUN_COLOURS),
+        tooltip=[series, "split", "epoch", alt.Tooltip("F1:Q", format=".2f")])
+    f1_chart = alt.layer(f1_base.mark_line().encode(strokeDash=SPLIT_DASH),
+                         f1_base.mark_point(filled=True, size=30), data=f1).properties(
         width="container", height=280, autosize=FIT_WIDTH)
     loss_chart = alt.Chart(losses).mark_line(point=True).encode(
         x=alt.X("epoch:Q", title="epoch", axis=EPOCH_AXIS), y=alt.Y("train_loss:Q", title="training loss"),
@@ -307,12 +309,14 @@ def run_curves(epochs: pd.DataFrame, title: str = "") -> alt.LayerChart:
     # a hidden colour legend hid the line-style one with it)
     colour = alt.Color("run:N", legend=alt.Legend(orient="bottom", columns=1, labelLimit=0), scale=RUN_COLOURS) \
         if "run" in long else alt.value("#1f77b4")
-    return alt.Chart(long.dropna()).mark_line(point=True).encode(
+    base = alt.Chart().encode(
         x=alt.X("epoch:Q", title="epoch", axis=EPOCH_AXIS), y=alt.Y("F1:Q", title="weighted F1",
                                                                     scale=alt.Scale(zero=False),
                                                                     axis=alt.Axis(format=".1f")),
-        color=colour, strokeDash=SPLIT_DASH,
-        tooltip=list(long.columns)).properties(width="container", height=240, autosize=FIT_WIDTH)
+        color=colour, tooltip=list(long.columns))
+    # lines and points as two layers: a line mark with point=True draws its legend's line samples blank
+    return alt.layer(base.mark_line().encode(strokeDash=SPLIT_DASH), base.mark_point(filled=True, size=30),
+                     data=long.dropna()).properties(width="container", height=240, autosize=FIT_WIDTH)
 
 
 def loss_curve(epochs: pd.DataFrame) -> alt.Chart:
@@ -432,8 +436,9 @@ def layer_similarity(frame: pd.DataFrame, y: str, y_title: str) -> alt.FacetChar
     chance = alt.Chart().mark_rule(color="gray").encode(
         y=alt.datum(0), strokeDash=alt.StrokeDash("chance:N", title=None, legend=BELOW,
                                                    scale=alt.Scale(domain=["chance (0)"], range=[[2, 3]])))
+    panels = sorted(frame["level_label"].unique(), key=lambda t: float(str(t).split("%")[0]))  # 17% before 100%
     return alt.layer(base.mark_line(), points, chance, data=frame).properties(width=PANEL_WIDTH, height=170).facet(
-        facet=alt.Facet("level_label:N", title=None), columns=FACET_COLUMNS)
+        facet=alt.Facet("level_label:N", title=None, sort=panels), columns=FACET_COLUMNS)
 
 
 def weight_movement(frame: pd.DataFrame) -> alt.FacetChart:

@@ -130,10 +130,21 @@ def varying(frame: pd.DataFrame, keys) -> list[str]:
 
 
 def describe(frame: pd.DataFrame, keys) -> pd.Series:
-    """Per row, the settings among `keys` that tell it apart from the frame's other rows, in words ("" where
-    nothing does): how rows, variants and lines are labelled."""
+    """Per row, the settings among `keys` that set it apart from the frame's other rows, in words ("" where nothing
+    does): of each setting that varies, a value other than its most common one (the demo's row reads "", a second
+    schedule's "linear schedule"). Rows that differ get different labels. How rows and lines are labelled."""
     keys = varying(frame, keys)
     if not keys:
         return pd.Series("", index=frame.index, dtype=object)
-    return pd.Series([", ".join(w for w in (setting_words(k, r.get(k)) for k in keys) if w)
-                      for r in frame[keys].to_dict("records")], index=frame.index, dtype=object)
+    texts = frame[keys].apply(as_text)
+    common = {}
+    for k in keys:  # a value more common than every other is left unsaid; on a tie every value is said
+        counts = texts[k].value_counts()
+        common[k] = counts.index[0] if counts.iloc[0] > counts.iloc[1] else None
+
+    def words(k, value):  # a blank data option that sets a row apart still says so
+        return setting_words(k, value) or f"{k.replace('_', ' ')} by its usual name"
+
+    return pd.Series([", ".join(words(k, r[k]) for k in keys if t[k] != common[k])
+                      for r, t in zip(frame[keys].to_dict("records"), texts.to_dict("records"))],
+                     index=frame.index, dtype=object)
