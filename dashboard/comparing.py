@@ -20,6 +20,7 @@ from healcore.results import charts, compare_charts, compare_tables
 from healcore.results import compare as cmp
 from healcore.results.keys import as_text, lr_text
 from healcore.results.paper import MODELS as PAPER_MODELS
+from healcore.results.paper import matching_model
 from healcore.store.runs import RunStore
 
 NOTHING = "nothing (one condition)"
@@ -116,7 +117,7 @@ def raise_not_a_store(root2: str) -> None:
 def _against_paper(root: str, runs: pd.DataFrame, table: pd.DataFrame, container) -> Comparison:
     variant = common.one_variant(table)
     models = list(dict.fromkeys(variant["model"]))
-    default = next((m for m in models if m in PAPER_MODELS), PAPER_MODELS[0])
+    default = matching_model(models)
     paper_model = common.url_selectbox("The paper's model", list(PAPER_MODELS), key="paper", default=default,
                                        container=container,
                                        help="Where it is the store's own model, F1 is compared as it is; otherwise "

@@ -1,4 +1,4 @@
-"""healcore's command line: run, grid, status, cancel, data export.
+"""healcore's command line: run, grid, status, cancel, report, compare, data (and the internal exec and worker).
 
 Every user mistake prints one line, `healcore: error: ...`, and exits 2; a traceback means a bug.
 """
@@ -10,7 +10,7 @@ import json
 import os
 import sys
 
-from healcore.core.config import RunConfig, field_help
+from healcore.core.config import DATA_OPTION_FIELDS, RunConfig, field_help
 from healcore.core.errors import ConfigError, HealcoreError, RunBusyError, shown
 from healcore.store.runs import RunStore
 
@@ -128,7 +128,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("name", help="registry name, folder or hub:<id>[:<config>]")
     e.add_argument("dir", help="folder to write (created when missing)")
     helps = field_help()
-    for name in ("text_column", "text_pair_column", "label_column", "train_split", "test_split"):
+    for name in DATA_OPTION_FIELDS:
         e.add_argument("--" + name.replace("_", "-"), dest=name, default="", help=helps[name].replace("%", "%%"))
     dsub.add_parser("list", help="list the registry datasets and where each would load from")
     return parser
@@ -231,9 +231,13 @@ def _data(args: argparse.Namespace) -> int:
     if args.data_command == "export":
         from healcore.core.sources import DataOptions
 
-        options = DataOptions(args.text_column, args.text_pair_column, args.label_column, args.train_split,
-                              args.test_split)
-        out = data.export(args.name, args.dir, options)
+        options = DataOptions(**{name: getattr(args, name) for name in DATA_OPTION_FIELDS})
+        from healcore.core.paths import output_dir
+        from healcore.store.io import atomic_write_bytes
+
+        out = output_dir(args.dir, "export folder")  # checked before the data is loaded
+        for file, content in data.export_files(args.name, options).items():
+            atomic_write_bytes(out / file, content)  # each whole or not at all
         print(f"wrote {', '.join(str(p) for p in sorted(out.glob('*.csv.gz')))}")
         return 0
     root = data.data_root()

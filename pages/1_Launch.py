@@ -8,14 +8,15 @@ import streamlit as st
 import yaml
 
 from dashboard import common
-from healcore.core.config import COMPILE_MODES, LR_SCHEDULES, METHODS, MODES, POOLINGS, field_help
+from healcore.core.config import (COMPILE_MODES, DATA_OPTION_FIELDS, LR_SCHEDULES, METHODS, MODES, POOLINGS,
+                                  field_help)
 from healcore.core.data import REGISTRY
 from healcore.core.errors import HealcoreError
 from healcore.core.model_facts import DERIVED, SHORT_NAMES
 from healcore.core.paths import check_spec_paths, confine
 from healcore.grids import spec as grids
 from healcore.grids.execution import Execution, gpu_count
-from healcore.grids.fusion import MAX_MEMBERS
+from healcore.core.fusion import MAX_MEMBERS
 from healcore.grids.launch import cancel, grid_error, launch
 from healcore.grids.plan import GridPlan, make_plan
 from healcore.grids.progress import fmt_duration, grid_progress, run_progress
@@ -67,8 +68,8 @@ def grid_builder() -> dict:
                      "lr_schedule": schedule, **data_options()}}
 
 
-DATA_OPTIONS = {"text_column": "Text column", "text_pair_column": "Second text column", "label_column": "Label column",
-                "train_split": "Train split", "test_split": "Test split"}
+DATA_OPTIONS = dict(zip(DATA_OPTION_FIELDS, ("Text column", "Second text column", "Label column", "Train split",
+                                             "Test split")))  # config.DATA_OPTION_FIELDS, labelled
 
 
 def data_options() -> dict:

@@ -8,7 +8,7 @@ import pytest
 
 from healcore.engine.fused import execute_fused
 from healcore.engine.run import execute
-from healcore.grids.fusion import fusion_groups
+from healcore.core.fusion import fusion_groups
 from healcore.store.runs import RunStore
 
 from conftest import ROOT, kill_grid, tiny_config, wait_for
@@ -126,7 +126,7 @@ def test_a_fused_group_resumes_after_kill_9_like_a_single_run(tiny_bert_no_dropo
 
 def test_a_group_larger_than_free_memory_trains_as_smaller_groups(tiny_bert_no_dropout, tmp_path, monkeypatch):
     import healcore.engine.fused as fused
-    from healcore.grids.fusion import MEMORY_SHARE, member_bytes
+    from healcore.core.fusion import MEMORY_SHARE, member_bytes
 
     configs = members(tiny_bert_no_dropout)
     room_for_two = int(2.5 * member_bytes(configs[0]) / MEMORY_SHARE)
@@ -141,7 +141,7 @@ def test_a_group_larger_than_free_memory_trains_as_smaller_groups(tiny_bert_no_d
 def test_a_members_planned_memory_counts_its_parameters(tiny_bert_no_dropout):
     from transformers import AutoConfig, AutoModel
 
-    from healcore.grids import fusion
+    from healcore.core import fusion
 
     cfg = members(tiny_bert_no_dropout)[0]
     params = sum(p.numel() for p in AutoModel.from_config(AutoConfig.from_pretrained(tiny_bert_no_dropout)).parameters())

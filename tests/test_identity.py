@@ -31,7 +31,7 @@ def test_cells_that_differ_in_any_experiment_key_have_their_own_id_and_runs(tmp_
 
 
 def test_every_grouping_derives_from_the_field_groups():
-    from healcore.grids.fusion import fusion_groups
+    from healcore.core.fusion import fusion_groups
     from healcore.results.keys import CELL_KEYS, line_keys
 
     assert set(CELL_KEYS) >= set(CELL_FIELDS) - {"corrupt"}
@@ -140,7 +140,7 @@ def test_runs_at_once_is_one_formula_for_executor_estimate_and_progress(gpus, tm
 
 def test_the_rules_of_running_a_grid_live_in_the_library():
     from healcore.grids.execution import Execution
-    from healcore.grids.fusion import MAX_MEMBERS
+    from healcore.core.fusion import MAX_MEMBERS
 
     with pytest.raises(ConfigError, match="local executor only"):
         Execution(executor="ray", fuse=3)

@@ -121,3 +121,40 @@ def test_torch_free_modules_import_without_torch(module):
                           "assert 'torch' not in sys.modules and 'transformers' not in sys.modules"],
                          capture_output=True, text=True, cwd=ROOT)
     assert out.returncode == 0, out.stderr[-2000:]
+
+
+def test_the_data_options_have_one_list():
+    """config.DATA_OPTION_FIELDS is the one list of a dataset's column and split options: sources.DataOptions has
+    exactly those fields, in that order, and the CLI and Launch read the list rather than spelling it again."""
+    from dataclasses import fields
+
+    from healcore.core.config import DATA_OPTION_FIELDS
+    from healcore.core.sources import OPTION_FIELDS, DataOptions
+
+    assert tuple(f.name for f in fields(DataOptions)) == DATA_OPTION_FIELDS == OPTION_FIELDS
+    spelled = '"text_column", "text_pair_column", "label_column"'
+    for path, times in (("healcore/cli.py", 0), ("pages/1_Launch.py", 0), ("healcore/core/config.py", 1)):
+        assert (ROOT / path).read_text().count(spelled) == times, path
+
+
+# What each package may import at module level: the order docs/ARCHITECTURE.md draws (core <- store <- results <-
+# grids <- cli; the engine uses core, store and results.analysis). A function-level import reaches further (the
+# CLI's run, a grid worker) and is not counted.
+MAY_IMPORT = {"core": {"core"}, "store": {"core", "store"}, "results": {"core", "store", "results"},
+              "grids": {"core", "store", "results", "grids"},
+              "engine": {"core", "store", "results.analysis", "engine"}}
+
+
+def test_each_package_imports_only_what_the_architecture_draws():
+    offenders = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        package = path.relative_to(PACKAGE).parts[0]
+        if package not in MAY_IMPORT:
+            continue
+        for line, module in top_level_imports(path):
+            if not module.startswith("healcore.") or module == "healcore":
+                continue
+            target = module.removeprefix("healcore.")
+            if not any(target == ok or target.startswith(ok + ".") for ok in MAY_IMPORT[package]):
+                offenders.append(f"{path.relative_to(ROOT)}:{line} ({package}) imports {module}")
+    assert not offenders, "\n".join(offenders)

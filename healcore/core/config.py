@@ -167,7 +167,7 @@ class RunConfig:
             raise ConfigError("dataset is empty; give a registry name (e.g. sst2), a data folder or hub:<id>")
         if is_hub(self.dataset):
             hub_parts(self.dataset)  # names a dataset, or one line saying how to
-        for name in ("text_column", "text_pair_column", "label_column", "train_split", "test_split"):
+        for name in DATA_OPTION_FIELDS:
             value = getattr(self, name)
             if len(value) > 200 or "\n" in value or value != value.strip():
                 raise ConfigError(f"{name}={shown(value)} is no column or split name; give the name as the dataset "
@@ -253,7 +253,7 @@ EXPERIMENT_FIELDS = _fields_except(CORRUPTION_FIELDS, REPLICATE_FIELDS, ARTEFACT
 # a grid cell: the experiment and the damage (its layers as where they sit: side and level); lr and seed vary in it
 CELL_FIELDS = EXPERIMENT_FIELDS + CORRUPTION_FIELDS
 # runs that may train fused share everything but their damage and learning rate (the same batches, schedule and
-# evaluation; results.py's cells are unaffected by which runs fused)
+# evaluation; results' cells are unaffected by which runs fused)
 FUSE_FIELDS = _fields_except(CORRUPTION_FIELDS, ("lr",))
 
 

@@ -287,25 +287,23 @@ def canonical_options(cfg) -> dict[str, str] | None:
         return None
 
 
-def export(name: str, out_dir: str | Path, options: DataOptions = DataOptions()) -> Path:
-    """Write a dataset (any kind --dataset takes) in healcore's folder format: train.csv.gz, test.csv.gz (and
-    validation.csv.gz where the source has that split), columns text[, text_pair], label with class names. The
-    folder is checked before the data is loaded; each file is written whole or not at all (the store's one writer)."""
+def export_files(name: str, options: DataOptions = DataOptions()) -> dict[str, bytes]:
+    """A dataset (any kind --dataset takes) in healcore's folder format, as file name -> bytes: train.csv.gz,
+    test.csv.gz (and validation.csv.gz where the source has that split), columns text[, text_pair], label with class
+    names. Nothing is written here (the foundations read; `healcore data export` writes through the store's one
+    writer)."""
     import io
 
-    from healcore.core.paths import output_dir
-    from healcore.store.io import atomic_write_bytes
-
-    out = output_dir(out_dir, "export folder")
     chosen = load_raw(name, options)
     splits = build_splits(chosen.train, chosen.test, chosen.hint, chosen.where, val_fraction=0.0,
                           validation=chosen.validation)
     parts = [("train", splits.train), ("test", splits.test)]
     if chosen.validation is not None:
         parts.append(("validation", splits.validation))
+    files = {}
     for split_name, df in parts:
         named = df.assign(label=[splits.classes[i] for i in df["label"]])
         buf = io.BytesIO()
         named.to_csv(buf, index=False, compression={"method": "gzip", "mtime": 0})
-        atomic_write_bytes(out / f"{split_name}.csv.gz", buf.getvalue())
-    return out
+        files[f"{split_name}.csv.gz"] = buf.getvalue()
+    return files

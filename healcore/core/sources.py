@@ -24,6 +24,7 @@ from typing import Callable
 import numpy as np
 import pandas as pd
 
+from healcore.core.config import DATA_OPTION_FIELDS
 from healcore.core.errors import DataError, first_line, shown
 from healcore.core.paths import hub_parts, is_hub
 
@@ -56,7 +57,7 @@ class DataOptions:
         return cls(**{f.name: getattr(cfg, f.name, "") or "" for f in fields(cls)})
 
 
-OPTION_FIELDS = tuple(f.name for f in fields(DataOptions))
+OPTION_FIELDS = DATA_OPTION_FIELDS  # config.py's one list; DataOptions has these fields in this order (tested)
 
 
 @dataclass

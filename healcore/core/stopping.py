@@ -1,7 +1,7 @@
 """Being asked to stop: SIGTERM/SIGINT handled for the length of a block, the previous handlers restored after.
 
 A run stops between optimizer steps (run.StopFlag), a grid stops handing out runs (executors), a Ray driver
-cancels its tasks (ray_executor): each installs its handler through here.
+cancels its tasks (grids/ray_cluster.py): each installs its handler through here.
 """
 from __future__ import annotations
 

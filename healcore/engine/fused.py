@@ -9,7 +9,7 @@ them all with a learning rate per member. Each member keeps its own run folder, 
 writes it (metrics, probe, features, analysis, summary, checkpoints in the same format), plus `fused_with` in its
 summary. A member whose loss turns NaN/inf is failed and dropped; the others go on.
 
-What may fuse, and how many members fit: grids/fusion.py. Members resume together from their checkpoints (members at different
+What may fuse, and how many members fit: core/fusion.py. Members resume together from their checkpoints (members at different
 epochs train as separate groups).
 """
 from __future__ import annotations
@@ -32,7 +32,7 @@ from healcore.engine.run import (ProgressReporter, StopFlag, begin_attempt, chec
                                  evaluate_epoch, finished_summary, preflight, record_failure, set_up, summarise)
 from healcore.engine.train import (EpochPass, autocast, decays, load_state, make_optimizer, save_state, schedule_of,
                                    use_bf16)
-from healcore.grids.fusion import members_that_fit
+from healcore.core.fusion import members_that_fit
 from healcore.store.io import now
 from healcore.store.runs import RunHandle, RunStore
 

@@ -1,7 +1,7 @@
 """What a run loads before it trains: data splits, tokenizer, token ids and the pretrained encoder.
 
 `Loader()` loads everything afresh, as a one-run process needs. `Loader(cache=True)` keeps what it loaded for the
-next run of the same process (a persistent grid worker, executors.py): the splits and token ids are read-only
+next run of the same process (a persistent grid worker, grids/local.py): the splits and token ids are read-only
 inputs, and every run gets its own deep copy of the pristine pretrained encoder, so nothing a run changes
 reaches the next one.
 """

@@ -1,4 +1,4 @@
-"""A persistent grid worker: one process that executes run after run (`healcore worker`, started by executors.py).
+"""A persistent grid worker: one process that executes run after run (`healcore worker`, started by grids/local.py).
 
 Imports, tokenizers, data splits, token ids and pretrained weights are loaded once and kept (resources.Loader);
 each run still gets a fresh copy of the model, its own run folder, lock, heartbeat and resume, exactly as a run

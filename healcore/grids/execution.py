@@ -9,7 +9,7 @@ import subprocess
 from dataclasses import asdict, dataclass
 
 from healcore.core.errors import ConfigError
-from healcore.grids.fusion import MAX_MEMBERS
+from healcore.core.fusion import MAX_MEMBERS
 
 EXECUTORS = ("local", "ray")
 

@@ -17,7 +17,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from healcore.core.errors import ConfigError, StoreError
+from healcore.core.errors import ConfigError, RunBusyError, StoreError
 from healcore.grids.local import run_local
 from healcore.grids.plan import GridPlan
 from healcore.results import flags
@@ -27,6 +27,9 @@ from healcore.store.grids import grid_records, live_grid
 from healcore.store.io import (HOST, atomic_write_bytes, atomic_write_json, now, pid_alive, read_json, release_lock,
                                try_lock, update_json)
 from healcore.store.runs import HEARTBEAT_S, RunStore, rerun_plan
+
+
+START_WAIT_S = 30.0  # how long a Start waits for another Start of the same grid (a spawn takes well under a second)
 
 
 def grid_record(plan: GridPlan, state: str, pid: int | None) -> dict:
@@ -129,10 +132,13 @@ def launch(plan: GridPlan, store_root: str | Path, retry_failed: bool = False) -
     name, execution = plan.grid.name, plan.execution
     store.ensure()
     # one Start at a time per grid name (a double click runs this twice): check, record and spawn under a mutex
-    mutex = None
+    mutex, deadline = None, time.monotonic() + START_WAIT_S
     while mutex is None:
         mutex = try_lock(store.grids_dir / f".{name}.starting")
         if mutex is None:
+            if time.monotonic() > deadline:
+                raise RunBusyError(f"grid {name!r} is being started by another Start that has not finished in "
+                                   f"{START_WAIT_S:g} s; wait for it, then look at healcore status")
             time.sleep(0.05)
     try:
         if live_grid(store, name):

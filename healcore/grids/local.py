@@ -1,4 +1,4 @@
-"""Where a grid's runs execute on this machine: persistent local worker processes (Ray clusters: ray_executor.py).
+"""Where a grid's runs execute on this machine: persistent local worker processes (Ray clusters: ray_cluster.py).
 
 Both call the same recipe (run.execute). Locally, one `healcore worker` process per slot (a CPU worker, or a
 share of a GPU) executes run after run and keeps what it loaded, so a short run does not pay for imports and
@@ -22,7 +22,8 @@ from typing import Callable
 from healcore.core.config import RunConfig
 from healcore.core.stopping import SignalFlag
 from healcore.grids.execution import Execution, gpu_count
-from healcore.grids.fusion import fusion_groups
+from healcore.core.fusion import fusion_groups
+from healcore.grids.progress import fmt_duration
 from healcore.store.runs import RunStore
 
 
@@ -31,7 +32,7 @@ def _progress_line(done: int, failed: int, busy: int, running: int, remaining: i
     eta = ""
     if durations:
         mean = sum(durations) / len(durations)
-        eta = f", ETA {int(mean * (remaining + running) / max(1, workers) // 60)} min"
+        eta = f", ETA {fmt_duration(mean * (remaining + running) / max(1, workers))}"
     return (f"[grid] {done} done, {running} running, {failed} failed, {busy} busy, {remaining} remaining, "
             f"{int(time.time() - started)}s elapsed{eta}")
 

@@ -1,6 +1,6 @@
 """Altair charts shared by the dashboard pages and `healcore report` (which saves them as PNG).
 
-Each chart is a pure function of a tidy table from results.py; no Streamlit, no torch. Every chart has a real
+Each chart is a pure function of a tidy table from healcore.results; no Streamlit, no torch. Every chart has a real
 legend (sides, the two kinds of flag, classes), integer epoch ticks and axis titles in words, and keeps its
 width inside a dashboard column: faceted charts wrap (at most `FACET_COLUMNS` panels a row) instead of
 growing sideways. Charts a user can click carry a point selection named after what a click picks ("cell").
