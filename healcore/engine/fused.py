@@ -239,7 +239,7 @@ class FusedGroup:
         batches = EpochPass(setup.train, epoch=epoch, seed=self.cfg.seed, batch_size=self.cfg.batch_size,
                             device=self.device, pad_id=setup.pad_id, compile=self.cfg.compile, stop=stop)
         self.loss_sum = torch.zeros(len(self.members), device=self.device)
-        self.template.train()
+        training_mode(self.template)
         for step, batch in batches:
             losses = self.losses_of(self.template, self.optimizer.params, self.buffers, batch["input_ids"],
                                     batch["attention_mask"], batch.get("token_type_ids"), batch["labels"],
@@ -345,3 +345,11 @@ def _load_moments(optimizer: StackedAdam, members: list[Member]) -> None:
                 with torch.no_grad():
                     optimizer.state[name]["exp_avg"][k].copy_(st["exp_avg"])
                     optimizer.state[name]["exp_avg_sq"][k].copy_(st["exp_avg_sq"])
+
+
+def training_mode(module: torch.nn.Module, mode: bool = True) -> None:
+    """Dropout on (or off) in every submodule of the stacked group's template, by the flag nn.Module.train sets: the
+    template lives on the meta device, and transformers' own train() (5.2x) kernelizes the model for its device,
+    which refuses meta."""
+    for m in module.modules():
+        m.training = mode
