@@ -203,3 +203,40 @@ def test_a_comparison_of_six_datasets_fits_1280x800(compare_server, browser, pat
     if path == "Grid_heatmaps":  # the three panels, A, B and A − B, with their titles
         for title in ("A: pooling = cls", "B: pooling = mean", "A − B"):
             assert page.locator(".vega-embed").first.get_by_text(title).count() >= 1, title
+
+
+@pytest.fixture()
+def messy_server(tmp_path):
+    """The store of many experiments with noisy seeds (tests/test_messy_store.py), served by Streamlit."""
+    from test_messy_store import build_messy
+
+    store = build_messy(tmp_path / "runs")
+    proc, url = serve(store.root)
+    yield url, store
+    stop(proc)
+
+
+def test_every_page_and_comparison_fits_1280x800_on_a_store_of_many_experiments(messy_server, browser):
+    """Every page, and the comparison views by each setting that compares, on the messy store: nothing scrolls
+    sideways, no chart is wider than its column, and no page shows an exception."""
+    from dashboard.common import PAGES
+
+    url, _ = messy_server
+    page = browser.new_page(viewport={"width": 1280, "height": 800})
+    page.set_default_timeout(90_000)
+    paths = [(title, path) for _, title, _, path, _ in PAGES]
+    paths += [(f"{p} by {key}", f"{p}?by={key}") for p in ("Grid_heatmaps", "Degradation_curves", "Export")
+              for key in ("pooling", "lr_schedule", "epochs", "label_column")]
+    problems = []
+    for title, path in paths:
+        page.goto(f"{url}/{path}")
+        page.wait_for_selector("h1")
+        page.wait_for_timeout(2500)
+        if page.get_by_test_id("stException").count():
+            problems.append(f"{title}: an exception on the page")
+        m = page.evaluate(MEASURE)
+        if m["scroll"] > m["client"]:
+            problems.append(f"{title}: the page scrolls sideways ({m['scroll']} > {m['client']} px)")
+        problems += [f"{title}: a chart is {c['width']} px wide in {c['room']} px" for c in m["charts"]
+                     if c["width"] > c["room"] + 1]
+    assert not problems, problems
