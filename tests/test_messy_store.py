@@ -308,3 +308,21 @@ def test_every_offered_key_compares_on_the_pages(messy, monkeypatch, page):
             shown = at.dataframe[-1].value
             assert "experiment" in shown.columns or key in ("label_column",), (key, list(shown.columns))
     assert "Choose an option" not in texts(at)
+
+
+def test_the_cost_estimate_reads_the_column_each_run_reads(tmp_path):
+    """Two runs that differ only in their text column are priced from their own texts (they shared one estimate)."""
+    from healcore.grids.plan import estimate_seconds
+
+    data = tmp_path / "two-texts"
+    data.mkdir()
+    rows = pd.DataFrame({"short": ["ok", "no"] * 30, "long": ["a much longer review of the film " * 4] * 60,
+                         "label": [0, 1] * 30})
+    rows.to_csv(data / "train.csv", index=False)
+    rows.to_csv(data / "test.csv", index=False)
+    store = syn.RunStore(tmp_path / "runs")
+    short = RunConfig(dataset=str(data), text_column="short", max_length=64)
+    long = short.replace(text_column="long")
+    s, _, _ = estimate_seconds([short, short], store)
+    mixed, _, _ = estimate_seconds([short, long], store)
+    assert mixed > 1.2 * s  # the long texts cost more (they were priced as the short ones: equal totals)

@@ -176,7 +176,7 @@ def estimate_seconds(configs: list[RunConfig], store: RunStore) -> tuple[float |
         if (cfg.model, cfg.mode) not in prices:
             prices[(cfg.model, cfg.mode)] = _wall_seconds_per_token(cfg.model, cfg.mode, done, tiers) if tiers else None
         priced = prices[(cfg.model, cfg.mode)]
-        key = (cfg.dataset, cfg.split, cfg.max_train, cfg.max_length, cfg.val_fraction)
+        key = (*(getattr(cfg, name) for name in DATA_FIELDS), cfg.max_length)  # the rows read, and their width
         if key not in tokens:
             tokens[key] = _tokens_per_epoch(cfg, done)
         if priced is None:
@@ -281,6 +281,8 @@ def _tokens_per_epoch(cfg: RunConfig, done) -> float:
     if len(done):
         same = done[(done["dataset_path"] == cfg.dataset) & (done["max_train"] == cfg.max_train) &
                     (done["max_length"] == cfg.max_length) & (done["split"] == cfg.split)]
+        for name in DATA_OPTION_FIELDS:  # another column is another text (the table holds the one spelling)
+            same = same[same[name].astype(str) == (getattr(cfg, name) or "")] if name in same else same
         if len(same):
             return float(same["tokens_per_epoch"].median())
     train = load_splits(cfg).train  # characters / 4 is a fair token count for English WordPiece
