@@ -102,3 +102,21 @@ def test_the_variant_picker_opens_on_the_variant_with_most_scored_cells(tmp_path
     at = open_page("Grid heatmaps")
     variant = next(s for s in at.selectbox if s.label.startswith("Variant"))
     assert variant.value == "cls pooling" and np.isin(["mean pooling"], variant.options).all()
+
+
+def test_a_grid_built_with_the_demos_settings_is_the_demo(tmp_path, monkeypatch):
+    """'Build a grid' left at its defaults names the demo's runs (it differed in the artefact sample sizes, so a
+    finished demo read 'Already finished 0' and would have run again)."""
+    from healcore.core.config import RunConfig
+    from healcore.grids.spec import expand
+
+    store = syn.RunStore(tmp_path / "runs")
+    store.ensure()
+    rng = np.random.default_rng(0)
+    for cfg in expand("demo").configs:
+        syn.write_run(store, RunConfig.from_dict(cfg.to_dict()), 80.0, 6, ["negative", "positive"], rng)
+    monkeypatch.setenv("HEALCORE_RUNS", str(store.root))
+    at = open_page("Launch")
+    at.radio[0].set_value("Build a grid").run()
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics["Already finished"] == "4" and metrics["To run"] == "0", metrics
