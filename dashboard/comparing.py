@@ -128,6 +128,22 @@ def _against_paper(root: str, runs: pd.DataFrame, table: pd.DataFrame, container
     return Comparison(a, b, cmp.PAPER_KEY, relative)
 
 
+def result_of(chosen: Comparison, metric: str = "f1", a: cmp.Side | None = None,
+              b: cmp.Side | None = None) -> pd.DataFrame | None:
+    """The comparison the widgets chose (sides `a` and `b` where the page changed them, e.g. with healing speed), or
+    None after one line on the page: a comparison that cannot be made is a line, never a traceback; one with no
+    cell says so."""
+    try:
+        result = cmp.compare(a or chosen.a, b or chosen.b, chosen.key, metric, chosen.correction, chosen.relative)
+    except Exception as err:  # noqa: BLE001 - whatever it is, one line
+        st.error(str(err).splitlines()[0] if str(err) else type(err).__name__)
+        return None
+    if result.empty:
+        st.warning("Neither side has cells under these filters.")
+        return None
+    return result
+
+
 def with_speed(side: cmp.Side, share: float) -> cmp.Side:
     """A side with each cell's and each run's healing speed (the paper's side has no per-epoch numbers)."""
     if side.runs is None or side.root is None:

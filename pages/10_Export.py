@@ -7,7 +7,6 @@ import streamlit as st
 
 from dashboard import common, comparing
 from healcore import results
-from healcore.core.errors import HealcoreError
 from healcore.results import compare, compare_tables
 
 
@@ -21,13 +20,8 @@ def comparison_tables(root: str, runs: pd.DataFrame, table: pd.DataFrame) -> Non
     chosen = comparing.choose(root, runs, table, by, whole=True)  # every experiment, a row each, as the CLI
     if chosen is None:
         return
-    try:
-        result = compare.compare(chosen.a, chosen.b, chosen.key, "f1", chosen.correction, chosen.relative)
-    except HealcoreError as err:
-        st.error(str(err))
-        return
-    if result.empty:
-        st.caption("Neither side has cells under these filters.")
+    result = comparing.result_of(chosen)
+    if result is None:
         return
     csv = compare_tables.export(result, "csv")
     st.dataframe(pd.read_csv(io.StringIO(csv), dtype=str).fillna(""), hide_index=True, width="stretch")

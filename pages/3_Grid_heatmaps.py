@@ -5,7 +5,7 @@ queued show as such. Click a cell to list the runs behind it (both sides' when c
 import streamlit as st
 
 from dashboard import common, comparing
-from healcore.results import charts, compare, compare_charts
+from healcore.results import charts, compare_charts
 
 METRICS = {"Weighted F1": "f1", "Macro F1": "f1_macro", "Accuracy": "accuracy", "Healing (F1 after - probe)": "healing",
            "Recovery ratio": "recovery", "Healing speed (epochs to reach a share of clean)": "healing_speed"}
@@ -61,13 +61,8 @@ def two_conditions(root: str, runs, table, by: str, metric: str, fixed: bool, sh
     a, b = chosen.a, chosen.b
     if metric == "healing_speed":
         a, b = comparing.with_speed(a, share), comparing.with_speed(b, share)
-    try:
-        result = compare.compare(a, b, chosen.key, metric, chosen.correction, chosen.relative)
-    except Exception as err:  # noqa: BLE001 - a comparison that cannot be made is a line, never a traceback
-        st.error(str(err).splitlines()[0] if str(err) else type(err).__name__)
-        return
-    if result.empty:
-        st.warning("Neither side has cells under these filters.")
+    result = comparing.result_of(chosen, metric, a, b)
+    if result is None:
         return
     frame = compare_charts.compare_frame(result)
     chart = compare_charts.compare_heatmap(frame, a.name, b.name, metric, fixed,

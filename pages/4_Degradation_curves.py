@@ -8,7 +8,7 @@ import streamlit as st
 from dashboard import common, comparing
 from healcore import results
 from healcore.core.config import CORRUPTION_FIELDS
-from healcore.results import charts, compare, compare_charts
+from healcore.results import charts, compare_charts
 
 ICON = {"holds": "✓ holds", "fails": "✗ does not hold", "mixed": "~ mixed", "insufficient": "? not enough data",
         results.REFERENCE_FAILED: "⚠ not judged: the clean cell failed"}
@@ -56,10 +56,8 @@ def two_conditions(root: str, runs, table, by: str) -> None:
     chosen = comparing.choose(root, runs, table, by)
     if chosen is None:
         return
-    try:
-        result = compare.compare(chosen.a, chosen.b, chosen.key, "f1", chosen.correction, chosen.relative)
-    except Exception as err:  # noqa: BLE001 - a comparison that cannot be made is a line, never a traceback
-        st.error(str(err).splitlines()[0] if str(err) else type(err).__name__)
+    result = comparing.result_of(chosen)
+    if result is None:
         return
     frame = compare_charts.compare_curve_frame(result, chosen.a.name, chosen.b.name)
     if frame.empty:
