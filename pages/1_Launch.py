@@ -83,13 +83,14 @@ def data_options() -> dict:
     helps = field_help()
     out = {}
     with st.expander("Columns and splits of your own data (blank: found by their usual names)"):
-        c = st.columns(len(DATA_OPTIONS) + 1)
+        c = st.columns(len(DATA_OPTIONS))
         for i, (name, label) in enumerate(DATA_OPTIONS.items()):
             value = c[i].text_input(label, key=f"data-{name}", help=helps[name]).strip()
             if value:
                 out[name] = value
-        if c[-1].checkbox("Allow classes missing from training", key="data-allow-missing",
-                          help=helps["allow_missing_classes"]):
+        # on a line of its own: in a sixth column at 1280 px its label was cut to "Allow clas..."
+        if st.checkbox("Allow classes missing from training", key="data-allow-missing",
+                       help=helps["allow_missing_classes"]):
             out["allow_missing_classes"] = True
     return out
 

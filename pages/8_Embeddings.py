@@ -46,8 +46,8 @@ def main() -> None:
     method = common.url_selectbox("Projection", ["tsne", "umap"], key="projection", container=c[2],
                                   format_func={"tsne": "t-SNE", "umap": "UMAP"}.get)
     which = common.url_selectbox("Features", ["best", "before"], key="features", container=c[3],
-                                 format_func={"best": "after fine-tuning (best epoch)",
-                                              "before": "before fine-tuning"}.get)
+                                 format_func={"best": "healed (best epoch)", "before": "before fine-tuning"}.get,
+                                 help="healed: after fine-tuning, at the epoch chosen on validation")
     sub = common.one_variant(done[(done["model"] == model) & (done["dataset"] == dataset)].copy(),
                              exclude=CORRUPTION_FIELDS)
     sub["setting"] = [common.setting_label(r.side, r.level) + ("" if r.method == "reinit" or r.side == "clean"
