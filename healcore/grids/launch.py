@@ -60,6 +60,10 @@ def run_grid(plan: GridPlan, store: RunStore) -> dict:
 
         check_store_on_every_node(connect(execution.address), str(store.root))
     name = plan.grid.name
+    launched = live_grid(store, name)  # a Start spawns its driver before that driver can take the lock: its record
+    if launched and launched.get("state") == "starting" and launched.get("pid") != os.getpid() \
+            and launched.get("host") == HOST:  # ... names it, and no other driver may slip in between
+        raise already_running(store, name, launched)
     lock = try_lock(store.grid_lock_path(name))
     if lock is None:
         raise already_running(store, name)
