@@ -102,15 +102,20 @@ def test_every_page_fits_its_window(troubled_server, browser, size):
     page.set_default_timeout(90_000)
     problems = []
     for _, title, _, path, _ in PAGES:
-        page.goto(f"{url}/{path}")
-        page.wait_for_selector("h1")
-        page.wait_for_timeout(2500)  # charts draw after the page
-        m = page.evaluate(MEASURE)
-        if m["scroll"] > m["client"]:
-            problems.append(f"{title}: the page scrolls sideways ({m['scroll']} > {m['client']} px)")
-        problems += [f"{title}: a chart is {c['width']} px wide in {c['room']} px" for c in m["charts"]
-                     if c["width"] > c["room"] + 1]
+        problems += layout_problems(page, url, title, path)
     assert not problems, problems
+
+
+def layout_problems(page, url: str, title: str, path: str) -> list[str]:
+    """Open a page and say where it does not fit: a sideways scroll, or a chart wider than its column."""
+    page.goto(f"{url}/{path}")
+    page.wait_for_selector("h1")
+    page.wait_for_timeout(2500)  # charts draw after the page
+    m = page.evaluate(MEASURE)
+    problems = [f"{title}: the page scrolls sideways ({m['scroll']} > {m['client']} px)"] \
+        if m["scroll"] > m["client"] else []
+    return problems + [f"{title}: a chart is {c['width']} px wide in {c['room']} px" for c in m["charts"]
+                       if c["width"] > c["room"] + 1]
 
 
 def test_from_a_flagged_cell_to_its_runs_loss_curve_in_two_clicks(troubled_server, browser):
@@ -229,14 +234,7 @@ def test_every_page_and_comparison_fits_1280x800_on_a_store_of_many_experiments(
               for key in ("pooling", "lr_schedule", "epochs", "label_column")]
     problems = []
     for title, path in paths:
-        page.goto(f"{url}/{path}")
-        page.wait_for_selector("h1")
-        page.wait_for_timeout(2500)
+        problems += layout_problems(page, url, title, path)
         if page.get_by_test_id("stException").count():
             problems.append(f"{title}: an exception on the page")
-        m = page.evaluate(MEASURE)
-        if m["scroll"] > m["client"]:
-            problems.append(f"{title}: the page scrolls sideways ({m['scroll']} > {m['client']} px)")
-        problems += [f"{title}: a chart is {c['width']} px wide in {c['room']} px" for c in m["charts"]
-                     if c["width"] > c["room"] + 1]
     assert not problems, problems
