@@ -162,10 +162,9 @@ def store_comparisons(table: pd.DataFrame, runs: pd.DataFrame, root: str, correc
     out = []
     for key in comparable_keys(table):
         paired = pairings(table, key)
-        for a in values_of(table, key):
-            for b in values_of(table, key):
-                if b <= a if not _numbers(a, b) else float(b) <= float(a):
-                    continue
+        values = values_of(table, key)  # in natural order: each pair once, the smaller value as A
+        for i, a in enumerate(values):
+            for b in values[i + 1:]:
                 if b not in paired.get(a, set()):
                     continue
                 try:
@@ -176,11 +175,3 @@ def store_comparisons(table: pd.DataFrame, runs: pd.DataFrame, root: str, correc
                 if len(result):
                     out.append((key, "", result))
     return out
-
-
-def _numbers(a: str, b: str) -> bool:
-    try:
-        float(a), float(b)
-        return True
-    except ValueError:
-        return False
