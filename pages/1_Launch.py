@@ -64,14 +64,19 @@ def grid_builder() -> dict:
     return {"name": name, "models": models, "datasets": datasets, "corruption": corruption,
             "lrs": [float(x) for x in lrs] if all(_is_float(x) for x in lrs) else lrs, "seeds": seeds,
             "pooling": pooling, "modes": modes,
-            "base": {**ARTEFACT_DEFAULTS, "epochs": int(epochs), "max_train": int(max_train),
+            "base": {**artefact_defaults(), "epochs": int(epochs), "max_train": int(max_train),
                      "max_test": int(max_test), "lr_schedule": schedule, **data_options()}}
 
 
 # what the demo keeps beside its metrics (features for t-SNE, probe rows): a grid built here with the demo's
 # settings is the demo (the same runs, already finished), not a second set of runs differing in these alone
-ARTEFACT_DEFAULTS = {k: v for k, v in (grids.load_spec("demo").get("base") or {}).items()
-                     if k in ("feature_samples", "probe_samples")}
+def artefact_defaults() -> dict:
+    """The demo preset's feature and probe sample sizes (none where no demo preset is found)."""
+    try:
+        base = grids.load_spec("demo").get("base") or {}
+    except HealcoreError:
+        return {}
+    return {k: v for k, v in base.items() if k in ("feature_samples", "probe_samples")}
 
 DATA_OPTIONS = dict(zip(DATA_OPTION_FIELDS, ("Text column", "Second text column", "Label column", "Train split",
                                              "Test split")))  # config.DATA_OPTION_FIELDS, labelled
