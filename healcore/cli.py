@@ -12,6 +12,7 @@ import sys
 
 from healcore.core.config import DATA_OPTION_FIELDS, RunConfig, field_help
 from healcore.core.errors import ConfigError, HealcoreError, RunBusyError, shown
+from healcore.core.model_facts import with_model_defaults
 from healcore.store.runs import RunStore
 
 DEFAULT_STORE = os.environ.get("HEALCORE_RUNS", "runs")
@@ -37,7 +38,7 @@ def _add_config_args(p: argparse.ArgumentParser) -> None:
 def _config_from_args(args: argparse.Namespace) -> RunConfig:
     values = {f.name: getattr(args, f.name) for f in dataclasses.fields(RunConfig)
               if getattr(args, f.name, None) is not None}
-    return RunConfig.from_dict(values)
+    return RunConfig.from_dict(with_model_defaults(values))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -166,7 +167,7 @@ def _run(args: argparse.Namespace) -> int:
     if args.config:
         fields = {f.name for f in dataclasses.fields(RunConfig)}
         flags = {k: v for k, v in vars(args).items() if k in fields and v is not None}
-        cfg = RunConfig.from_dict({**_read_json_file(args.config), **flags})
+        cfg = RunConfig.from_dict(with_model_defaults({**_read_json_file(args.config), **flags}))
     else:
         cfg = _config_from_args(args)
     store = RunStore(args.store)

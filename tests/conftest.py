@@ -26,7 +26,7 @@ TEST_DEVICE = os.environ.get("HEALCORE_TEST_DEVICE", "cpu")
 
 
 # Fixtures that train models, and modules whose every test starts processes or trains.
-TRAINING_FIXTURES = {"tiny_bert", "tiny_bert_no_dropout", "tiny_distilbert", "tiny_store"}
+TRAINING_FIXTURES = {"tiny_bert", "tiny_bert_no_dropout", "tiny_distilbert", "tiny_store", "tiny_families"}
 INTEGRATION_MODULES = {"test_browser", "test_ray_cluster", "test_reliability", "test_workers", "test_fused",
                        "test_compiled", "test_run", "test_fast_path"}
 
@@ -114,6 +114,51 @@ def tiny_distilbert(tmp_path_factory) -> str:
     cfg = DistilBertConfig(vocab_size=30522, dim=32, n_layers=4, n_heads=2, hidden_dim=64,
                            max_position_embeddings=256)
     return str(_save_tiny(tmp_path_factory.mktemp("tiny-distilbert"), cfg))
+
+
+# One tiny random-weight model per family of core/families.py (model_type -> its sizes), 4 layers each, with
+# minilm-l6's vocabulary: every family's layers, norms, attention and pooling, without the network.
+TINY_FAMILIES = {
+    "bert": dict(hidden_size=32, num_hidden_layers=4, num_attention_heads=2, intermediate_size=64),
+    "roberta": dict(hidden_size=32, num_hidden_layers=4, num_attention_heads=2, intermediate_size=64,
+                    max_position_embeddings=600, pad_token_id=0, type_vocab_size=1),
+    "xlm-roberta": dict(hidden_size=32, num_hidden_layers=4, num_attention_heads=2, intermediate_size=64,
+                        max_position_embeddings=600, pad_token_id=0, type_vocab_size=1),
+    "electra": dict(hidden_size=32, embedding_size=16, num_hidden_layers=4, num_attention_heads=2,
+                    intermediate_size=64),
+    "deberta-v2": dict(hidden_size=32, num_hidden_layers=4, num_attention_heads=2, intermediate_size=64),
+    "distilbert": dict(dim=32, n_layers=4, n_heads=2, hidden_dim=64),
+    "albert": dict(hidden_size=32, embedding_size=16, num_hidden_layers=4, num_attention_heads=2,
+                   intermediate_size=64),
+    "modernbert": dict(hidden_size=32, num_hidden_layers=4, num_attention_heads=2, intermediate_size=64,
+                       pad_token_id=0, bos_token_id=101, eos_token_id=102, cls_token_id=101, sep_token_id=102),
+    "gpt2": dict(n_embd=32, n_layer=4, n_head=2, bos_token_id=101, eos_token_id=102),
+    "gpt_neox": dict(hidden_size=32, num_hidden_layers=4, num_attention_heads=2, intermediate_size=64),
+    "llama": dict(hidden_size=32, num_hidden_layers=4, num_attention_heads=4, num_key_value_heads=2,
+                  intermediate_size=64),
+    "qwen2": dict(hidden_size=32, num_hidden_layers=4, num_attention_heads=4, num_key_value_heads=2,
+                  intermediate_size=64),
+    "mistral": dict(hidden_size=32, num_hidden_layers=4, num_attention_heads=4, num_key_value_heads=2,
+                    intermediate_size=64),
+    "opt": dict(hidden_size=32, num_hidden_layers=4, num_attention_heads=2, ffn_dim=64, word_embed_proj_dim=32,
+                pad_token_id=0, bos_token_id=101, eos_token_id=102),
+    "gemma": dict(hidden_size=32, num_hidden_layers=4, num_attention_heads=4, num_key_value_heads=2,
+                  intermediate_size=64, head_dim=8),
+    "gemma2": dict(hidden_size=32, num_hidden_layers=4, num_attention_heads=4, num_key_value_heads=2,
+                   intermediate_size=64, head_dim=8),
+    "gemma3_text": dict(hidden_size=32, num_hidden_layers=4, num_attention_heads=4, num_key_value_heads=2,
+                        intermediate_size=64, head_dim=8),
+}
+
+
+@pytest.fixture(scope="session")
+def tiny_families(tmp_path_factory) -> dict[str, str]:
+    """model_type -> a folder holding a tiny random-weight model of it, saved with save_pretrained."""
+    from transformers import AutoConfig
+
+    root = tmp_path_factory.mktemp("tiny-families")
+    return {kind: str(_save_tiny(root / kind, AutoConfig.for_model(kind, vocab_size=30522, **sizes)))
+            for kind, sizes in TINY_FAMILIES.items()}
 
 
 @pytest.fixture()

@@ -190,7 +190,10 @@ def test_unsupported_architecture_names_what_was_looked_for():
 def test_part_classification():
     import torch.nn as nn
 
-    assert part_of("attention.output.LayerNorm", nn.LayerNorm(4)) == "layernorm"
-    assert part_of("attention.self.query", nn.Linear(2, 2)) == "attention"
-    assert part_of("intermediate.dense", nn.Linear(2, 2)) == "ffn"
-    assert part_of("sa_layer_norm", nn.LayerNorm(4)) == "layernorm"
+    from healcore.core.families import family_of
+
+    bert, distilbert = family_of("bert"), family_of("distilbert")
+    assert part_of(bert, "attention.output.LayerNorm", nn.LayerNorm(4)) == "layernorm"
+    assert part_of(bert, "attention.self.query", nn.Linear(2, 2)) == "attention"
+    assert part_of(bert, "intermediate.dense", nn.Linear(2, 2)) == "ffn"
+    assert part_of(distilbert, "sa_layer_norm", nn.LayerNorm(4)) == "layernorm"

@@ -35,7 +35,7 @@ METHODS = ("reinit", "noise", "zero", "bitflip", "shuffle")
 INITS = ("kaiming_uniform", "torch_default", "normal")
 SCOPES = ("all", "attention", "ffn", "layernorm")
 MODES = ("full", "linear_probe", "lora")
-POOLINGS = ("cls", "mean")
+POOLINGS = ("cls", "mean", "last")
 SPLITS = ("standard", "paper")
 SELECT_ON = ("validation", "test")
 METRICS = ("f1_weighted", "f1_macro", "accuracy")
@@ -68,7 +68,7 @@ class RunConfig:
     corrupt_pooler: bool = False  # also corrupt the pooler, where the model has one (off in the paper)
     # --- fine-tuning ---
     mode: str = "full"  # full | linear_probe (body frozen) | lora (peft adapters + head)
-    pooling: str = "cls"  # cls (pooler output, else [CLS] state) | mean (non-[CLS], non-pad tokens)
+    pooling: str = "cls"  # cls (pooler output, else [CLS] state) | mean (non-pad tokens; an encoder's [CLS] left out) | last (last non-pad token: decoders, whose runs default to it)
     lr: float = 2e-5  # peak learning rate (paper grid: 1e-5, 2e-5, 5e-5)
     epochs: int = 3  # passes over the training split (paper: 10)
     batch_size: int = 32  # examples per optimizer step

@@ -38,9 +38,7 @@ def member_bytes(cfg: RunConfig) -> int:
     if not m["heads"]:
         raise ModelError(f"model {cfg.model!r}: its config.json does not give its number of attention heads")
     hidden, layers = m["hidden"], m["layers"]
-    embeddings = (m["vocab"] + m["positions"] + m["type_vocab"]) * hidden
-    params = embeddings + layers * (4 * hidden * hidden + 2 * hidden * m["inner"] + 9 * hidden + m["inner"]) \
-        + hidden * hidden
+    params = m["params"] + m["type_vocab"] * hidden + hidden * hidden  # and the token types and pooler, if any
     s, b = cfg.max_length, cfg.batch_size
     activations = layers * 2 * s * b * hidden * (34 + 5 * m["heads"] * s / hidden)
     return int(BYTES_PER_PARAM * params + activations)

@@ -16,6 +16,7 @@ from functools import lru_cache
 from pathlib import Path
 
 from healcore.core.errors import ModelError, first_line
+from healcore.core.families import HIDDEN_KEYS, LAYER_INDEX, LAYER_KEYS, Family, family_of, shape_of
 from healcore.core.paths import short
 
 
@@ -125,7 +126,8 @@ def _friendly_load_error(name: str, err: Exception, part: str = "model") -> Mode
         return ModelError(f"model {name!r} needs custom code (trust_remote_code), which healcore never runs; "
                           f"choose a standard transformers architecture")
     if "Unrecognized model" in text or "does not recognize this architecture" in text:
-        return ModelError(f"model {name!r} is not an architecture transformers knows; use a BERT-family encoder")
+        return ModelError(f"model {name!r} is not an architecture transformers knows; use a model of a family "
+                          f"healcore knows (healcore models inspect NAME says whether it is one)")
     if "RepositoryNotFound" in type(err).__name__ or "404" in text or "not found" in text.lower():
         return ModelError(f"model {short_name(name)!r}: the hub has no such model (or it is private); check the id, "
                           f"or give a local folder")
@@ -149,7 +151,7 @@ KNOWN_LAYERS = {"bert-base-uncased": 12, "bert-base-cased": 12, "bert-large-unca
 KNOWN_WIDTHS = {"bert-base-uncased": (768, 3072), "bert-base-cased": (768, 3072), "bert-large-uncased": (1024, 4096),
                 "bert-large-cased": (1024, 4096), "distilbert-base-uncased": (768, 3072),
                 "distilbert-base-cased": (768, 3072), "roberta-base": (768, 3072), "roberta-large": (1024, 4096)}
-_LAYER_KEYS = ("num_hidden_layers", "n_layers", "num_layers")
+_LAYER_KEYS = LAYER_KEYS
 
 
 def num_layers(name: str) -> int:
@@ -190,24 +192,51 @@ def _config_json(name: str) -> dict:
     return raw
 
 
-# model_type values (config.json) of models healcore cannot use (decoders, encoder-decoders): a torch-free check
-# for the dashboard. Other types are checked when the grid starts, by building the model on the meta device
-# (engine.models.check_architecture).
-NOT_ENCODERS = {"gpt2", "gpt_neo", "gptj", "gpt_neox", "llama", "mistral", "mixtral", "opt", "bloom", "falcon",
-                "phi", "phi3", "qwen2", "gemma", "gemma2", "t5", "bart", "mbart", "pegasus", "whisper"}
+def family(name: str) -> Family:
+    """The model's family (core/families.py), from its config.json; an unknown one is refused in one line."""
+    return family_of(_config_json(name).get("model_type"), name)
 
 
 def check_model_offline(name: str) -> None:
-    """Torch-free checks of a model: its config.json reads, it needs no remote code, and it is not a known
-    non-encoder architecture."""
-    _refuse_non_encoder(name, _config_json(name))
+    """Torch-free checks of a model: its config.json reads, it needs no remote code, and its family is known."""
+    family(name)
 
 
 def _refuse_non_encoder(name: str, raw: dict) -> None:
-    model_type = raw.get("model_type")
-    if model_type in NOT_ENCODERS:
-        raise ModelError(f"unsupported architecture {model_type!r} for {name}: healcore corrupts the layers of "
-                         f"BERT-family encoders (BERT, DistilBERT, RoBERTa, ELECTRA, DeBERTa-v2, MiniLM)")
+    family_of(raw.get("model_type"), name)
+
+
+def default_pooling(name: str) -> str:
+    """The pooling a run of this model gets when none is given: last for decoders, cls for encoders. A model whose
+    config cannot be read gets cls (the run then says what is wrong with the model)."""
+    if name in KNOWN_LAYERS:
+        return "cls"
+    try:
+        return family(name).pooling
+    except ModelError:
+        return "cls"
+
+
+def with_model_defaults(values: dict) -> dict:
+    """Run settings with the model's own defaults filled in where the user gave none: its family's pooling
+    (decoders: last). Every way of starting runs (CLI, grid spec, Launch) goes through this."""
+    if values.get("pooling") not in (None, ""):
+        return values
+    return {**values, "pooling": default_pooling(str(values.get("model") or "minilm-l6"))}
+
+
+def check_model_settings(name: str, pooling: str, method: str) -> None:
+    """Settings a family cannot take, refused in one line: [CLS] pooling on a decoder reads a token that sees only
+    itself; shuffling ALBERT's layers permutes copies of one block, which changes nothing."""
+    if name in KNOWN_LAYERS:
+        return
+    fam = family(name)
+    if pooling == "cls" and fam.causal:
+        raise ModelError(f"pooling=cls on {short_name(name)} ({fam.name}, a decoder): its first token sees "
+                         f"only itself; use pooling=last (the default for decoders) or mean")
+    if method == "shuffle" and fam.shared_layers:
+        raise ModelError(f"method=shuffle on {short_name(name)} ({fam.name}): its layers are copies of one shared "
+                         f"block, so permuting them changes nothing; use reinit, noise, zero or bitflip")
 
 
 def non_embedding_params(name: str) -> int:
@@ -216,22 +245,19 @@ def non_embedding_params(name: str) -> int:
         hidden, inner = KNOWN_WIDTHS[name]
         return KNOWN_LAYERS[name] * (4 * hidden * hidden + 2 * hidden * inner)
     shape = model_shape(name)
-    return shape["layers"] * (4 * shape["hidden"] ** 2 + 2 * shape["hidden"] * shape["inner"])
+    return shape["block_params"]
 
 
-def model_shape(name: str) -> dict[str, int]:
-    """A BERT-family model's sizes from config.json alone (torch-free): hidden, inner (feed-forward), layers, heads
-    (None where config.json does not say), vocab, positions, type_vocab (0 where it has no token types)."""
+def model_shape(name: str) -> dict:
+    """A model's sizes from config.json alone (torch-free; families.shape_of): hidden, inner (feed-forward),
+    layers, heads (None where config.json does not say), vocab, positions, type_vocab (0 where it has no token
+    types), block_params and params."""
     raw = _config_json(name)
-    hidden = raw.get("hidden_size") or raw.get("dim")
-    inner = raw.get("intermediate_size") or raw.get("hidden_dim") or (4 * hidden if hidden else None)
-    heads = raw.get("num_attention_heads") or raw.get("n_heads")
-    layers = num_layers(name)
-    if not all(isinstance(v, int) and v > 0 for v in (hidden, inner, layers)):
+    shape = shape_of(raw)
+    shape["layers"] = num_layers(name)
+    if not all(isinstance(shape[k], int) and shape[k] > 0 for k in ("hidden", "inner", "layers")):
         raise ModelError(f"model {name!r}: its config.json does not give its width and depth")
-    return {"hidden": hidden, "inner": inner, "layers": layers, "heads": heads,
-            "vocab": raw.get("vocab_size", 30522), "positions": raw.get("max_position_embeddings", 512),
-            "type_vocab": raw.get("type_vocab_size", 0)}
+    return shape
 
 
 def check_weights(name: str) -> None:
@@ -269,16 +295,14 @@ def check_weights(name: str) -> None:
                          f"re-save it with save_pretrained")
 
 
-_LAYER_INDEX = re.compile(r"(?:^|\.)(?:layer|layers)\.(\d+)\.")
-
-
 def config_against_weights(raw: dict, tensors: dict[str, list[int]]) -> str | None:
     """Where config.json disagrees with the weights' tensor names and shapes: how many layers, how wide."""
-    found = {int(m.group(1)) for name in tensors for m in [_LAYER_INDEX.search(name)] if m}
+    found = {int(m.group(1)) for name in tensors for m in [LAYER_INDEX.search(name)] if m}
     claimed = next((raw[k] for k in _LAYER_KEYS if isinstance(raw.get(k), int)), None)
-    if found and claimed is not None and claimed != max(found) + 1:
+    shared = raw.get("model_type") == "albert"  # one block reused at every depth: fewer stored than applied
+    if found and claimed is not None and claimed != max(found) + 1 and not shared:
         return f"config.json claims {claimed} layers, its weights hold {max(found) + 1}"
-    width = raw.get("hidden_size") or raw.get("dim")
+    width = next((raw[k] for k in ("embedding_size",) + HIDDEN_KEYS if isinstance(raw.get(k), int)), None)
     embedding = next((shape for name, shape in tensors.items() if name.endswith("word_embeddings.weight")), None)
     if isinstance(width, int) and embedding and len(embedding) == 2 and embedding[1] != width:
         return f"config.json claims a width of {width}, its word embeddings are {embedding[1]} wide"

@@ -7,7 +7,10 @@ because the paper says "Kaiming uniform" and names no variant, and these are the
 `torch_default` is nn.Linear's own reset (a=sqrt(5), bound 1/sqrt(fan_in)); `normal` is
 N(0, initializer_range), BERT's own initialisation (as in "Revisiting Few-sample BERT Fine-tuning").
 
-Which layers (a LayerSelection) is layers.py's, torch-free.
+Which layers (a LayerSelection) is layers.py's, torch-free; where each family keeps its blocks, embeddings and
+pooler, and which of a block's modules each `scope` touches, is core/families.py's table. Re-initialisation follows
+the family: GPT-2's Conv1D weights are stored (in, out), so their fan-in is the first axis; a norm's weight is set to
+the value that scales by one (1, or 0 for Gemma's norms, which scale by 1 + weight); RMSNorm has no bias.
 """
 from __future__ import annotations
 
@@ -19,8 +22,10 @@ import numpy as np
 import torch
 
 from healcore.core.errors import CorruptionSpecError
+from healcore.core.families import Family
+from healcore.core.families import part_of as family_part_of
 from healcore.core.layers import DEFAULT_STRENGTH, LayerSelection, chosen_layers, parse_layers
-from healcore.engine.models import layer_list
+from healcore.engine.models import family_of_model, layer_list
 
 
 @dataclass(frozen=True)
@@ -47,15 +52,13 @@ class CorruptionSpec:
 
 
 # ---------------------------------------------------------------------------------------------- apply
-def part_of(name: str, module) -> str:
-    """Which part of a transformer block a sub-module belongs to: layernorm, attention or ffn."""
-    lower = name.lower()
-    cls = type(module).__name__.lower()
-    if "layernorm" in cls or "rmsnorm" in cls or "layernorm" in lower or "layer_norm" in lower:
-        return "layernorm"
-    if "attention" in lower or "attn" in lower:
-        return "attention"
-    return "ffn"
+def part_of(family: Family, name: str, module) -> str:
+    """Which part of a transformer block a sub-module belongs to: layernorm, attention or ffn (the family's table)."""
+    part = family_part_of(family, name, type(module).__name__)
+    if part is None:
+        raise CorruptionSpecError(f"{family.name}: the module {name!r} ({type(module).__name__}) of a block is "
+                                  f"neither attention, feed-forward nor a norm in healcore's family table")
+    return part
 
 
 def _is_norm(module) -> bool:
@@ -65,36 +68,38 @@ def _is_norm(module) -> bool:
 
 def _targets(encoder, indices: list[int], spec: CorruptionSpec):
     """(qualified name, module, param name, param) of every parameter the spec touches, in a fixed order."""
+    family = family_of_model(encoder)
     layers = layer_list(encoder)
-    blocks: list[tuple[str, Any, bool]] = [(f"layer{i + 1}", layers[i], True) for i in indices]
-    if spec.embeddings and getattr(encoder, "embeddings", None) is not None:
-        blocks.append(("embeddings", encoder.embeddings, False))
-    if spec.pooler and getattr(encoder, "pooler", None) is not None:
-        blocks.append(("pooler", encoder.pooler, False))
-    for prefix, block, scoped in blocks:
-        for mod_name, module in block.named_modules():
+    for i in indices:
+        for mod_name, module in layers[i].named_modules():
             for p_name, param in module.named_parameters(recurse=False):
-                if scoped and spec.scope != "all" and part_of(mod_name, module) != spec.scope:
+                if spec.scope != "all" and part_of(family, mod_name, module) != spec.scope:
                     continue
-                yield f"{prefix}.{mod_name}.{p_name}".replace("..", "."), module, p_name, param
+                yield f"layer{i + 1}.{mod_name}.{p_name}".replace("..", "."), module, p_name, param
+    extra = (family.embeddings if spec.embeddings else ()) + ((family.pooler,) if spec.pooler and family.pooler else ())
+    if extra:
+        owners = dict(encoder.named_modules())
+        for full_name, param in encoder.named_parameters():
+            if full_name.startswith(extra):
+                mod_name, _, p_name = full_name.rpartition(".")
+                yield full_name, owners[mod_name], p_name, param
 
 
-def _reinit_(param, module, p_name: str, spec: CorruptionSpec, g, init_range: float) -> None:
+def _reinit_(param, module, p_name: str, spec: CorruptionSpec, g, init_range: float, family: Family) -> None:
     if _is_norm(module):
-        param.fill_(1.0 if p_name == "weight" else 0.0)
+        param.fill_(family.norm_identity if p_name == "weight" else 0.0)
     elif p_name.endswith("bias") or param.dim() < 2:
         if p_name.endswith("bias"):
             param.zero_()
         else:  # a 1-D weight outside a norm has no fan-in: BERT's own normal init
             param.copy_(torch.randn(param.shape, generator=g) * init_range)
-    elif spec.init == "kaiming_uniform":
-        tmp = torch.empty(param.shape)
-        torch.nn.init.kaiming_uniform_(tmp, generator=g)
-        param.copy_(tmp)
-    elif spec.init == "torch_default":
-        tmp = torch.empty(param.shape)
-        torch.nn.init.kaiming_uniform_(tmp, a=math.sqrt(5), generator=g)
-        param.copy_(tmp)
+    elif spec.init in ("kaiming_uniform", "torch_default"):
+        # GPT-2's Conv1D keeps (in, out): initialised as the (out, in) matrix it applies, then stored transposed
+        transposed = family.transposed and type(module).__name__ == "Conv1D"
+        tmp = torch.empty(tuple(reversed(param.shape)) if transposed else param.shape)
+        a = 0.0 if spec.init == "kaiming_uniform" else math.sqrt(5)
+        torch.nn.init.kaiming_uniform_(tmp, a=a, generator=g)
+        param.copy_(tmp.t() if transposed else tmp)
     else:  # normal
         param.copy_(torch.randn(param.shape, generator=g) * init_range)
 
@@ -131,6 +136,7 @@ def apply(encoder, spec: CorruptionSpec) -> dict[str, Any]:
     strength = spec.strength if spec.strength is not None else DEFAULT_STRENGTH.get(spec.method)
     report["strength"] = strength
     init_range = float(getattr(encoder.config, "initializer_range", 0.02))
+    family = family_of_model(encoder)
 
     if spec.method == "shuffle":
         layers = layer_list(encoder)
@@ -148,7 +154,7 @@ def apply(encoder, spec: CorruptionSpec) -> dict[str, Any]:
     with torch.no_grad():
         for _, module, p_name, param in _targets(encoder, indices, spec):
             if spec.method == "reinit":
-                _reinit_(param, module, p_name, spec, g, init_range)
+                _reinit_(param, module, p_name, spec, g, init_range, family)
             elif spec.method == "noise":
                 std = float(param.float().std()) if param.numel() > 1 else 0.0
                 param.add_(torch.randn(param.shape, generator=g).to(param.dtype) * (strength * std))

@@ -9,26 +9,26 @@
 from __future__ import annotations
 
 import inspect
-import re
 
 import numpy as np
 import torch
 
+from healcore.core.families import EMBEDDING_PREFIXES, LAYER_INDEX, POOLER_PREFIXES
 from healcore.engine.batching import collate, eval_batches
 
-_LAYER_RE = re.compile(r"(?:^|\.)(?:layer|layers)\.(\d+)\.")
-
-
 def block_of(param_name: str) -> str:
-    """The block a classifier parameter belongs to: embeddings, layer <i> (1-based), pooler, head or other."""
+    """The block a classifier parameter ("encoder.<body's name>" or "head.*") belongs to: embeddings, layer <i>
+    (1-based), pooler, head or other (a final norm), by the family table's names."""
     if param_name.startswith("head."):
         return "head"
-    m = _LAYER_RE.search(param_name)
+    m = LAYER_INDEX.search(param_name)
     if m:
         return f"layer {int(m.group(1)) + 1}"
-    if ".embeddings." in f".{param_name}":
+    body = param_name.split("encoder.", 1)[1] if param_name.startswith("encoder.") else param_name
+    body = body.removeprefix("base_model.model.")  # LoRA's wrapper
+    if body.startswith(EMBEDDING_PREFIXES):
         return "embeddings"
-    if ".pooler." in f".{param_name}":
+    if body.startswith(POOLER_PREFIXES):
         return "pooler"
     return "other"
 

@@ -1,6 +1,7 @@
-"""Loading BERT-family encoders (torch): the tokenizer, the pretrained encoder and its layer list, models derived
-by keeping some layers, the classifier that wraps an encoder, and the device a run trains on. Remote code is never
-run. What is known about a model without loading it is core/model_facts.py's.
+"""Loading pretrained transformers (torch): the tokenizer, the pretrained body (an encoder, or a decoder-only LM
+without its head) and its layer list, models derived by keeping some layers, the classifier that wraps a body, and
+the device a run trains on. Remote code is never run. What each family keeps where is core/families.py's table;
+what is known about a model without loading it is core/model_facts.py's.
 """
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ import torch.nn as nn
 import transformers
 
 from healcore.core.errors import ModelError
+from healcore.core.families import Family, family_of
 from healcore.core.model_facts import (DERIVED, _friendly_load_error, check_model_offline, cpu_name, derived_folder,
                                        model_folder)
 
@@ -59,7 +61,7 @@ def derive_layer_subset(base_dir: str | Path, keep: tuple[int, ...], out_dir: st
     if not keep or any(not 0 <= i < len(layers) for i in keep):
         raise ModelError(f"cannot keep layers {list(keep)} of a {len(layers)}-layer model")
     setattr(holder, name, nn.ModuleList([layers[i] for i in keep]))
-    for attr in ("num_hidden_layers", "n_layers", "num_layers"):
+    for attr in ("num_hidden_layers", "n_layer", "n_layers", "num_layers"):
         if isinstance(getattr(model.config, attr, None), int):
             setattr(model.config, attr, len(keep))
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -89,10 +91,6 @@ def resolve_model_path(name: str) -> str:
     return model_folder(name)
 
 
-# Where encoders keep their transformer blocks, relative to the base model (AutoModel), in search order.
-LAYER_PATHS = ("encoder.layer", "transformer.layer", "encoder.layers", "layers", "transformer.layers")
-
-
 @lru_cache(maxsize=64)
 def load_model_config(name: str):
     """The transformers config alone (no weights): cheap, used to check layer specs before a run starts. Its
@@ -119,38 +117,70 @@ def check_architecture(name: str) -> int:
             model = AutoModel.from_config(cfg, trust_remote_code=False)
     except Exception as err:
         raise _friendly_load_error(name, err) from None
+    if family_of_model(model).shared_layers:
+        return cfg.num_hidden_layers
     return len(layer_list(model))
 
 
+def family_of_model(encoder) -> Family:
+    """The family (core/families.py) of a loaded body, from its config's model_type."""
+    return family_of(getattr(encoder.config, "model_type", None), type(encoder).__name__)
+
+
 def _layer_list_slot(encoder):
-    """(the module holding the layer list, its attribute name, the list) at the first of LAYER_PATHS that has one."""
-    for path in LAYER_PATHS:
-        *parents, name = path.split(".")
-        holder = encoder
-        for part in parents:
-            holder = getattr(holder, part, None)
-            if holder is None:
-                break
-        node = getattr(holder, name, None) if holder is not None else None
-        if isinstance(node, nn.ModuleList) and len(node) > 0:
-            return holder, name, node
-    raise ModelError(f"unsupported architecture {type(encoder).__name__}: looked for a layer list at "
-                     f"{', '.join(LAYER_PATHS)}; healcore supports BERT-family encoders "
-                     f"(BERT, DistilBERT, RoBERTa, ELECTRA, DeBERTa-v2, MiniLM)")
+    """(the module holding the layer list, its attribute name, the list), where the family's table says it is."""
+    path = family_of_model(encoder).layers
+    *parents, name = path.split(".")
+    holder = encoder
+    for part in parents:
+        holder = getattr(holder, part, None)
+        if holder is None:
+            break
+    node = getattr(holder, name, None) if holder is not None else None
+    if not isinstance(node, nn.ModuleList) or len(node) == 0:
+        raise ModelError(f"{type(encoder).__name__} has no layer list at {path}, where its family keeps it; "
+                         f"re-save the model with the transformers version that wrote it")
+    return holder, name, node
 
 
 def layer_list(encoder):
-    """The encoder's ModuleList of transformer blocks, found generically; a clear error when absent."""
+    """The body's ModuleList of transformer blocks (where its family keeps them); a clear error when absent."""
     return _layer_list_slot(encoder)[2]
 
 
+def untie_shared_layers(encoder) -> None:
+    """ALBERT applies one block (a layer group) at every depth. Give each depth its own copy, the same weights and
+    so the same function as before, so that corrupting layer k damages depth k alone. A clean run is untied too,
+    so that clean and corrupted runs fine-tune the same architecture (a depth's copy then trains on its own)."""
+    import copy
+
+    cfg = encoder.config
+    groups = encoder.encoder.albert_layer_groups
+    L, G = cfg.num_hidden_layers, cfg.num_hidden_groups
+    if G == L:
+        return
+    depth_group = [int(i / (L / G)) for i in range(L)]  # AlbertTransformer.forward's own rule
+    encoder.encoder.albert_layer_groups = nn.ModuleList([copy.deepcopy(groups[g]) for g in depth_group])
+    cfg.num_hidden_groups = L
+
+
 def load_tokenizer(name: str):
+    """The model's tokenizer. One without a pad token (GPT-2, Pythia, Llama) pads with an existing token (its end,
+    else unknown, else beginning token): the vocabulary and the embedding matrix keep their size, and padding is
+    masked out of attention and pooling anyway."""
     AutoTokenizer = hf("AutoTokenizer")
     path = resolve_model_path(name)
     try:
-        return AutoTokenizer.from_pretrained(path, trust_remote_code=False)
+        tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=False)
     except Exception as err:
         raise _friendly_load_error(name, err, "tokenizer") from None
+    if tokenizer.pad_token is None:
+        stand_in = tokenizer.eos_token or tokenizer.unk_token or tokenizer.bos_token
+        if stand_in is None:
+            raise ModelError(f"the tokenizer of model {name!r} has no pad, end, unknown or beginning token to pad "
+                             f"with; save it with a pad_token")
+        tokenizer.pad_token = stand_in
+    return tokenizer
 
 
 def load_encoder(name: str):
@@ -162,18 +192,20 @@ def load_encoder(name: str):
     try:
         try:
             encoder = AutoModel.from_pretrained(path, trust_remote_code=False, attn_implementation="sdpa")
-        except ValueError as err:
-            if "sdpa" not in str(err).lower():
+        except ValueError as err:  # DeBERTa-v2 and others have no SDPA attention: their own
+            if "sdpa" not in str(err).lower() and "attention implementation" not in str(err).lower():
                 raise
             encoder = AutoModel.from_pretrained(path, trust_remote_code=False)
     except Exception as err:
         raise _friendly_load_error(name, err) from None
+    if family_of_model(encoder).shared_layers:
+        untie_shared_layers(encoder)
     layer_list(encoder)  # unsupported architectures fail here, before anything is written
     return encoder
 
 
 def _dropout_of(config) -> float:
-    for attr in ("hidden_dropout_prob", "dropout", "hidden_dropout"):
+    for attr in ("hidden_dropout_prob", "dropout", "hidden_dropout", "resid_pdrop"):
         value = getattr(config, attr, None)
         if isinstance(value, float):
             return value
@@ -181,8 +213,10 @@ def _dropout_of(config) -> float:
 
 
 def build_classifier(encoder, num_labels: int, pooling: str, seed: int):
-    """Encoder + dropout + linear head (initialised from `seed`). Every classifier is of one class, so K of
-    them can be stacked into one fused model (fused.py)."""
+    """Body + dropout + linear head (initialised from `seed`). Every classifier is of one class, so K of
+    them can be stacked into one fused model (fused.py). Pooling: cls ([CLS]: the pooler where the model has one,
+    else the first token's state), mean (every real token; an encoder's [CLS] left out, as in the paper's
+    appendix) or last (the last real token, a decoder's summary of the whole text; left or right padding alike)."""
     return classifier_class()(encoder, num_labels, pooling, seed)
 
 
@@ -191,17 +225,25 @@ def classifier_class():
     """The classifier's class (one class, so that K of them can be stacked into one fused model)."""
 
     class Classifier(nn.Module):
-        """Encoder + dropout + linear head. `pooled` is what t-SNE panels and the probe see."""
+        """Body + dropout + linear head. `pooled` is what t-SNE panels and the probe see."""
 
         def __init__(self, encoder, num_labels: int, pooling: str, seed: int):
             super().__init__()
+            family = family_of_model(encoder)
+            if pooling == "cls" and family.causal:
+                raise ModelError(f"pooling=cls on a {family.name} model, a decoder: its first token sees only "
+                                 f"itself; use pooling=last (the default for decoders) or mean")
             self.encoder = encoder
             self.pooling = pooling
-            hidden = encoder.config.hidden_size if hasattr(encoder.config, "hidden_size") else encoder.config.dim
+            self.skip_first = not family.causal  # mean pooling leaves out an encoder's [CLS]; a decoder has none
+            config = encoder.config
+            hidden = next(getattr(config, k) for k in ("hidden_size", "n_embd", "dim") if hasattr(config, k))
             self.dropout = nn.Dropout(_dropout_of(encoder.config))
             self.head = nn.Linear(hidden, num_labels)
-            # DistilBERT and others take no token_type_ids: pairs are then told apart by [SEP] alone
-            self.use_types = "token_type_ids" in inspect.signature(encoder.forward).parameters
+            # pairs are told apart by token types only where the model learned two (BERT); elsewhere (DistilBERT,
+            # RoBERTa, GPT-2, whose "types" would be word embeddings) by the separator tokens alone
+            self.use_types = ("token_type_ids" in inspect.signature(encoder.forward).parameters
+                              and (getattr(config, "type_vocab_size", 0) or 0) >= 2)
             g = torch.Generator().manual_seed(seed)
             with torch.no_grad():
                 self.head.weight.copy_(torch.randn(self.head.weight.shape, generator=g) * 0.02)
@@ -218,10 +260,13 @@ def classifier_class():
 
         def pool(self, out, attention_mask):
             hidden = out.last_hidden_state
+            if self.pooling == "last":
+                return last_token(hidden, attention_mask)
             if self.pooling == "mean":
                 # The paper's appendix: mean of every token but [CLS], padding excluded.
                 mask = attention_mask.clone()
-                mask[:, 0] = 0
+                if self.skip_first:
+                    mask[:, 0] = 0
                 mask = mask.unsqueeze(-1).to(hidden.dtype)
                 return (hidden * mask).sum(1) / mask.sum(1).clamp(min=1.0)
             pooler_output = getattr(out, "pooler_output", None)
@@ -235,6 +280,14 @@ def classifier_class():
             return (logits, pooled, states) if hidden_states else (logits, pooled)
 
     return Classifier
+
+
+def last_token(hidden, attention_mask):
+    """Each row's state at its last real (unmasked) position: right padding (real tokens, then pads) and left
+    padding (pads, then real tokens) alike."""
+    positions = torch.arange(attention_mask.shape[1], device=attention_mask.device)
+    last = (attention_mask.to(torch.long) * positions).argmax(dim=1)
+    return hidden[torch.arange(hidden.shape[0], device=hidden.device), last]
 
 
 def pick_device(requested: str) -> str:

@@ -27,7 +27,7 @@ from healcore.core.data import Splits, stratified_take
 from healcore.core.errors import (DiskFullError, HealcoreError, Interrupted, RunBusyError, StoreError,
                                   TrainingDiverged, first_line)
 from healcore.core.layers import chosen_layers
-from healcore.core.model_facts import check_weights
+from healcore.core.model_facts import check_model_settings, check_weights, family
 from healcore.core.stopping import SignalFlag
 from healcore.engine import corruption
 from healcore.engine.batching import Encoded
@@ -51,6 +51,7 @@ def preflight(cfg: RunConfig, loader: Loader | None = None) -> Splits:
     loader = loader or Loader()
     L = check_architecture(cfg.model)  # (the config itself was validated when it was built)
     check_weights(cfg.model)  # whole, and saying what config.json says (layers, width)
+    check_model_settings(cfg.model, cfg.pooling, cfg.method)  # [CLS] of a decoder is refused
     chosen_layers(cfg.layers, cfg.method, L)
     loader.tokenizer(cfg.model)  # loaded now, as the run will (a garbage tokenizer file is one line, no folder)
     return loader.splits(cfg)
@@ -238,8 +239,10 @@ def set_up(cfg: RunConfig, splits: Splits, handle: RunHandle, loader: Loader) ->
     if cfg.mode == "lora":
         from peft import LoraConfig, get_peft_model
 
+        fam = family(cfg.model)  # its attention projections (families.py), Conv1D's stored (in, out) in GPT-2
         model.encoder = get_peft_model(model.encoder, LoraConfig(r=cfg.lora_r, lora_alpha=2 * cfg.lora_r,
-                                                                 lora_dropout=0.1))
+                                                                 lora_dropout=0.1, target_modules=list(fam.lora),
+                                                                 fan_in_fan_out=fam.transposed))
     elif cfg.mode == "linear_probe":
         for p in model.encoder.parameters():
             p.requires_grad_(False)

@@ -18,7 +18,7 @@ from healcore.core.config import DATA_OPTION_FIELDS, RunConfig
 from healcore.core.data import DATA_FIELDS, canonical_options, load_splits
 from healcore.core.errors import HealcoreError, ModelError
 from healcore.core.layers import chosen_layers
-from healcore.core.model_facts import (check_model_offline, check_weights, known_hub_model, non_embedding_params,
+from healcore.core.model_facts import (check_model_offline, check_model_settings, check_weights, known_hub_model, non_embedding_params,
                                        num_layers, this_machine)
 from healcore.grids.execution import Execution
 from healcore.grids.progress import fmt_duration
@@ -103,6 +103,7 @@ def preflight(grid: Grid, deep: bool = False) -> None:
             else:
                 layers[cfg.model] = num_layers(cfg.model)
         chosen_layers(cfg.layers, cfg.method, layers[cfg.model])
+        check_model_settings(cfg.model, cfg.pooling, cfg.method)
         key = tuple(getattr(cfg, name) for name in DATA_FIELDS)
         if key not in seen_data:
             seen_data.add(key)

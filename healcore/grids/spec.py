@@ -113,7 +113,7 @@ def _fitting_levels(num_layers: int) -> str:
 
 def expand(spec: str | Path | dict, overrides: dict | None = None) -> Grid:
     """Every RunConfig of a grid spec, in a stable order, validated."""
-    from healcore.core.model_facts import num_layers
+    from healcore.core.model_facts import default_pooling, num_layers
 
     data = load_spec(spec)
     unknown = sorted(set(data) - SPEC_KEYS)
@@ -165,7 +165,7 @@ def expand(spec: str | Path | dict, overrides: dict | None = None) -> Grid:
                 _as_list(data.get("datasets", [base.get("dataset", "sst2")]), "datasets"), settings,
                 _as_list(data.get("lrs", [base.get("lr", 2e-5)]), "lrs"),
                 _as_list(data.get("seeds", [base.get("seed", 0)]), "seeds"),
-                _as_list(data.get("pooling", [base.get("pooling", "cls")]), "pooling"),
+                _as_list(data.get("pooling", [base.get("pooling") or default_pooling(str(model))]), "pooling"),
                 _as_list(data.get("modes", [base.get("mode", "full")]), "modes")):
             cfg = RunConfig.from_dict({**base, "model": model, "dataset": dataset, **setting, "lr": lr, "seed": seed,
                                        "pooling": pooling, "mode": mode})
