@@ -46,7 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
                      "measure how much it heals. Runs are stored one folder each under --store.")
     parser.add_argument("--store", default=DEFAULT_STORE, help="run store folder [$HEALCORE_RUNS or ./runs]")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser,
-                                metavar="{run,grid,status,cancel,report,compare,data}")
+                                metavar="{run,grid,status,cancel,report,compare,data,models}")
 
     p = sub.add_parser("run", help="execute one run (reused if finished, resumed if interrupted)",
                        description="Execute one healing run. Example: healcore run --model minilm-l6 "
@@ -132,6 +132,17 @@ def build_parser() -> argparse.ArgumentParser:
     for name in DATA_OPTION_FIELDS:
         e.add_argument("--" + name.replace("_", "-"), dest=name, default="", help=helps[name].replace("%", "%%"))
     dsub.add_parser("list", help="list the registry datasets and where each would load from")
+
+    m = sub.add_parser("models", help="model tools: the families healcore runs, and what it would do to a model")
+    msub = m.add_subparsers(dest="models_command", required=True, parser_class=_Parser)
+    i = msub.add_parser("inspect", help="a model's family, sizes, levels, scopes, LoRA targets and pooling",
+                        description="Print, from config.json alone (no weights loaded), what healcore would do to a "
+                        "model: family, layers, width and parameters; which layers bottom:25%% and the other levels "
+                        "pick; which modules each scope touches; the LoRA targets and the default pooling. "
+                        "Example: healcore models inspect gpt2")
+    i.add_argument("name", help="short name (minilm-l6), a folder saved with save_pretrained, or a hub id")
+    i.add_argument("--json", action="store_true", help="print it as JSON")
+    msub.add_parser("families", help="list the model families healcore knows")
     return parser
 
 
@@ -156,7 +167,7 @@ def main(argv: list[str] | None = None) -> int:
 def _dispatch(args: argparse.Namespace) -> int:
     # Each command imports what it needs when it is chosen: `healcore status` and `--help` never load torch.
     commands = {"run": _run, "exec": _exec, "worker": _worker, "grid": _grid, "status": _status, "cancel": _cancel,
-                "report": _report, "compare": _compare, "data": _data}
+                "report": _report, "compare": _compare, "data": _data, "models": _models}
     return commands[args.command](args)
 
 
@@ -247,6 +258,21 @@ def _data(args: argparse.Namespace) -> int:
         print(f"{name:30s} {len(info.classes):3d} classes  {'folder ' + str(root / name) if local else 'hub ' + info.hub_id}")
     print("Any other dataset: a folder of train/test files (CSV, JSONL, Parquet), a folder saved with "
           "DatasetDict.save_to_disk, or hub:<id>[:<config>]; columns by --text-column / --label-column")
+    return 0
+
+
+def _models(args: argparse.Namespace) -> int:
+    from healcore.core.families import FAMILIES
+
+    if args.models_command == "families":
+        for fam in FAMILIES:
+            kind = "decoder" if fam.causal else "encoder"
+            print(f"{fam.name:26s} {kind:8s} model_type {', '.join(fam.model_types)}; pooling {fam.pooling}")
+        return 0
+    from healcore.core.inspection import format_inspection, inspect_model
+
+    info = inspect_model(args.name)
+    print(json.dumps(info, indent=2) if args.json else format_inspection(info))
     return 0
 
 

@@ -12,6 +12,7 @@ from healcore.core.config import (COMPILE_MODES, DATA_OPTION_FIELDS, LR_SCHEDULE
                                   field_help)
 from healcore.core.data import REGISTRY
 from healcore.core.errors import HealcoreError
+from healcore.core.inspection import format_inspection, inspect_model
 from healcore.core.model_facts import DERIVED, SHORT_NAMES
 from healcore.core.paths import check_spec_paths, confine
 from healcore.grids import spec as grids
@@ -23,8 +24,25 @@ from healcore.grids.progress import fmt_duration, grid_progress, run_progress
 from healcore.store.grids import grid_records, live_grid
 from healcore.store.runs import RunStore
 
-# the short names (offline), then the paper's hub models and RoBERTa
-MODELS = [*SHORT_NAMES, *DERIVED, "bert-base-uncased", "bert-large-uncased", "distilbert-base-uncased", "roberta-base"]
+# the short names (offline), then the paper's hub models and RoBERTa, then the decoders of the decoders-sst2 preset
+MODELS = [*SHORT_NAMES, *DERIVED, "bert-base-uncased", "bert-large-uncased", "distilbert-base-uncased", "roberta-base",
+          "gpt2", "EleutherAI/pythia-160m", "Qwen/Qwen2.5-0.5B"]
+
+
+@st.cache_data(show_spinner=False, max_entries=64)
+def model_card(name: str) -> str:
+    """`healcore models inspect NAME`'s text, or why the model cannot be read (config.json alone: no weights)."""
+    try:
+        return format_inspection(inspect_model(name))
+    except HealcoreError as err:
+        return f"cannot inspect {name}: {err}"
+
+
+def model_cards(models: list[str]) -> None:
+    """Beside the picker: what healcore would do to each chosen model (family, levels, scopes, LoRA, pooling)."""
+    for name in models:
+        with st.expander(f"Model {name}: family, levels, scopes, pooling"):
+            st.code(model_card(name), language=None, wrap_lines=True)
 
 
 def grid_builder() -> dict:
@@ -48,7 +66,9 @@ def grid_builder() -> dict:
         schedule = st.selectbox("Learning-rate schedule", LR_SCHEDULES,
                                 help="constant: the paper's Adam at a fixed rate; linear: decay to 0 (run_glue's)")
         seeds = st.multiselect("Seeds", [0, 1, 2, 3, 4], default=[0])
-        pooling = st.multiselect("Pooling", POOLINGS, default=["cls"])
+        pooling = st.multiselect("Pooling", POOLINGS, default=[], placeholder="each model's own",
+                                 help="Empty: each model's default, cls for encoders and last (the last real token) "
+                                      "for decoders, which refuse cls")
     with c3:
         modes = st.multiselect("Mode", MODES, default=["full"])
         epochs = st.number_input("Epochs", 1, 100, 3)
@@ -58,12 +78,13 @@ def grid_builder() -> dict:
         # new widget on each rerun and throw away what the user typed
         st.session_state.setdefault("grid_name", time.strftime("grid-%Y%m%d-%H%M%S"))
         name = st.text_input("Grid name", key="grid_name")
+    model_cards(models)
     corruption = {"sides": sides, "levels": levels}
     if method != "reinit":
         corruption["method"] = method
     return {"name": name, "models": models, "datasets": datasets, "corruption": corruption,
             "lrs": [float(x) for x in lrs] if all(_is_float(x) for x in lrs) else lrs, "seeds": seeds,
-            "pooling": pooling, "modes": modes,
+            **({"pooling": pooling} if pooling else {}), "modes": modes,
             "base": {**artefact_defaults(), "epochs": int(epochs), "max_train": int(max_train),
                      "max_test": int(max_test), "lr_schedule": schedule, **data_options()}}
 

@@ -19,7 +19,8 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-SHARED_DATA = (ROOT.parent / "shared" / "data").resolve()
+# the shared offline data beside the checkout; HEALCORE_TEST_DATA names another copy (a GPU machine's carried one)
+SHARED_DATA = Path(os.environ.get("HEALCORE_TEST_DATA") or ROOT.parent / "shared" / "data").resolve()
 # The device the numerics tests train on: cpu everywhere (CI has no GPU); HEALCORE_TEST_DEVICE=cuda runs the
 # same tests on a GPU machine (see docs/PERFORMANCE.md).
 TEST_DEVICE = os.environ.get("HEALCORE_TEST_DEVICE", "cpu")

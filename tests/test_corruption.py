@@ -179,11 +179,11 @@ def test_layer_list_is_found_generically(factory):
     assert changed and all(".2." in k for k in changed)
 
 
-def test_unsupported_architecture_names_what_was_looked_for():
-    from transformers import GPT2Config, GPT2Model
+def test_an_unknown_family_names_the_known_ones():
+    from transformers import T5Config, T5EncoderModel
 
-    model = GPT2Model(GPT2Config(n_layer=2, n_embd=32, n_head=2, vocab_size=100))
-    with pytest.raises(ModelError, match="encoder.layer"):
+    model = T5EncoderModel(T5Config(num_layers=2, d_model=32, num_heads=2, d_ff=64, d_kv=16, vocab_size=100))
+    with pytest.raises(ModelError, match="'t5'.*BERT.*GPT-2"):
         layer_list(model)
 
 

@@ -319,3 +319,30 @@ def test_cls_on_a_decoder_leaves_no_run_folder(tiny_families, tmp_path):
     assert not any((tmp_path / "runs").glob("*/status.json"))
     with pytest.raises(ConfigError):
         RunConfig.from_dict({"pooling": "first"})
+
+
+def test_models_inspect_agrees_with_the_engine_on_every_family(tiny_families, capsys):
+    from healcore.cli import main
+    from healcore.core.inspection import inspect_model
+    from healcore.engine.corruption import part_of
+    from healcore.engine.models import layer_list
+
+    for kind, folder in tiny_families.items():
+        info = inspect_model(folder)
+        family = family_of(kind)
+        assert info["family"] == family.name and info["layers"] == 4 and info["scope_source"] == "weights header"
+        assert info["picks"]["bottom:25%"] == "layer 1" and info["picks"]["top:50%"] == "layers 3-4"
+        assert info["default_pooling"] == family.pooling and info["lora_targets"] == list(family.lora)
+        block = layer_list(_body(folder))[0 if kind != "modernbert" else 1]  # ModernBERT's first has no attn norm
+        engine = {m: part_of(family, m, mod) for m, mod in block.named_modules()
+                  if any(True for _ in mod.parameters(recurse=False))}
+        shown = {m: scope for scope, modules in info["scopes"].items() for m in modules}
+        if kind != "modernbert":
+            assert shown == engine, kind
+        else:
+            assert set(shown.items()) <= set(engine.items())
+    assert main(["models", "inspect", tiny_families["gpt2"]]) == 0
+    out = capsys.readouterr().out
+    assert "GPT-2" in out and "mlp.c_fc" in out and "last by default" in out
+    assert main(["models", "inspect", "/nonexistent/model"]) == 2
+    assert "does not exist" in capsys.readouterr().err

@@ -139,18 +139,39 @@ def _friendly_load_error(name: str, err: Exception, part: str = "model") -> Mode
                       f"folder or minilm-l6")
 
 
-# Layer counts of common hub models, so grid specs expand (and dry-run) offline.
-KNOWN_LAYERS = {"bert-base-uncased": 12, "bert-base-cased": 12, "bert-large-uncased": 24, "bert-large-cased": 24,
-                "distilbert-base-uncased": 6, "distilbert-base-cased": 6, "roberta-base": 12, "roberta-large": 24,
-                "google/electra-base-discriminator": 12, "microsoft/deberta-v3-base": 12,
-                "sentence-transformers/all-MiniLM-L6-v2": 6, "minilm-l6": 6,
-                **{name: len(keep) for name, (_, keep) in DERIVED.items()}}
+# What config.json says of common hub models (the facts healcore reads: family, depth, widths), so that grid specs
+# expand, dry-run and are inspected offline. A run loads the real config with the weights.
+def _bert(layers, hidden, inner, heads, vocab=30522, positions=512, types=2, kind="bert", **more):
+    return {"model_type": kind, "num_hidden_layers": layers, "hidden_size": hidden, "intermediate_size": inner,
+            "num_attention_heads": heads, "vocab_size": vocab, "max_position_embeddings": positions,
+            "type_vocab_size": types, **more}
 
 
+_DISTILBERT = {"model_type": "distilbert", "n_layers": 6, "dim": 768, "hidden_dim": 3072, "n_heads": 12,
+               "vocab_size": 30522, "max_position_embeddings": 512}
+KNOWN_CONFIGS = {
+    "bert-base-uncased": _bert(12, 768, 3072, 12), "bert-base-cased": _bert(12, 768, 3072, 12, vocab=28996),
+    "bert-large-uncased": _bert(24, 1024, 4096, 16), "bert-large-cased": _bert(24, 1024, 4096, 16, vocab=28996),
+    "distilbert-base-uncased": _DISTILBERT, "distilbert-base-cased": {**_DISTILBERT, "vocab_size": 28996},
+    "roberta-base": _bert(12, 768, 3072, 12, vocab=50265, positions=514, types=1, kind="roberta"),
+    "roberta-large": _bert(24, 1024, 4096, 16, vocab=50265, positions=514, types=1, kind="roberta"),
+    "google/electra-base-discriminator": _bert(12, 768, 3072, 12, kind="electra", embedding_size=768),
+    "microsoft/deberta-v3-base": _bert(12, 768, 3072, 12, vocab=128100, types=0, kind="deberta-v2"),
+    "sentence-transformers/all-MiniLM-L6-v2": _bert(6, 384, 1536, 12),
+    "gpt2": {"model_type": "gpt2", "n_layer": 12, "n_embd": 768, "n_head": 12, "n_positions": 1024,
+             "vocab_size": 50257},
+    "EleutherAI/pythia-160m": {"model_type": "gpt_neox", "num_hidden_layers": 12, "hidden_size": 768,
+                               "intermediate_size": 3072, "num_attention_heads": 12, "vocab_size": 50304,
+                               "max_position_embeddings": 2048},
+    "Qwen/Qwen2.5-0.5B": {"model_type": "qwen2", "num_hidden_layers": 24, "hidden_size": 896,
+                          "intermediate_size": 4864, "num_attention_heads": 14, "num_key_value_heads": 2,
+                          "vocab_size": 151936, "max_position_embeddings": 32768},
+}
+KNOWN_LAYERS = {**{name: next(raw[k] for k in LAYER_KEYS if k in raw) for name, raw in KNOWN_CONFIGS.items()},
+                "minilm-l6": 6, **{name: len(keep) for name, (_, keep) in DERIVED.items()}}
 # (hidden size, feed-forward size) of the paper's hub models, so cost priors work offline.
-KNOWN_WIDTHS = {"bert-base-uncased": (768, 3072), "bert-base-cased": (768, 3072), "bert-large-uncased": (1024, 4096),
-                "bert-large-cased": (1024, 4096), "distilbert-base-uncased": (768, 3072),
-                "distilbert-base-cased": (768, 3072), "roberta-base": (768, 3072), "roberta-large": (1024, 4096)}
+KNOWN_WIDTHS = {name: (raw.get("hidden_size") or raw["dim"], raw.get("intermediate_size") or raw["hidden_dim"])
+                for name, raw in KNOWN_CONFIGS.items() if raw["model_type"] in ("bert", "distilbert", "roberta")}
 _LAYER_KEYS = LAYER_KEYS
 
 
@@ -180,6 +201,8 @@ def _config_json(name: str) -> dict:
         return raw
     path = Path(model_folder(name)) / "config.json"
     if not path.is_file():
+        if name in KNOWN_CONFIGS:  # its facts by name: no hub round trip (and no offline retries)
+            return dict(KNOWN_CONFIGS[name])
         path = _hub_config(name)
     try:
         raw = json.loads(path.read_text(encoding="utf-8"))
@@ -209,8 +232,6 @@ def _refuse_non_encoder(name: str, raw: dict) -> None:
 def default_pooling(name: str) -> str:
     """The pooling a run of this model gets when none is given: last for decoders, cls for encoders. A model whose
     config cannot be read gets cls (the run then says what is wrong with the model)."""
-    if name in KNOWN_LAYERS:
-        return "cls"
     try:
         return family(name).pooling
     except ModelError:
@@ -228,8 +249,6 @@ def with_model_defaults(values: dict) -> dict:
 def check_model_settings(name: str, pooling: str, method: str) -> None:
     """Settings a family cannot take, refused in one line: [CLS] pooling on a decoder reads a token that sees only
     itself; shuffling ALBERT's layers permutes copies of one block, which changes nothing."""
-    if name in KNOWN_LAYERS:
-        return
     fam = family(name)
     if pooling == "cls" and fam.causal:
         raise ModelError(f"pooling=cls on {short_name(name)} ({fam.name}, a decoder): its first token sees "

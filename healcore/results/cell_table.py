@@ -27,8 +27,9 @@ from healcore.results.keys import CELL_KEYS, as_text, cell_id, describe, line_ke
 
 
 def table1_variant(frame: pd.DataFrame) -> pd.DataFrame:
-    """Rows (runs or cells) of the paper's Table 1 variant: [CLS] pooling, full fine-tuning."""
-    return frame[(frame["pooling"] == "cls") & (frame["mode"] == "full")]
+    """Rows (runs or cells) of the paper's Table 1 variant: [CLS] pooling (a decoder's counterpart: its last real
+    token, which a decoder-only model's classifier reads), full fine-tuning."""
+    return frame[frame["pooling"].isin(("cls", "last")) & (frame["mode"] == "full")]
 
 
 def reinit_only(table: pd.DataFrame) -> pd.DataFrame:
