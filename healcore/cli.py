@@ -294,7 +294,9 @@ def _grid(args: argparse.Namespace) -> int:
         print("nothing to do")
         return 0
     result = run_grid(plan, store)
+    from healcore.grids.progress import fmt_duration
     from healcore.results import load_runs
+    from healcore.store.io import read_json
 
     runs = load_runs(store.root, include_queued=False)
     flagged = int(runs[runs["run_id"].isin({c.run_id for c in plan.grid.configs})]["failed"].sum())
@@ -303,6 +305,10 @@ def _grid(args: argparse.Namespace) -> int:
           f"convergence failures (healcore status lists them)")
     for run_id, error in result.get("errors", {}).items():
         print(f"  failed {run_id}: {error}")
+    check = (read_json(store.grid_record_path(plan.grid.name), {}) or {}).get("estimate_check")
+    if isinstance(check, dict):
+        print(f"took {fmt_duration(check['took_s'])} of wall time; estimated {fmt_duration(check['estimated_s'])} "
+              f"({check['ratio']}x; kept in the grid's record as estimate_check)")
     return 1 if result["interrupted"] else 0
 
 

@@ -228,6 +228,10 @@ def watch(root: str) -> None:
                     f"{g['completed']} done, {g['running']} running, {g['queued']} queued, {g['failed']} failed · "
                     f"elapsed {fmt_duration(g['elapsed_s'])} · ETA {fmt_duration(g['eta_s']) if g['alive'] else '–'}")
         st.progress(g["share"])
+        check = rec.get("estimate_check")
+        if isinstance(check, dict) and not g["alive"]:
+            st.caption(f"Took {fmt_duration(check.get('took_s'))} of wall time; estimated "
+                       f"{fmt_duration(check.get('estimated_s'))} before Start ({check.get('ratio')}x).")
         error = grid_error(store, g["name"]) if rec.get("state") in ("failed", "starting") and not g["alive"] else None
         if error:
             st.error(f"The grid stopped before running: {error}")
@@ -237,10 +241,14 @@ def watch(root: str) -> None:
             rows = []
             for r in active.to_dict("records"):
                 p = run_progress(r)
-                rows.append({"run": r["run_id"], "state": r["state"], "epoch": f"{p['epoch']}/{p['epochs']}",
+                loss = (r["progress"] or {}).get("loss") if isinstance(r["progress"], dict) else None
+                rows.append({"run": r["run_id"],
+                             "state": "starting (loading the model, tokenising)" if p["starting"] else r["state"],
+                             "epoch": "–" if p["starting"] else f"{p['epoch']}/{p['epochs']}",
                              "step": f"{p['step']}/{p['steps']}" if p["steps"] else "–",
-                             "loss": (r["progress"] or {}).get("loss"), "elapsed": fmt_duration(p["elapsed_s"]),
-                             "ETA": fmt_duration(p["eta_s"]), "error": r.get("error")})
+                             "loss": f"{loss:.4f}" if isinstance(loss, (int, float)) else "–",
+                             "elapsed": fmt_duration(p["elapsed_s"]), "ETA": fmt_duration(p["eta_s"]),
+                             "error": r.get("error") or ""})
             st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch",
                          column_config={"error": st.column_config.TextColumn(width="large")})
         if g["alive"] and st.button("Cancel", key=f"cancel-{g['name']}"):
@@ -286,13 +294,18 @@ def main() -> None:
     if running:
         st.info(f"Grid {plan.grid.name} is running (pid {running.get('pid')}); Start is off until it ends. Follow it "
                 f"or cancel it under Progress.")
+    if "started" in st.session_state:  # said once, on the rerun that follows a Start
+        st.success(st.session_state.pop("started"))
     if ready and st.button("Start", type="primary", disabled=not plan.todo or bool(running)):
         try:
             started = launch(plan, root)
-            st.success(f"Started grid {started['name']} ({started['runs']} runs) as process {started['pid']}; "
-                       f"log: {started['log']}")
         except HealcoreError as err:
             st.error(str(err))
+        else:
+            # rerun at once: the block above then counts the launched runs, and Start is off while the grid runs
+            st.session_state["started"] = (f"Started grid {started['name']} ({started['runs']} runs) as process "
+                                           f"{started['pid']}; log: {started['log']}")
+            st.rerun()
     st.subheader("Progress")
     watch(root)
 

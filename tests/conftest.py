@@ -178,6 +178,35 @@ def tiny_config(model: str, **overrides):
     return RunConfig.from_dict({**base, **overrides})
 
 
+def fusable_members(model, **overrides):
+    """Three runs that may fuse: different corruption and learning rate, the same data, seed and schedule."""
+    base = dict(epochs=2, max_train=160, max_test=60, feature_samples=20, probe_samples=40, analysis_samples=20,
+                checkpoint_every=0, **overrides)
+    return [tiny_config(model, corrupt="none", lr=1e-3, **base), tiny_config(model, corrupt="bottom:1", lr=3e-3, **base),
+            tiny_config(model, corrupt="top:2", lr=2e-3, **base)]
+
+
+def one_shape_runs(model, **overrides):
+    """Runs of one batch shape, for compiled steps: 180 training rows in batches of 18, every example cut to
+    compiled.WIDTH_MULTIPLE tokens, so each compiles once. In fp32: on a CPU with bf16 instructions `auto` means
+    bf16 autocast, where compiled kernels round differently from eager ones (0.4% of the loss after an epoch) and
+    the comparison would test rounding, not compilation."""
+    from healcore.engine.compiled import WIDTH_MULTIPLE
+
+    base = dict(epochs=2, max_train=200, max_test=60, max_length=WIDTH_MULTIPLE, batch_size=18, feature_samples=20,
+                probe_samples=40, analysis_samples=20, checkpoint_every=0, precision="fp32", **overrides)
+    return [tiny_config(model, corrupt="none", lr=1e-3, **base), tiny_config(model, corrupt="bottom:1", lr=3e-3, **base)]
+
+
+def assert_same_epochs(eager, compiled, run_id: str) -> None:
+    a, c = eager.epochs(run_id), compiled.epochs(run_id)
+    assert [r["epoch"] for r in c] == [1, 2]
+    for ra, rc in zip(a, c):
+        assert rc["train_loss"] == pytest.approx(ra["train_loss"], abs=1e-4, rel=1e-4)
+        for split in ("validation", "test"):
+            assert rc[split]["f1_weighted"] == pytest.approx(ra[split]["f1_weighted"], abs=1e-4), (run_id, split)
+
+
 @pytest.fixture(scope="session")
 def tiny_store(tmp_path_factory, tiny_bert):
     """A real store from real tiny runs: clean, bottom/top 1 and 2 of 4 layers, all 4; 3 seeds; 2 lrs on

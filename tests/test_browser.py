@@ -32,7 +32,14 @@ MEASURE = """() => {
     const r = (e.querySelector('svg, canvas') || e).getBoundingClientRect();
     return {width: Math.round(r.width), room: Math.round(room - r.left)};
   });
-  return {scroll: main.scrollWidth, client: main.clientWidth, charts};
+  // text cut short: an element that clips its own text (ellipsis or hidden overflow) narrower than the text
+  const cut = [...main.querySelectorAll('p, span, label, h1, h2, h3, h4, summary, div')].filter(e => {
+    if (!e.childNodes.length || ![...e.childNodes].some(n => n.nodeType === 3 && n.textContent.trim())) return false;
+    const st = getComputedStyle(e);
+    const clips = st.textOverflow === 'ellipsis' || st.overflow === 'hidden' || st.overflowX === 'hidden';
+    return clips && e.scrollWidth > e.clientWidth + 1 && e.getBoundingClientRect().width > 0;
+  }).map(e => e.textContent.trim().slice(0, 60));
+  return {scroll: main.scrollWidth, client: main.clientWidth, charts, cut};
 }"""
 
 
@@ -107,7 +114,8 @@ def test_every_page_fits_its_window(troubled_server, browser, size):
 
 
 def layout_problems(page, url: str, title: str, path: str) -> list[str]:
-    """Open a page and say where it does not fit: a sideways scroll, or a chart wider than its column."""
+    """Open a page and say where it does not fit: a sideways scroll, a chart wider than its column, or a label or
+    heading cut short (tables draw on a canvas: their cells are not measured here)."""
     page.goto(f"{url}/{path}")
     page.wait_for_selector("h1")
     page.wait_for_timeout(2500)  # charts draw after the page
@@ -115,7 +123,7 @@ def layout_problems(page, url: str, title: str, path: str) -> list[str]:
     problems = [f"{title}: the page scrolls sideways ({m['scroll']} > {m['client']} px)"] \
         if m["scroll"] > m["client"] else []
     return problems + [f"{title}: a chart is {c['width']} px wide in {c['room']} px" for c in m["charts"]
-                       if c["width"] > c["room"] + 1]
+                       if c["width"] > c["room"] + 1] + [f"{title}: text cut short: {t!r}" for t in m["cut"]]
 
 
 def test_from_a_flagged_cell_to_its_runs_loss_curve_in_two_clicks(troubled_server, browser):

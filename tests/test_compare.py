@@ -17,7 +17,7 @@ from healcore.results import load_runs
 from healcore.results import synthetic as syn
 
 from conftest import ROOT
-from test_dashboard import open_page, texts
+from pages_helpers import open_page, texts
 
 
 def pooling_store(root):

@@ -11,16 +11,7 @@ from healcore.engine.fused import execute_fused
 from healcore.engine.run import execute
 from healcore.store.runs import RunStore
 
-from conftest import tiny_config
-
-
-def runs(model, **overrides):
-    """Runs of one batch shape: 180 training rows in batches of 18, every example cut to 16 tokens. In fp32: on a
-    CPU with bf16 instructions `auto` means bf16 autocast, where compiled kernels round differently from eager
-    ones (0.4% of the loss after an epoch) and the comparison would test rounding, not compilation."""
-    base = dict(epochs=2, max_train=200, max_test=60, max_length=WIDTH_MULTIPLE, batch_size=18, feature_samples=20,
-                probe_samples=40, analysis_samples=20, checkpoint_every=0, precision="fp32", **overrides)
-    return [tiny_config(model, corrupt="none", lr=1e-3, **base), tiny_config(model, corrupt="bottom:1", lr=3e-3, **base)]
+from conftest import assert_same_epochs, one_shape_runs as runs
 
 
 def captured_graphs() -> int:
@@ -28,15 +19,6 @@ def captured_graphs() -> int:
     from torch._dynamo.utils import counters
 
     return int(counters["stats"]["unique_graphs"])
-
-
-def assert_same_epochs(eager: RunStore, compiled: RunStore, run_id: str) -> None:
-    a, c = eager.epochs(run_id), compiled.epochs(run_id)
-    assert [r["epoch"] for r in c] == [1, 2]
-    for ra, rc in zip(a, c):
-        assert rc["train_loss"] == pytest.approx(ra["train_loss"], abs=1e-4, rel=1e-4)
-        for split in ("validation", "test"):
-            assert rc[split]["f1_weighted"] == pytest.approx(ra[split]["f1_weighted"], abs=1e-4), (run_id, split)
 
 
 def test_a_compiled_run_matches_the_eager_run(tiny_bert_no_dropout, tmp_path):

@@ -11,23 +11,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from conftest import ROOT, wait_for
-
-TITLES = ["Home", "Launch", "Runs", "Grid heatmaps", "Degradation curves", "Healing over epochs",
-          "Where healing happens", "Failures and surprises", "Embeddings", "Run detail", "Export"]
-
-
-def open_page(title: str, query: dict | None = None) -> AppTest:
-    """A page opened the way a user gets there: app.py first, then the page (with a URL's query, if any)."""
-    from dashboard.common import page
-
-    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=120)
-    at.run()
-    if title != "Home":
-        at.switch_page(page(title))
-    for key, value in (query or {}).items():
-        at.query_params[key] = value
-    return at.run()
-
+from pages_helpers import TITLES, open_page, texts
 
 def charts_on(at: AppTest) -> int:
     """How many Vega-Lite charts the page drew (AppTest has no element class for them)."""
@@ -37,11 +21,6 @@ def charts_on(at: AppTest) -> int:
             yield from walk(child)
 
     return sum(1 for e in walk(at.main) if getattr(e, "type", None) == "vega_lite_chart")
-
-
-def texts(at: AppTest) -> str:
-    parts = [e.value for kind in ("markdown", "caption", "error", "warning", "info", "success") for e in getattr(at, kind)]
-    return "\n".join(map(str, parts))
 
 
 @pytest.fixture(scope="session")

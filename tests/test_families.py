@@ -12,7 +12,7 @@ import torch
 
 from healcore.core.errors import ConfigError, HealcoreError, ModelError
 from healcore.core.families import FAMILIES, family_of
-from tests.conftest import TINY_FAMILIES
+from conftest import TINY_FAMILIES
 
 DECODERS = [kind for kind in TINY_FAMILIES if family_of(kind).causal]
 
@@ -346,3 +346,91 @@ def test_models_inspect_agrees_with_the_engine_on_every_family(tiny_families, ca
     assert "GPT-2" in out and "mlp.c_fc" in out and "last by default" in out
     assert main(["models", "inspect", "/nonexistent/model"]) == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+@pytest.fixture(scope="session")
+def tiny_gpt2_no_dropout(tmp_path_factory, tiny_families) -> str:
+    """A tiny GPT-2 without dropout (head included): runs that must match across training paths."""
+    from transformers import AutoConfig
+
+    from conftest import _save_tiny
+
+    cfg = AutoConfig.for_model("gpt2", vocab_size=30522, resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0,
+                               **TINY_FAMILIES["gpt2"])
+    return str(_save_tiny(tmp_path_factory.mktemp("tiny-gpt2-nodrop"), cfg))
+
+
+def test_a_fused_decoder_group_matches_its_runs_alone(tiny_gpt2_no_dropout, tmp_path):
+    from healcore.engine.fused import execute_fused
+    from healcore.engine.run import execute
+    from healcore.store.runs import RunStore
+    from conftest import fusable_members
+
+    configs = [c.replace(pooling="last") for c in fusable_members(tiny_gpt2_no_dropout, precision="fp32")]
+    alone, fused = RunStore(tmp_path / "alone"), RunStore(tmp_path / "fused")
+    for cfg in configs:
+        execute(cfg, alone)
+    assert [r["state"] for r in execute_fused(configs, fused)] == ["completed"] * 3
+    for cfg in configs:
+        for ra, rf in zip(alone.epochs(cfg.run_id), fused.epochs(cfg.run_id)):
+            assert rf["train_loss"] == pytest.approx(ra["train_loss"], abs=1e-4, rel=1e-4)
+            assert rf["test"]["f1_weighted"] == pytest.approx(ra["test"]["f1_weighted"], abs=1e-4)
+
+
+def test_a_compiled_decoder_run_matches_the_eager_run(tiny_gpt2_no_dropout, tmp_path):
+    from healcore.engine.run import execute
+    from healcore.store.runs import RunStore
+    from conftest import assert_same_epochs, one_shape_runs
+
+    cfg = one_shape_runs(tiny_gpt2_no_dropout)[1].replace(pooling="last")
+    eager, compiled = RunStore(tmp_path / "eager"), RunStore(tmp_path / "compiled")
+    execute(cfg, eager)
+    execute(cfg.replace(compile="default"), compiled)
+    assert_same_epochs(eager, compiled, cfg.run_id)
+
+
+def test_a_layer_subset_is_derived_from_every_family(tiny_families, tmp_path):
+    from healcore.core.model_facts import num_layers
+    from healcore.engine.models import derive_layer_subset, layer_list
+
+    for kind, folder in tiny_families.items():
+        out = derive_layer_subset(folder, (0, 2), tmp_path / kind)
+        assert num_layers(str(out)) == 2, kind
+        full, kept = _body(folder), _body(str(out))
+        assert len(layer_list(kept)) == 2
+        for slot, index in enumerate((0, 2)):  # the kept blocks are the originals' weights
+            original = dict(layer_list(full)[index].named_parameters())
+            for name, p in layer_list(kept)[slot].named_parameters():
+                assert torch.equal(p, original[name]), (kind, name)
+
+
+def test_launch_shows_a_decoders_card_and_starts_it_with_its_own_pooling(tiny_families, tmp_path, monkeypatch):
+    from conftest import wait_for
+    from pages_helpers import open_page
+
+    gpt2 = tiny_families["gpt2"]
+    store = tmp_path / "runs"
+    monkeypatch.setenv("HEALCORE_RUNS", str(store))
+    monkeypatch.setenv("HEALCORE_ALLOWED_ROOTS", gpt2)
+    at = open_page("Launch")
+    at.radio[0].set_value("Build a grid").run()
+    next(m for m in at.multiselect if m.label == "Models").set_value([gpt2]).run()
+    card = next(e for e in at.expander if e.label.startswith(f"Model {gpt2}"))
+    shown = "\n".join(c.value for c in card.code)
+    assert "GPT-2" in shown and "mlp.c_fc" in shown and "last by default" in shown and "bottom:25% = layer 1" in shown
+    next(m for m in at.multiselect if m.label.startswith("Corruption levels")).set_value(["25%"]).run()
+    next(m for m in at.multiselect if m.label == "Sides").set_value(["top"]).run()
+    next(n for n in at.number_input if n.label == "Epochs").set_value(1).run()
+    next(n for n in at.number_input if n.label.startswith("Max train")).set_value(48).run()
+    next(n for n in at.number_input if n.label.startswith("Max test")).set_value(32).run()
+    next(t for t in at.text_input if t.label == "Grid name").set_value("decoder-ui").run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    next(b for b in at.button if b.label == "Start").click().run()
+    assert any("Started grid decoder-ui" in s.value for s in at.success), [e.value for e in at.error]
+
+    def completed() -> list:
+        return [p for p in store.glob("*/status.json") if json.loads(p.read_text()).get("state") == "completed"]
+
+    assert wait_for(lambda: bool(completed()), timeout=240, every=0.5), (store / ".grids" / "decoder-ui.log").read_text()
+    summary = json.loads((completed()[0].parent / "summary.json").read_text())
+    assert summary["config"]["pooling"] == "last" and summary["corruption"]["layers"] == [4]

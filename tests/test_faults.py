@@ -195,7 +195,7 @@ def test_the_report_lists_damaged_runs_and_goes_on(damaged, tmp_path):
 @pytest.mark.parametrize("title", ["Home", "Runs", "Grid heatmaps", "Degradation curves", "Healing over epochs",
                                    "Where healing happens", "Failures and surprises", "Embeddings", "Export"])
 def test_every_page_renders_a_store_with_damaged_files(damaged, title, monkeypatch):
-    from test_dashboard import open_page, texts
+    from pages_helpers import open_page, texts
 
     store, hit = damaged
     monkeypatch.setenv("HEALCORE_RUNS", str(store.root))
@@ -208,7 +208,7 @@ def test_every_page_renders_a_store_with_damaged_files(damaged, title, monkeypat
 
 @pytest.mark.parametrize("name", [name for name, _ in DAMAGE])
 def test_run_detail_and_embeddings_of_a_damaged_run_say_so_and_go_on(damaged, name, monkeypatch):
-    from test_dashboard import open_page
+    from pages_helpers import open_page
 
     store, hit = damaged
     run_id = next(r for r, n in hit.items() if n == name)

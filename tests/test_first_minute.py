@@ -15,7 +15,7 @@ from healcore.results import synthetic as syn
 from healcore.store.runs import RunStore
 
 from conftest import ROOT, wait_for
-from test_dashboard import TITLES, open_page, texts
+from pages_helpers import TITLES, open_page, texts
 
 
 @pytest.fixture()

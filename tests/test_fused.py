@@ -11,15 +11,7 @@ from healcore.engine.run import execute
 from healcore.core.fusion import fusion_groups
 from healcore.store.runs import RunStore
 
-from conftest import ROOT, kill_grid, tiny_config, wait_for
-
-
-def members(model, **overrides):
-    """Three runs that may fuse: different corruption and learning rate, the same data, seed and schedule."""
-    base = dict(epochs=2, max_train=160, max_test=60, feature_samples=20, probe_samples=40, analysis_samples=20,
-                checkpoint_every=0, **overrides)
-    return [tiny_config(model, corrupt="none", lr=1e-3, **base), tiny_config(model, corrupt="bottom:1", lr=3e-3, **base),
-            tiny_config(model, corrupt="top:2", lr=2e-3, **base)]
+from conftest import ROOT, fusable_members as members, kill_grid, tiny_config, wait_for
 
 
 def test_fusion_groups_keep_runs_that_differ_only_in_corruption_and_lr_together():

@@ -134,8 +134,7 @@ def test_runs_at_once_is_one_formula_for_executor_estimate_and_progress(gpus, tm
     assert recorded_slots(record) == expected
     runs = load_runs(store.root)
     eta = grid_progress(record, runs)["eta_s"]
-    per_run = float((runs["ended"] - runs["started"]).iloc[0])
-    assert eta == pytest.approx(per_run * 12 / expected)
+    assert eta == pytest.approx(plan.wall_s, rel=1e-3)  # before any run of it finished, the ETA is the estimate shown
 
 
 def test_the_rules_of_running_a_grid_live_in_the_library():

@@ -294,7 +294,7 @@ def test_every_offered_key_compares_on_the_pages(messy, monkeypatch, page):
     from healcore.results import cells, load_runs
     from healcore.results import compare as cmp
 
-    from test_dashboard import open_page, texts
+    from pages_helpers import open_page, texts
 
     monkeypatch.setenv("HEALCORE_RUNS", str(messy.root))
     offered = cmp.comparable_keys(cells(load_runs(messy.root)))

@@ -7,7 +7,7 @@ import pytest
 
 from healcore.results import synthetic as syn
 
-from test_dashboard import open_page, texts
+from pages_helpers import open_page, texts
 
 pytestmark = pytest.mark.unit
 
@@ -120,3 +120,31 @@ def test_a_grid_built_with_the_demos_settings_is_the_demo(tmp_path, monkeypatch)
     at.radio[0].set_value("Build a grid").run()
     metrics = {m.label: m.value for m in at.metric}
     assert metrics["Already finished"] == "4" and metrics["To run"] == "0", metrics
+
+
+# ------------------------------------------------------------------------------------------ one model of time
+def test_the_grid_eta_starts_at_the_estimate_and_follows_what_runs_took():
+    from healcore.grids.launch import estimate_check
+    from healcore.grids.progress import grid_progress, run_progress
+
+    t0 = 1_000_000.0
+    record = {"name": "g", "alive": True, "state": "running", "started": t0, "workers": 1, "runs_per_gpu": 1,
+              "run_ids": ["a", "b", "c", "d"], "estimates": {"a": 10.0, "b": 10.0, "c": 10.0, "d": 10.0},
+              "estimated_wall_s": 40.0, "configs": {}}
+    row = dict(model="m", epochs=3, error=None)
+    queued = pd.DataFrame([{**row, "run_id": i, "state": "queued", "started": None, "ended": None, "progress": None}
+                           for i in "abcd"])
+    assert grid_progress(record, queued, at=t0)["eta_s"] == pytest.approx(40.0)  # the estimate shown before Start
+    # run a took twice its estimate; b has just started (loading: no epoch yet); c and d wait
+    runs = pd.DataFrame([
+        {**row, "run_id": "a", "state": "completed", "started": t0, "ended": t0 + 20, "progress": None},
+        {**row, "run_id": "b", "state": "running", "started": t0 + 20, "ended": None, "progress": {"epoch": 0}},
+        {**row, "run_id": "c", "state": "queued", "started": None, "ended": None, "progress": None},
+        {**row, "run_id": "d", "state": "queued", "started": None, "ended": None, "progress": None}])
+    at = t0 + 25
+    assert grid_progress(record, runs, at=at)["eta_s"] == pytest.approx(2 * 20 + (2 * 10 - 5))
+    b = run_progress(runs.iloc[1].to_dict(), at=at)
+    assert b["starting"] and b["eta_s"] is None and not run_progress(runs.iloc[0].to_dict(), at=at)["starting"]
+    assert estimate_check({"estimated_wall_s": 40.0, "started": t0}, t0 + 80) == {
+        "estimated_s": 40.0, "took_s": 80.0, "ratio": 2.0}
+    assert estimate_check({"started": t0}, t0 + 80) is None  # a record from before estimates were kept

@@ -202,7 +202,7 @@ def test_a_run_with_named_columns_uses_them(tiny_bert, tmp_path):
 
 def test_the_launch_page_takes_a_folder_with_its_own_column_names(tmp_path, monkeypatch, tiny_bert):
     """The dataset picker takes a typed folder; the column options under it reach the plan's check."""
-    from test_dashboard import open_page
+    from pages_helpers import open_page
 
     folder = tmp_path / "mine"
     folder.mkdir()

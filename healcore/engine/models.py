@@ -57,6 +57,8 @@ def derive_layer_subset(base_dir: str | Path, keep: tuple[int, ...], out_dir: st
     if (out / "config.json").is_file():
         return out
     model = AutoModel.from_pretrained(str(base_dir), dtype="float32", trust_remote_code=False)
+    if family_of_model(model).shared_layers:
+        untie_shared_layers(model)  # a depth of ALBERT is kept as its own copy of the shared block
     holder, name, layers = _layer_list_slot(model)
     if not keep or any(not 0 <= i < len(layers) for i in keep):
         raise ModelError(f"cannot keep layers {list(keep)} of a {len(layers)}-layer model")
@@ -64,6 +66,8 @@ def derive_layer_subset(base_dir: str | Path, keep: tuple[int, ...], out_dir: st
     for attr in ("num_hidden_layers", "n_layer", "n_layers", "num_layers"):
         if isinstance(getattr(model.config, attr, None), int):
             setattr(model.config, attr, len(keep))
+    if family_of_model(model).shared_layers:
+        model.config.num_hidden_groups = len(keep)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))
     try:

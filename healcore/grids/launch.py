@@ -38,7 +38,20 @@ def grid_record(plan: GridPlan, state: str, pid: int | None) -> dict:
     (the dashboard's Start and the driver write the same)."""
     return {"name": plan.grid.name, "pid": pid, "host": HOST, "started": now(), "state": state,
             **plan.execution.record(), "run_ids": [c.run_id for c in plan.grid.configs],
-            "configs": {c.run_id: c.to_dict() for c in plan.grid.configs}}
+            "configs": {c.run_id: c.to_dict() for c in plan.grid.configs},
+            # the estimate shown before Start, per run: the ETA calibrates it, the end checks it (estimate_check)
+            "estimates": {k: round(v, 2) for k, v in plan.estimates.items()},
+            "estimated_wall_s": plan.wall_s, "estimate_note": plan.cost_note}
+
+
+def estimate_check(record: dict, ended: float) -> dict | None:
+    """How the estimate shown before Start compares with the wall time the grid took: written into the record at
+    the end, so that estimates can be checked and improved (None where there was none)."""
+    estimated, started = record.get("estimated_wall_s"), record.get("started")
+    if not isinstance(estimated, (int, float)) or estimated <= 0 or not isinstance(started, (int, float)):
+        return None
+    took = max(0.0, ended - started)
+    return {"estimated_s": round(estimated, 1), "took_s": round(took, 1), "ratio": round(took / estimated, 3)}
 
 
 def already_running(store: RunStore, name: str, record: dict | None = None) -> ConfigError:
@@ -76,8 +89,14 @@ def run_grid(plan: GridPlan, store: RunStore) -> dict:
 def _drive(plan: GridPlan, store: RunStore) -> dict:
     path = store.grid_record_path(plan.grid.name)
     execution = plan.execution
+    record = grid_record(plan, "running", os.getpid())
+    launched = read_json(path, {}) or {}
+    if launched.get("state") == "starting" and launched.get("host") == HOST and launched.get("pid") in (None, os.getpid()):
+        # the Start that spawned this driver: its clock (elapsed never goes back) and the estimate it showed
+        record.update({k: launched[k] for k in ("started", "estimates", "estimated_wall_s", "estimate_note")
+                       if k in launched})
     try:
-        atomic_write_json(path, grid_record(plan, "running", os.getpid()))
+        atomic_write_json(path, record)
     except OSError as err:
         raise StoreError(f"cannot write the grid's record {path} ({err.strerror or err}); the run store must be a "
                          f"writable folder") from None
@@ -96,7 +115,9 @@ def _drive(plan: GridPlan, store: RunStore) -> dict:
         raise
     finally:
         beating.set()
-    update_json(path, result=result, ended=now(), state="interrupted" if result["interrupted"] else "finished")
+    ended = now()
+    update_json(path, result=result, ended=ended, state="interrupted" if result["interrupted"] else "finished",
+                estimate_check=estimate_check(record, ended))
     return result
 
 

@@ -42,6 +42,7 @@ class GridPlan:
     execution: Execution = field(default_factory=Execution)
     slots: int = 1  # runs at once (Execution.slots), what the wall time divides by
     problem: HealcoreError | None = None  # why the runs to do cannot run (a model, its weights, the data), if so
+    estimates: dict[str, float] = field(default_factory=dict)  # run id -> its estimated run time (the runs to do)
 
     @property
     def todo(self) -> list[RunConfig]:
@@ -79,8 +80,10 @@ def make_plan(spec, store: RunStore, overrides: dict | None = None, retry_failed
             preflight(Grid(grid.name, parts["todo"]), deep=deep)
         except HealcoreError as err:
             problem = err
-    cost, note, prior = estimate_seconds(parts["todo"], store) if problem is None else (None, "", False)
-    return GridPlan(grid, parts, cost, note, prior, execution, execution.slots(), problem)
+    estimates, note, prior = run_estimates(parts["todo"], store) if problem is None else ({}, "", False)
+    cost = sum(estimates[c.run_id] for c in parts["todo"] if c.run_id in estimates) \
+        if estimates or not parts["todo"] else None
+    return GridPlan(grid, parts, cost, note, prior, execution, execution.slots(), problem, estimates)
 
 
 # ------------------------------------------------------------------------------------------ checks
@@ -160,19 +163,30 @@ def plan(grid: Grid, store: RunStore, retry_failed: bool = False) -> dict[str, l
 
 # ------------------------------------------------------------------------------------------ cost
 def estimate_seconds(configs: list[RunConfig], store: RunStore) -> tuple[float | None, str, bool]:
-    """(run time in seconds, where the price came from, whether it is the FLOP prior) of `configs`.
+    """(run time in seconds, where the price came from, whether it is the FLOP prior) of `configs`: the sum of
+    run_estimates, None when none of them could be priced."""
+    estimates, note, prior = run_estimates(configs, store)
+    total = sum(estimates[c.run_id] for c in configs if c.run_id in estimates)
+    return (total if estimates or not configs else None), note, prior
+
+
+def run_estimates(configs: list[RunConfig], store: RunStore) -> tuple[dict[str, float], str, bool]:
+    """({run id: estimated run time in seconds}, where the prices came from, whether they are the FLOP prior).
+    The one model of a grid's time: the estimate before Start, the ETA while it runs (grids/progress.py calibrates
+    these by the runs that finish) and the check of the estimate written into the grid's record at the end.
 
     Each run is priced from the closest finished runs: same hardware as this machine, else the same device kind
     (cpu/cuda), else any; within those, the same fine-tuning mode (a frozen body trains several times faster
     per token), else the same model. Runs of models nothing was measured for take the prior."""
     if not configs:
-        return 0.0, "nothing to run", False
+        return {}, "nothing to run", False
     runs = load_runs(store.root, include_queued=False)
     done = runs[(runs["state"] == "completed") & runs["tokens_per_s"].notna()] if len(runs) else runs
     tiers = _runs_like_this_machine(done) if len(done) else []
     tokens: dict[tuple, float] = {}
     prices: dict[tuple, tuple[float, str] | None] = {}  # the same for every run of a (model, mode)
-    total, used, prior_runs = 0.0, {}, 0
+    estimates: dict[str, float] = {}
+    used, prior_runs = {}, 0
     for cfg in configs:
         if (cfg.model, cfg.mode) not in prices:
             prices[(cfg.model, cfg.mode)] = _wall_seconds_per_token(cfg.model, cfg.mode, done, tiers) if tiers else None
@@ -184,21 +198,21 @@ def estimate_seconds(configs: list[RunConfig], store: RunStore) -> tuple[float |
             seconds = prior_seconds(cfg, tokens[key])
             if seconds is None:
                 continue
-            total += seconds
+            estimates[cfg.run_id] = seconds
             prior_runs += 1
             continue
         seconds_per_token, label = priced
         used[label] = used.get(label, 0) + 1
-        total += tokens[key] * cfg.epochs * seconds_per_token
+        estimates[cfg.run_id] = tokens[key] * cfg.epochs * seconds_per_token
     if not used and not prior_runs:
-        return None, "no finished run to measure from, and the models' sizes are unknown offline", False
+        return {}, "no finished run to measure from, and the models' sizes are unknown offline", False
     notes = [f"{n} run(s) {label}" for label, n in used.items()]
     if prior_runs:
         kind, name = this_machine()
         notes.append(f"{prior_runs} run(s) from a prior (model FLOPs at a typical rate for {name}; expect within "
                      f"2x), replaced by measurements as runs finish")
     head = f"from measured throughput of {len(done)} finished run(s); priced " if used else "priced "
-    return total, head + "; ".join(notes), bool(prior_runs) and not used
+    return estimates, head + "; ".join(notes), bool(prior_runs) and not used
 
 
 def prior_seconds(cfg: RunConfig, train_tokens: float) -> float | None:
