@@ -63,6 +63,8 @@ def derive_layer_subset(base_dir: str | Path, keep: tuple[int, ...], out_dir: st
     if not keep or any(not 0 <= i < len(layers) for i in keep):
         raise ModelError(f"cannot keep layers {list(keep)} of a {len(layers)}-layer model")
     setattr(holder, name, nn.ModuleList([layers[i] for i in keep]))
+    if isinstance(getattr(model.config, "layer_types", None), list):  # per-layer attention kinds (Qwen2, Gemma)
+        model.config.layer_types = [model.config.layer_types[i] for i in keep]
     for attr in ("num_hidden_layers", "n_layer", "n_layers", "num_layers"):
         if isinstance(getattr(model.config, attr, None), int):
             setattr(model.config, attr, len(keep))
