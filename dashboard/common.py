@@ -325,10 +325,11 @@ def runs_behind(runs: pd.DataFrame, run_ids: list[str], key: str, title: str, st
 
 RUN_COLUMN_CONFIG = {
     "run_id": st.column_config.TextColumn("run", width="medium"),
-    "test_f1_weighted": st.column_config.NumberColumn("test F1", format="%.2f"),
-    "probe_f1": st.column_config.NumberColumn("probe F1", format="%.2f"),
-    "healing": st.column_config.NumberColumn("healing", format="%.2f"),
+    "test_f1_weighted": st.column_config.NumberColumn("test F1", format="%.2f", width="small"),
+    "probe_f1": st.column_config.NumberColumn("probe F1", format="%.2f", width="small"),
+    "healing": st.column_config.NumberColumn("healing", format="%.2f", width="small"),
     "lr": st.column_config.TextColumn("lr", width="small"),  # results.keys.lr_text: 1e-2, 5e-5, as every view writes it
+    "seed": st.column_config.NumberColumn("seed", format="%d", width="small"),
     "best_epoch": st.column_config.NumberColumn("best epoch", format="%d"),
     "failures": st.column_config.TextColumn("convergence failures", width="medium"),
     "flags": st.column_config.TextColumn("flags (kept)", width="large"),

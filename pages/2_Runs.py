@@ -11,9 +11,17 @@ from healcore.results.keys import as_text, lr_text
 
 METRICS = ["test_f1_weighted", "test_f1_macro", "test_accuracy", "validation_f1_weighted", "best_on_test",
            "probe_f1", "healing", "tokens_per_s", "train_s"]
-# the scores first after the run: at 1280 px columns past the tenth are off-screen
-DEFAULT_COLUMNS = ["run_id", "state", "dataset", "setting", "test_f1_weighted", "probe_f1", "healing", "failures",
-                   "flags", "lr", "seed", "model", "lr_schedule", "epochs", "best_epoch"]
+# the scores first after the run, then its lr and seed, then the (wide) failure and flag columns: at 1280 px the
+# table shows about 800 px, up to the seed. A model or dataset column comes before the setting where the store
+# holds several, at the end where it holds one (default_columns).
+DEFAULT_COLUMNS = ["run_id", "state", "model", "dataset", "setting", "test_f1_weighted", "probe_f1", "healing", "lr",
+                   "seed", "failures", "flags", "lr_schedule", "epochs", "best_epoch"]
+
+
+def default_columns(table: pd.DataFrame) -> list[str]:
+    """DEFAULT_COLUMNS present in the table, with a model or dataset column that holds one value moved to the end."""
+    single = [k for k in ("model", "dataset") if k in table and as_text(table[k]).nunique() <= 1]
+    return [k for k in DEFAULT_COLUMNS if k in table and k not in single] + single
 MAX_COMPARED = 8
 
 
@@ -96,7 +104,7 @@ def main() -> None:
     shown = apply_filters(table, query, only_failed, chosen)
     c = st.columns([3, 2, 1.5, 2])
     columns = common.url_multiselect("Columns", list(table.columns), key="cols",
-                                     default=[k for k in DEFAULT_COLUMNS if k in table], all_means_none=False,
+                                     default=default_columns(table), all_means_none=False,
                                      container=c[0])
     sort = common.url_selectbox("Sort by", ["run_id"] + [k for k in table.columns if k != "run_id"], key="sort",
                                 container=c[1])

@@ -5,15 +5,22 @@ import streamlit as st
 
 from dashboard import common
 from healcore.results import charts
-from healcore.results.keys import lr_text
+from healcore.results.keys import CELL_KEYS, PLACEMENT_KEYS, describe, lr_text
 
 
 def labels(runs: pd.DataFrame) -> pd.Series:
-    """A run's name in words: model, dataset, setting, lr and seed, and every other key that varies among the
-    runs (pooling, schedule...), so two runs never share one; the run id where they still would."""
-    variant = common.variant_label(runs, common.variant_keys(runs))
-    out = pd.Series([f"{r.model} · {r.dataset} · {common.setting_label(r.side, r.level)} · lr {lr_text(r.lr)} · seed {r.seed}"
-                     + (f" · {v}" if v else "") for r, v in zip(runs.itertuples(), variant)], index=runs.index)
+    """A run's name in words, as short as tells runs apart (a chosen run's chip shows about 60 characters at
+    1280 px): its setting, lr and seed; the model and dataset where the store holds several; and what sets its
+    experiment apart (describe: "mean pooling", a value other than the most common one). The run id where two
+    names would still be one."""
+    experiment = describe(runs, [k for k in CELL_KEYS if k not in ("model", "dataset", *PLACEMENT_KEYS)])
+
+    def name(r, extra: str) -> str:
+        parts = [str(getattr(r, k)) for k in ("model", "dataset") if runs[k].nunique() > 1]
+        parts += [common.setting_label(r.side, r.level), f"lr {lr_text(r.lr)}", f"seed {r.seed}"]
+        return " · ".join(parts + ([extra] if extra else []))
+
+    out = pd.Series([name(r, e) for r, e in zip(runs.itertuples(), experiment)], index=runs.index)
     twins = out.duplicated(keep=False)
     return out.where(~twins, out + " · " + runs["run_id"].astype(str))
 
