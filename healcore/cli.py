@@ -1,4 +1,5 @@
-"""healcore's command line: run, grid, status, cancel, report, compare, data (and the internal exec and worker).
+"""healcore's command line: run, grid, status, cancel, report, compare, data, models (and the internal exec and
+worker).
 
 Every user mistake prints one line, `healcore: error: ...`, and exits 2; a traceback means a bug.
 """
@@ -42,12 +43,18 @@ def _config_from_args(args: argparse.Namespace) -> RunConfig:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="healcore", description="Corrupt layers of a pretrained encoder, fine-tune it, and "
+    parser = _Parser(prog="healcore", description="Corrupt layers of a pretrained transformer, fine-tune it, and "
                      "measure how much it heals. Runs are stored one folder each under --store.")
     parser.add_argument("--store", default=DEFAULT_STORE, help="run store folder [$HEALCORE_RUNS or ./runs]")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser,
                                 metavar="{run,grid,status,cancel,report,compare,data,models}")
+    for add in (_run_args, _grid_args, _status_args, _report_args, _compare_args, _data_args, _models_args):
+        add(sub)
+    return parser
 
+
+def _run_args(sub) -> None:
+    """`healcore run`, and the internal `exec` and `worker`."""
     p = sub.add_parser("run", help="execute one run (reused if finished, resumed if interrupted)",
                        description="Execute one healing run. Example: healcore run --model minilm-l6 "
                        "--dataset ag_news --corrupt bottom:50% --lr 2e-5 --epochs 3")
@@ -59,6 +66,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("config_file")
     sub.add_parser("worker")  # internal, unlisted: a persistent grid worker (worker.py), jobs on stdin
 
+
+def _grid_args(sub) -> None:
+    """`healcore grid`."""
     g = sub.add_parser("grid", help="run a grid spec or preset (finished runs are skipped)",
                        description="Expand a grid spec (YAML) or preset name into runs and execute them.")
     g.add_argument("spec", help="preset name (healcore/presets/) or a YAML grid file")
@@ -78,6 +88,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a base config key for every run, e.g. --set epochs=1")
 
+
+def _status_args(sub) -> None:
+    """`healcore status` and `healcore cancel`."""
     s = sub.add_parser("status", help="summarise the store: runs by state, grids, failures")
     s.add_argument("--json", action="store_true", help="machine-readable output")
 
@@ -85,6 +98,9 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("run_ids", nargs="*", help="run ids; none = every running run in the store")
     c.add_argument("--grid", help="cancel this grid's process and its runs")
 
+
+def _report_args(sub) -> None:
+    """`healcore report`."""
     r = sub.add_parser("report", help="write a Markdown study report with PNG figures from the store",
                        description="Tables, claims, flags and figures of every completed run in --store.")
     r.add_argument("--out", default="reports", help="folder for the .md file and figures/ [reports]")
@@ -97,6 +113,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="commands that regenerate the report, '; '-separated, printed as a code block")
     r.add_argument("--note", default="", help="a paragraph placed under the title (scope, caveats)")
 
+
+def _compare_args(sub) -> None:
+    """`healcore compare`."""
     k = sub.add_parser("compare", help="compare two conditions cell by cell (A / B / A - B, with significance)",
                        description="Two conditions of the store's grid cell by cell, in the paper's Table 3/4 "
                        "layout: a setting's two values (--by pooling --a cls --b mean), this store against a second "
@@ -120,6 +139,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "cell, its settings as columns, then A, B, n, sd, A - B, the test, p and corrected p [md]")
     k.add_argument("--out", help="write the table to this file (atomically) instead of printing it")
 
+
+def _data_args(sub) -> None:
+    """`healcore data export | list`."""
     d = sub.add_parser("data", help="dataset tools")
     dsub = d.add_subparsers(dest="data_command", required=True, parser_class=_Parser)
     e = dsub.add_parser("export", help="write a dataset as train.csv.gz/test.csv.gz into DIR",
@@ -133,6 +155,9 @@ def build_parser() -> argparse.ArgumentParser:
         e.add_argument("--" + name.replace("_", "-"), dest=name, default="", help=helps[name].replace("%", "%%"))
     dsub.add_parser("list", help="list the registry datasets and where each would load from")
 
+
+def _models_args(sub) -> None:
+    """`healcore models inspect | families`."""
     m = sub.add_parser("models", help="model tools: the families healcore runs, and what it would do to a model")
     msub = m.add_subparsers(dest="models_command", required=True, parser_class=_Parser)
     i = msub.add_parser("inspect", help="a model's family, sizes, levels, scopes, LoRA targets and pooling",
@@ -143,7 +168,6 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("name", help="short name (minilm-l6), a folder saved with save_pretrained, or a hub id")
     i.add_argument("--json", action="store_true", help="print it as JSON")
     msub.add_parser("families", help="list the model families healcore knows")
-    return parser
 
 
 def main(argv: list[str] | None = None) -> int:

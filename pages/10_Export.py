@@ -65,4 +65,5 @@ def main() -> None:
     c[2].download_button("Epochs (CSV)", epochs.to_csv(index=False), "epochs.csv", "text/csv")
 
 
-main()
+if __name__ == "__main__":  # Streamlit runs a page as __main__; tests import its helpers
+    main()

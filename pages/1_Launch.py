@@ -310,4 +310,5 @@ def main() -> None:
     watch(root)
 
 
-main()
+if __name__ == "__main__":  # Streamlit runs a page as __main__; tests import its helpers
+    main()

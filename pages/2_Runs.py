@@ -144,4 +144,5 @@ def main() -> None:
         st.caption("Select rows to compare their configs and curves (up to 8); select one to open it.")
 
 
-main()
+if __name__ == "__main__":  # Streamlit runs a page as __main__; tests import its helpers
+    main()

@@ -94,4 +94,5 @@ def main() -> None:
         two_conditions(root, runs, table, by)
 
 
-main()
+if __name__ == "__main__":  # Streamlit runs a page as __main__; tests import its helpers
+    main()

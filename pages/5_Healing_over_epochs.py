@@ -69,4 +69,5 @@ def main() -> None:
         draw(root, picked)
 
 
-main()
+if __name__ == "__main__":  # Streamlit runs a page as __main__; tests import its helpers
+    main()

@@ -116,4 +116,5 @@ def main() -> None:
                        "best epoch, and the clean model fine-tuned the same way.")
 
 
-main()
+if __name__ == "__main__":  # Streamlit runs a page as __main__; tests import its helpers
+    main()

@@ -82,4 +82,5 @@ def inspect(root: str, runs: pd.DataFrame, run_id: str) -> None:
         common.open_run_detail(run_id)
 
 
-main()
+if __name__ == "__main__":  # Streamlit runs a page as __main__; tests import its helpers
+    main()

@@ -96,4 +96,5 @@ def main() -> None:
                "Each panel names its run (the id's last characters, as in Run detail), seed and learning rate.")
 
 
-main()
+if __name__ == "__main__":  # Streamlit runs a page as __main__; tests import its helpers
+    main()

@@ -169,4 +169,5 @@ def confusion_tab(store: RunStore, run_id: str, rows: list[dict], summary: dict)
     st.altair_chart(charts.confusion(matrix, classes))
     st.caption("Each row is a true class; cells are the share of its examples predicted as each class.")
 
-main()
+if __name__ == "__main__":  # Streamlit runs a page as __main__; tests import its helpers
+    main()

@@ -281,6 +281,5 @@ def kill_grid(proc, store) -> None:
     a moment longer to die, during which their runs still rightly read as running."""
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
-    settle = time.time() + 30
-    while time.time() < settle and any(store.status(r)["effective_state"] == "running" for r in store.run_ids()):
-        time.sleep(0.1)
+    wait_for(lambda: not any(store.status(r)["effective_state"] == "running" for r in store.run_ids()),
+             timeout=30, every=0.1)

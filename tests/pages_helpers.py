@@ -1,7 +1,5 @@
 """Helpers of the page tests: open a page as a user gets there (AppTest), read what it says, and import a page's
-pure helpers without running the page (pages call main() at import)."""
-import ast
-
+pure helpers without running the page."""
 from streamlit.testing.v1 import AppTest
 
 from conftest import ROOT
@@ -30,11 +28,10 @@ def texts(at: AppTest) -> str:
 
 
 def page_functions(page: str, names: list[str]) -> dict:
-    """The named top-level functions of pages/<page>.py (with the page's imports and constants)."""
-    source = (ROOT / "pages" / f"{page}.py").read_text()
-    tree = ast.parse(source)
-    keep = [n for n in tree.body if isinstance(n, (ast.Import, ast.ImportFrom, ast.Assign)) or
-            (isinstance(n, ast.FunctionDef) and n.name in names)]
-    namespace: dict = {}
-    exec(compile(ast.Module(body=keep, type_ignores=[]), page, "exec"), namespace)
-    return namespace
+    """The named functions of pages/<page>.py, imported as a module (a page runs main() only as __main__)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(f"page_{page}", ROOT / "pages" / f"{page}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return {name: getattr(module, name) for name in names}

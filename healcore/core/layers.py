@@ -41,12 +41,12 @@ class LayerSelection:
             return sorted({n - 1 for n in self.numbers})
         k = self.count
         if self.percent is not None:
-            if (self.percent * L) % 100:
-                valid = [f"{self.kind}:{p}%" for p in PAPER_PERCENTS if (p * L) % 100 == 0]
+            k = layers_at(self.percent, L)
+            if k is None:
+                valid = [f"{self.kind}:{p}" for p in fitting_percents(L) if p != "0%"]
                 raise CorruptionSpecError(
                     f"{self.kind}:{self.percent}% of {L} layers is not a whole number of layers; valid: "
                     f"{', '.join(valid) or 'none'} (or give a count, e.g. {self.kind}:1)")
-            k = self.percent * L // 100
         assert k is not None
         if k > L:
             raise CorruptionSpecError(f"{self.kind}:{k} asks for {k} layers but the model has {L}; use 0..{L}")
@@ -58,6 +58,18 @@ class LayerSelection:
         if self.kind == "list":
             return ",".join(map(str, sorted(set(self.numbers))))
         return f"{self.kind}:{self.percent}%" if self.percent is not None else f"{self.kind}:{self.count}"
+
+
+def layers_at(percent: float, num_layers: int) -> int | None:
+    """How many of a model's layers a percentage is; None where it is no whole number (the one rule: 25% of
+    DistilBERT's 6 layers is none, as in the paper)."""
+    k = percent * num_layers / 100
+    return int(k) if float(k).is_integer() else None
+
+
+def fitting_percents(num_layers: int) -> list[str]:
+    """The paper's levels (and 0%) that are whole numbers of layers for this model."""
+    return [f"{p}%" for p in (0, *PAPER_PERCENTS) if layers_at(p, num_layers) is not None]
 
 
 def parse_layers(text: str) -> LayerSelection:

@@ -31,6 +31,7 @@ from typing import Any
 
 from healcore.core.config import RunConfig
 from healcore.core.errors import ConfigError, first_line, shown
+from healcore.core.layers import fitting_percents, layers_at
 from healcore.core.paths import short
 
 PRESETS_DIR = Path(__file__).resolve().parents[1] / "presets"  # shipped inside the package (wheels too)
@@ -99,8 +100,8 @@ def _level_layers(level: Any, num_layers: int) -> tuple[int | None, str]:
         pct = float(m.group(1))
         if not 0 <= pct <= 100:
             raise ConfigError(f"corruption level {text} must be within 0%..100%")
-        k = pct * num_layers / 100
-        return (int(k), "") if k.is_integer() else (None, f"{text} of {num_layers} layers is not a whole number")
+        k = layers_at(pct, num_layers)
+        return (k, "") if k is not None else (None, f"{text} of {num_layers} layers is not a whole number")
     if re.fullmatch(r"\d+", text):
         k = int(text)
         return (k, "") if k <= num_layers else (None, f"{k} layers asked, it has {num_layers}")
@@ -108,7 +109,7 @@ def _level_layers(level: Any, num_layers: int) -> tuple[int | None, str]:
 
 
 def _fitting_levels(num_layers: int) -> str:
-    return ", ".join(f"{p}%" for p in (0, 25, 50, 75, 100) if p * num_layers % 100 == 0) + f", or 0..{num_layers}"
+    return ", ".join(fitting_percents(num_layers)) + f", or 0..{num_layers}"
 
 
 def expand(spec: str | Path | dict, overrides: dict | None = None) -> Grid:
