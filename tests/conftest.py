@@ -1,9 +1,10 @@
 """Shared fixtures: tiny random BERT/DistilBERT models saved as folders, and the shared offline data; and the two
 layers of the suite.
 
-Every test is `unit` or `integration`, decided here from what it uses: a test that trains (a tiny model fixture),
-starts processes (grids, workers, Ray, a browser, a wheel install) or is marked slow is integration; the rest,
-pure functions and pages rendered over synthetic stores, is the quick layer:
+Every test is `unit` or `integration`: a test that trains (a tiny model fixture) or lives in a module whose every
+test trains or starts processes is integration here; any other test that starts a process (a grid, the CLI, a
+wheel install) says so with `@pytest.mark.integration`, as do `slow` and `browser` tests. The rest, pure functions
+and pages rendered over synthetic stores, is the quick layer:
 
     python -m pytest -q -m unit        # the contributor's loop, about 70 s on 2 cores
     python -m pytest -q                # everything (the README's command, and CI's)
@@ -39,23 +40,12 @@ def pytest_ignore_collect(collection_path, config):
     return None
 
 
-def _starts_processes(item) -> bool:
-    """A test whose own code starts a process (subprocess, or the CLI helpers that do)."""
-    import inspect
-
-    try:
-        source = inspect.getsource(item.function)
-    except (OSError, TypeError):
-        return False
-    return any(word in source for word in ("subprocess.", "healcore(", "_cli(", "launch("))
-
-
 def pytest_collection_modifyitems(config, items):
     for item in items:
         heavy = (TRAINING_FIXTURES & set(getattr(item, "fixturenames", ()))
                  or item.module.__name__.rsplit(".", 1)[-1] in INTEGRATION_MODULES
                  or item.get_closest_marker("slow") or item.get_closest_marker("browser")
-                 or item.get_closest_marker("integration") or _starts_processes(item))
+                 or item.get_closest_marker("integration"))
         item.add_marker(pytest.mark.integration if heavy else pytest.mark.unit)
 
 

@@ -14,6 +14,7 @@ def healcore(*args, store, env=None, timeout=600):
                           capture_output=True, text=True, timeout=timeout, env={**os.environ, **(env or {})})
 
 
+@pytest.mark.integration  # starts processes
 def test_help_explains_every_option(tmp_path):
     out = healcore("run", "--help", store=tmp_path).stdout
     for flag in ("--model", "--dataset", "--corrupt", "--method", "--lr", "--epochs", "--pooling", "--mode",
@@ -33,6 +34,7 @@ def test_help_explains_every_option(tmp_path):
     (["run", "--compile", "fast"], "compile='fast' is not valid; choose one of off, default, reduce-overhead"),
     (["grid", "demo", "--executor", "ray", "--fuse", "4"], "fusing runs (fuse) works with the local executor only"),
 ])
+@pytest.mark.integration  # starts processes
 def test_bad_input_is_one_line_exit_2(tmp_path, args, match):
     proc = healcore(*args, store=tmp_path / "runs")
     assert proc.returncode == 2
@@ -41,6 +43,7 @@ def test_bad_input_is_one_line_exit_2(tmp_path, args, match):
     assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
 
 
+@pytest.mark.integration  # starts processes
 def test_store_that_is_a_file(tmp_path):
     (tmp_path / "file").write_text("x")
     proc = healcore("status", store=tmp_path / "file")

@@ -326,6 +326,7 @@ def test_the_export_page_offers_the_comparison_tables(pooled):
 # ------------------------------------------------------------------------------------------ CLI and report
 @pytest.mark.parametrize("style,marker", [("md", "| model | dataset | clean (0%)"), ("csv", "model,dataset,clean (0%)"),
                                           ("latex", "\\begin{tabular}")])
+@pytest.mark.integration  # starts processes
 def test_the_cli_prints_the_table_in_each_format(pooled, style, marker, tmp_path):
     out = subprocess.run([sys.executable, "-m", "healcore", "--store", str(pooled.root), "compare", "--by", "pooling",
                           "--format", style], capture_output=True, text=True, cwd=ROOT)
@@ -348,6 +349,7 @@ def test_the_cli_prints_the_table_in_each_format(pooled, style, marker, tmp_path
     (["--by", "pooling", "--metric", "bleu"], "metric 'bleu' is not one of"),
     ([], "say what to compare"),
 ])
+@pytest.mark.integration  # starts processes
 def test_the_cli_says_what_is_wrong_in_one_line(pooled, args, expected):
     out = subprocess.run([sys.executable, "-m", "healcore", "--store", str(pooled.root), "compare", *args],
                          capture_output=True, text=True, cwd=ROOT)

@@ -85,6 +85,7 @@ def test_every_page_renders_a_store_with_every_kind_of_trouble(title, troubled):
     assert not at.exception, at.exception
 
 
+@pytest.mark.integration  # starts processes
 def test_pages_never_import_torch(troubled):
     """The dashboard process stays torch-free: every page rendered, then sys.modules checked (a fresh process)."""
     code = f"""

@@ -374,6 +374,7 @@ def test_hostile_output_names_cost_one_line_and_write_nothing(tiny_store, tmp_pa
     assert not (tmp_path / "r").exists()
 
 
+@pytest.mark.integration  # starts processes
 def test_a_yaml_bomb_is_one_short_line_at_once(tmp_path):
     """Nine levels of aliases, nine each: 387 million items if anything walks it (it used to hang formatting the
     error). A subprocess, so a hang fails the test instead of stalling the suite."""

@@ -37,6 +37,7 @@ def test_every_page_of_a_store_with_only_queued_runs_says_they_are_queued(title,
     assert "No runs in" not in texts(at), title  # Launch says 4 queued: no page may say there are none
 
 
+@pytest.mark.integration  # starts processes
 def test_status_and_report_of_a_store_with_only_queued_runs(queued_only, tmp_path):
     status = subprocess.run([sys.executable, "-m", "healcore", "--store", str(queued_only.root), "status"],
                             capture_output=True, text=True, cwd=ROOT)
@@ -255,6 +256,7 @@ def test_table1_marks_mean_what_its_caption_says_in_every_format(absurd_lr):
     assert any(note("csv") in c.value for c in at.caption)
 
 
+@pytest.mark.integration  # starts processes
 def test_home_status_and_grid_name_convergence_failures_beside_failed_runs(absurd_lr):
     at = open_page("Home")
     metrics = {m.label: m.value for m in at.metric}

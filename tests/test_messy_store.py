@@ -240,6 +240,7 @@ def test_the_report_holds_every_expected_triple_and_no_raw_key_names(messy, tmp_
     assert "text_column ," not in text and "label_column ," not in text and "max_train 0" not in text
 
 
+@pytest.mark.integration  # starts processes
 def test_the_cli_prints_the_tidy_table(messy):
     out = subprocess.run([sys.executable, "-m", "healcore", "--store", str(messy.root), "compare", "--by",
                           "label_column", "--format", "tidy"], capture_output=True, text=True, cwd=ROOT)

@@ -205,6 +205,7 @@ def test_table1_marks_the_higher_side_failures_and_surprises():
     assert "\\textbf{88.00 $\\pm$ 0.50}" in export_table1(t, "latex")
 
 
+@pytest.mark.integration  # starts processes
 def test_results_do_not_import_torch(store):
     code = ("import sys; from healcore.results import load_runs, cells; cells(load_runs(sys.argv[1])); "
             "assert 'torch' not in sys.modules and 'transformers' not in sys.modules, 'heavy import'")

@@ -74,6 +74,7 @@ def test_folders_written_before_the_schedule_existed_read_as_linear_and_keep_the
     assert set(runs["lr_schedule"]) == {"linear"} and set(runs["state"]) == {"completed"}
 
 
+@pytest.mark.integration  # starts processes
 def test_a_legacy_store_is_reused_not_rerun(tmp_path):
     store = tmp_path / "runs"
     shutil.copytree(LEGACY, store)

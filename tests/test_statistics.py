@@ -237,6 +237,7 @@ def test_where_only_some_seeds_pair_the_difference_is_over_those(tmp_path):
 
 
 # ------------------------------------------------------------------------------------------ minor
+@pytest.mark.integration  # starts processes
 def test_near_identical_seeds_print_no_scipy_warning(tmp_path, capfd):
     import subprocess
     import sys

@@ -60,6 +60,7 @@ def test_every_package_has_one_job_said_in_its_docstring():
         assert doc and len(doc) > 60, init
 
 
+@pytest.mark.integration  # starts processes
 def test_planning_every_preset_imports_no_torch(tmp_path):
     """What the Launch page does with each preset (expand, plan against a store, check, price), in a fresh process
     with an empty model cache: minilm-l3, derived from minilm-l6 on first load, is planned from its base's facts
@@ -116,6 +117,7 @@ def test_a_wheel_installs_with_every_package_and_runs(tmp_path, tiny_bert):
 
 @pytest.mark.parametrize("module", ["healcore.results", "healcore.grids.plan", "healcore.grids.launch",
                                     "healcore.store.runs", "healcore.cli"])
+@pytest.mark.integration  # starts processes
 def test_torch_free_modules_import_without_torch(module):
     out = subprocess.run([sys.executable, "-c", f"import sys, {module}; "
                           "assert 'torch' not in sys.modules and 'transformers' not in sys.modules"],
