@@ -87,6 +87,8 @@ def _grid_args(sub) -> None:
                         "experimental) [0 = off]")
     g.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a base config key for every run, e.g. --set epochs=1")
+    # internal: the process a Start spawned takes the plan it launched from the grid's record (plan.launched_plan)
+    g.add_argument("--launched", action="store_true", help=argparse.SUPPRESS)
 
 
 def _status_args(sub) -> None:
@@ -303,12 +305,18 @@ def _models(args: argparse.Namespace) -> int:
 def _grid(args: argparse.Namespace) -> int:
     from healcore.grids.execution import Execution
     from healcore.grids.launch import run_grid
-    from healcore.grids.plan import make_plan
+    from healcore.grids.plan import launched_plan, make_plan
+    from healcore.grids.spec import load_spec
 
     execution = Execution(executor=args.executor, address=args.address, workers=args.workers,
                           runs_per_gpu=args.runs_per_gpu, fuse=args.fuse, process_per_run=args.process_per_run)
     store = RunStore(args.store)
-    plan = make_plan(args.spec, store, _parse_sets(args.set), args.retry_failed, execution, deep=True)
+    plan = launched_plan(str(load_spec(args.spec).get("name")), store, execution, args.retry_failed) \
+        if args.launched else None
+    if plan is None:
+        plan = make_plan(args.spec, store, _parse_sets(args.set), args.retry_failed, execution, deep=True)
+    else:
+        print(f"grid {plan.grid.name}: the plan its Start launched (runs and estimate from its record)")
     print("\n".join(plan.lines()))
     if plan.problem is not None:
         raise plan.problem

@@ -157,6 +157,7 @@ def test_a_second_start_of_a_running_grid_is_refused_in_one_line(tmp_path, tiny_
     assert record["pid"] == started["pid"] and record["result"]["completed"] == 2, record
     log = (root / ".grids" / "twice.log").read_text()
     assert log.count("grid twice: 2 runs") == 1, log  # one driver ran; none interleaved its lines
+    assert "the plan its Start launched" in log  # the driver took the launched plan, not a second expansion
 
 
 def test_start_is_off_while_the_grid_of_that_name_runs(queued_only):

@@ -250,3 +250,18 @@ def test_a_cancel_request_in_the_record_stops_a_local_grid(tmp_path, tiny_bert):
     states = [store.status(r)["effective_state"] for r in store.run_ids()]
     assert "running" not in states and "interrupted" in states and len(states) < 4, (states, out)
     assert json.loads((store.root / ".grids" / "t.json").read_text())["state"] == "interrupted"
+
+
+def test_a_plan_reads_each_data_key_once(tmp_path, monkeypatch):
+    import healcore.grids.plan as plan_module
+    from healcore.grids.plan import make_plan
+
+    reads = []
+    real = plan_module.load_splits
+    monkeypatch.setattr(plan_module, "load_splits", lambda cfg: reads.append(cfg.dataset) or real(cfg))
+    spec = {"name": "reads", "models": ["minilm-l6"], "datasets": ["sst2", "emotion"], "lrs": [1e-4, 5e-5],
+            "seeds": [0, 1], "corruption": {"sides": ["bottom", "top"], "levels": ["0%", "50%"]},
+            "base": {"max_train": 200, "max_test": 50}}
+    plan = make_plan(spec, RunStore(tmp_path / "runs"))  # preflight checks the data, the estimate counts its tokens
+    assert len(plan.todo) == 24 and plan.cost_s
+    assert sorted(reads) == ["emotion", "sst2"]

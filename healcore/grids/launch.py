@@ -41,7 +41,8 @@ def grid_record(plan: GridPlan, state: str, pid: int | None) -> dict:
             "configs": {c.run_id: c.to_dict() for c in plan.grid.configs},
             # the estimate shown before Start, per run: the ETA calibrates it, the end checks it (estimate_check)
             "estimates": {k: round(v, 2) for k, v in plan.estimates.items()},
-            "estimated_wall_s": plan.wall_s, "estimate_note": plan.cost_note}
+            "estimated_wall_s": plan.wall_s, "estimate_note": plan.cost_note, "prior": plan.prior,
+            "notes": list(plan.grid.notes)}
 
 
 def estimate_check(record: dict, ended: float) -> dict | None:
@@ -173,7 +174,7 @@ def launch(plan: GridPlan, store_root: str | Path, retry_failed: bool = False) -
         log_path = store.grid_log_path(name)
         cmd = [sys.executable, "-m", "healcore", "--store", str(store.root), "grid", str(spec_path),
                "--workers", str(execution.workers), "--runs-per-gpu", str(execution.runs_per_gpu),
-               "--executor", execution.executor]
+               "--executor", execution.executor, "--launched"]
         if execution.address:
             cmd += ["--address", execution.address]
         if retry_failed:

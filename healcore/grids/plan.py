@@ -18,12 +18,13 @@ from healcore.core.config import DATA_OPTION_FIELDS, RunConfig
 from healcore.core.data import DATA_FIELDS, canonical_options, load_splits
 from healcore.core.errors import HealcoreError, ModelError
 from healcore.core.layers import chosen_layers
-from healcore.core.model_facts import (check_model_offline, check_model_settings, check_weights, known_hub_model, non_embedding_params,
-                                       num_layers, this_machine)
+from healcore.core.model_facts import (check_model_offline, check_model_settings, check_weights, known_hub_model,
+                                       non_embedding_params, num_layers, this_machine)
 from healcore.grids.execution import Execution
 from healcore.grids.progress import fmt_duration
-from healcore.grids.spec import Grid, expand
+from healcore.grids.spec import Grid, expand, load_spec
 from healcore.results.runs_table import load_runs
+from healcore.store.io import read_json
 from healcore.store.runs import RunStore
 
 # Priors for a store with no finished run (replaced by measurements as soon as runs finish):
@@ -72,27 +73,65 @@ def make_plan(spec, store: RunStore, overrides: dict | None = None, retry_failed
     A problem with a model, its weights or the data is returned in `problem`, with the plan's counts beside it,
     for the CLI to raise and the Launch page to show."""
     execution = execution or Execution()
+    reads = DataReads()  # each data key read once: preflight checks it, the estimate counts its tokens
     grid = expand(spec, overrides)
     parts = plan(grid, store, retry_failed)
     problem = None
     if parts["todo"]:
         try:
-            preflight(Grid(grid.name, parts["todo"]), deep=deep)
+            preflight(Grid(grid.name, parts["todo"]), deep=deep, reads=reads)
         except HealcoreError as err:
             problem = err
-    estimates, note, prior = run_estimates(parts["todo"], store) if problem is None else ({}, "", False)
+    estimates, note, prior = run_estimates(parts["todo"], store, reads) if problem is None else ({}, "", False)
     cost = sum(estimates[c.run_id] for c in parts["todo"] if c.run_id in estimates) \
         if estimates or not parts["todo"] else None
     return GridPlan(grid, parts, cost, note, prior, execution, execution.slots(), problem, estimates)
 
 
+def launched_plan(name: str, store: RunStore, execution: Execution, retry_failed: bool = False) -> GridPlan | None:
+    """The plan a Start launched, as its grid process takes it over: the configs, notes and per-run estimates in
+    the grid's record (.grids/<name>.json, state starting), not expanded and priced a second time. The runs to do
+    are split against the store again (runs may have finished meanwhile) and checked with torch (deep preflight).
+    None where no Start left such a record."""
+    record = read_json(store.grid_record_path(name), {}) or {}
+    if record.get("state") != "starting" or not isinstance(record.get("configs"), dict):
+        return None
+    grid = Grid(name, [RunConfig.from_stored(c) for c in record["configs"].values()], list(record.get("notes") or []),
+                spec=load_spec(store.grid_spec_path(name)))
+    parts = plan(grid, store, retry_failed)
+    problem = None
+    if parts["todo"]:
+        try:
+            preflight(Grid(name, parts["todo"]), deep=True)
+        except HealcoreError as err:
+            problem = err
+    shown = record.get("estimates") if isinstance(record.get("estimates"), dict) else {}
+    estimates = {c.run_id: float(shown[c.run_id]) for c in parts["todo"] if c.run_id in shown}
+    cost = sum(estimates.values()) if estimates or not parts["todo"] else None
+    return GridPlan(grid, parts, cost, str(record.get("estimate_note") or ""), bool(record.get("prior")), execution,
+                    execution.slots(), problem, estimates)
+
+
 # ------------------------------------------------------------------------------------------ checks
-def preflight(grid: Grid, deep: bool = False) -> None:
+class DataReads:
+    """A plan's reads of the data: each data key's splits are loaded once, however many steps ask for them."""
+
+    def __init__(self) -> None:
+        self._splits: dict[tuple, object] = {}
+
+    def splits(self, cfg: RunConfig):
+        key = tuple(getattr(cfg, name) for name in DATA_FIELDS)
+        if key not in self._splits:
+            self._splits[key] = load_splits(cfg)
+        return self._splits[key]
+
+
+def preflight(grid: Grid, deep: bool = False, reads: DataReads | None = None) -> None:
     """Check every distinct model and dataset of a grid once (layers, weights, data), before any run.
     Torch-free unless deep: then each model is also built on the meta device to prove its layers are found, and
     its tokenizer loaded."""
     layers: dict[str, int] = {}
-    seen_data: set[tuple] = set()
+    reads = reads or DataReads()
     for cfg in grid.configs:
         if cfg.model not in layers:
             if not known_hub_model(cfg.model):
@@ -107,10 +146,7 @@ def preflight(grid: Grid, deep: bool = False) -> None:
                 layers[cfg.model] = num_layers(cfg.model)
         chosen_layers(cfg.layers, cfg.method, layers[cfg.model])
         check_model_settings(cfg.model, cfg.pooling, cfg.method)
-        key = tuple(getattr(cfg, name) for name in DATA_FIELDS)
-        if key not in seen_data:
-            seen_data.add(key)
-            load_splits(cfg)
+        reads.splits(cfg)
 
 
 # ------------------------------------------------------------------------------------------ planning
@@ -170,7 +206,8 @@ def estimate_seconds(configs: list[RunConfig], store: RunStore) -> tuple[float |
     return (total if estimates or not configs else None), note, prior
 
 
-def run_estimates(configs: list[RunConfig], store: RunStore) -> tuple[dict[str, float], str, bool]:
+def run_estimates(configs: list[RunConfig], store: RunStore,
+                  reads: DataReads | None = None) -> tuple[dict[str, float], str, bool]:
     """({run id: estimated run time in seconds}, where the prices came from, whether they are the FLOP prior).
     The one model of a grid's time: the estimate before Start, the ETA while it runs (grids/progress.py calibrates
     these by the runs that finish) and the check of the estimate written into the grid's record at the end.
@@ -193,7 +230,7 @@ def run_estimates(configs: list[RunConfig], store: RunStore) -> tuple[dict[str, 
         priced = prices[(cfg.model, cfg.mode)]
         key = (*(getattr(cfg, name) for name in DATA_FIELDS), cfg.max_length)  # the rows read, and their width
         if key not in tokens:
-            tokens[key] = _tokens_per_epoch(cfg, done)
+            tokens[key] = _tokens_per_epoch(cfg, done, reads or DataReads())
         if priced is None:
             seconds = prior_seconds(cfg, tokens[key])
             if seconds is None:
@@ -292,7 +329,7 @@ def _runs_like_this_machine(done) -> list[tuple[str, object, bool]]:
     return [tier for tier in tiers if len(tier[1])]
 
 
-def _tokens_per_epoch(cfg: RunConfig, done) -> float:
+def _tokens_per_epoch(cfg: RunConfig, done, reads: DataReads) -> float:
     if len(done):
         same = done[(done["dataset_path"] == cfg.dataset) & (done["max_train"] == cfg.max_train) &
                     (done["max_length"] == cfg.max_length) & (done["split"] == cfg.split)]
@@ -300,7 +337,7 @@ def _tokens_per_epoch(cfg: RunConfig, done) -> float:
             same = same[same[name].astype(str) == (getattr(cfg, name) or "")] if name in same else same
         if len(same):
             return float(same["tokens_per_epoch"].median())
-    train = load_splits(cfg).train  # characters / 4 is a fair token count for English WordPiece
+    train = reads.splits(cfg).train  # characters / 4 is a fair token count for English WordPiece
     chars = train["text"].str.len() + (train["text_pair"].str.len() if "text_pair" in train else 0)
     return float((chars / 4 + 3).clip(upper=cfg.max_length).sum())
 
