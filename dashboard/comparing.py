@@ -72,7 +72,7 @@ def _by_key(root: str, runs: pd.DataFrame, table: pd.DataFrame, by: str, c, whol
     shown = {"": "(found by its usual name)", "-": "(none)"}  # a blank data option is no empty choice
     a = common.url_selectbox(f"A: {by} =", values, key="a", default=values[0], container=c[0],
                              format_func=lambda v: shown.get(v, v))
-    partners = sorted(cmp.pairings(table, by).get(str(a), ()), key=cmp._natural) or [v for v in values if v != a]
+    partners = cmp.partners_of(table, by, a)
     b = common.url_selectbox(f"B: {by} =", partners, key="b", default=partners[0], container=c[1],
                              format_func=lambda v: shown.get(v, v))
     pair = table[as_text(table[by]).isin([str(a), str(b)])]

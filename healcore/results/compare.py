@@ -85,10 +85,12 @@ def values_of(table: pd.DataFrame, key: str) -> list[str]:
     return sorted(values, key=_natural)
 
 
-def partner_of(table: pd.DataFrame, key: str, a: str) -> str | None:
-    """The first value (in natural order) that `a` pairs with."""
+def partners_of(table: pd.DataFrame, key: str, a: str) -> list[str]:
+    """What B may be once A is `a`: the values `a` pairs with, in natural order (every other value where it pairs
+    with none: split then says why they do not compare). The CLI and the pages offer B from here."""
     partners = sorted(pairings(table, key).get(str(a), ()), key=_natural)
-    return partners[0] if partners else None
+    return partners or [v for v in values_of(table, key) if v != str(a)]
+
 
 
 def why_not_comparable(table: pd.DataFrame, key: str) -> str:

@@ -40,7 +40,7 @@ def sides_for(root: str, by: str | None = None, a: str | None = None, b: str | N
         raise ConfigError(cmp.why_not_comparable(table, by) + " (or narrow the store with --where KEY=VALUE)")
     values = cmp.values_of(table, by)
     a = a if a is not None else values[0]
-    b = b if b is not None else (cmp.partner_of(table, by, a) or values[-1])
+    b = b if b is not None else next(iter(cmp.partners_of(table, by, a)), values[-1])
     side_a, side_b = cmp.split(table, runs, by, a, b, root)
     return side_a, side_b, by, False
 
