@@ -142,10 +142,15 @@ def _compare_args(sub) -> None:
     k.add_argument("--out", help="write the table to this file (atomically) instead of printing it")
 
 
+def _command_group(sub, name: str, help_text: str):
+    """A command with commands of its own (`healcore data export`): their subparsers, chosen in args.<name>_command."""
+    return sub.add_parser(name, help=help_text).add_subparsers(dest=f"{name}_command", required=True,
+                                                                parser_class=_Parser)
+
+
 def _data_args(sub) -> None:
     """`healcore data export | list`."""
-    d = sub.add_parser("data", help="dataset tools")
-    dsub = d.add_subparsers(dest="data_command", required=True, parser_class=_Parser)
+    dsub = _command_group(sub, "data", "dataset tools")
     e = dsub.add_parser("export", help="write a dataset as train.csv.gz/test.csv.gz into DIR",
                         description="Write any dataset --dataset takes (a registry name, a folder, a saved DatasetDict, "
                         "hub:<id>[:<config>]) in healcore's folder format, e.g. for a machine without a network: "
@@ -160,8 +165,7 @@ def _data_args(sub) -> None:
 
 def _models_args(sub) -> None:
     """`healcore models inspect | families`."""
-    m = sub.add_parser("models", help="model tools: the families healcore runs, and what it would do to a model")
-    msub = m.add_subparsers(dest="models_command", required=True, parser_class=_Parser)
+    msub = _command_group(sub, "models", "model tools: the families healcore runs, and what it would do to a model")
     i = msub.add_parser("inspect", help="a model's family, sizes, levels, scopes, LoRA targets and pooling",
                         description="Print, from config.json alone (no weights loaded), what healcore would do to a "
                         "model: family, layers, width and parameters; which layers bottom:25%% and the other levels "

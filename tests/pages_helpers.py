@@ -21,6 +21,16 @@ def open_page(title: str, query: dict | None = None) -> AppTest:
     return at.run()
 
 
+def launch_builder(model: str, store, monkeypatch) -> AppTest:
+    """Launch's grid builder opened on a store, with one model (a folder the dashboard may read) chosen."""
+    monkeypatch.setenv("HEALCORE_RUNS", str(store))
+    monkeypatch.setenv("HEALCORE_ALLOWED_ROOTS", model)
+    at = open_page("Launch")
+    at.radio[0].set_value("Build a grid").run()
+    next(m for m in at.multiselect if m.label == "Models").set_value([model]).run()
+    return at
+
+
 def texts(at: AppTest) -> str:
     """Everything a page says in words (markdown, captions and alerts), one element per line."""
     parts = [e.value for kind in ("markdown", "caption", "error", "warning", "info", "success") for e in getattr(at, kind)]

@@ -11,7 +11,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from conftest import ROOT, wait_for
-from pages_helpers import TITLES, open_page, texts
+from pages_helpers import TITLES, launch_builder, open_page, texts
 
 def charts_on(at: AppTest) -> int:
     """How many Vega-Lite charts the page drew (AppTest has no element class for them)."""
@@ -364,11 +364,7 @@ def test_bad_grid_is_explained_next_to_the_widgets(tmp_path, monkeypatch):
 def test_launch_page_starts_a_real_run(tmp_path, monkeypatch, tiny_bert):
     """Build a one-run grid with the widgets, press Start: a separate process writes the run folder."""
     store = tmp_path / "runs"
-    monkeypatch.setenv("HEALCORE_RUNS", str(store))
-    monkeypatch.setenv("HEALCORE_ALLOWED_ROOTS", tiny_bert)
-    at = open_page("Launch")
-    at.radio[0].set_value("Build a grid").run()
-    next(m for m in at.multiselect if m.label == "Models").set_value([tiny_bert]).run()
+    at = launch_builder(tiny_bert, store, monkeypatch)
     next(m for m in at.multiselect if m.label.startswith("Corruption levels")).set_value(["0%"]).run()
     next(n for n in at.number_input if n.label == "Epochs").set_value(1).run()
     next(n for n in at.number_input if n.label.startswith("Max train")).set_value(100).run()

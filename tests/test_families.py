@@ -406,15 +406,11 @@ def test_a_layer_subset_is_derived_from_every_family(tiny_families, tmp_path):
 
 def test_launch_shows_a_decoders_card_and_starts_it_with_its_own_pooling(tiny_families, tmp_path, monkeypatch):
     from conftest import wait_for
-    from pages_helpers import open_page
+    from pages_helpers import launch_builder
 
     gpt2 = tiny_families["gpt2"]
     store = tmp_path / "runs"
-    monkeypatch.setenv("HEALCORE_RUNS", str(store))
-    monkeypatch.setenv("HEALCORE_ALLOWED_ROOTS", gpt2)
-    at = open_page("Launch")
-    at.radio[0].set_value("Build a grid").run()
-    next(m for m in at.multiselect if m.label == "Models").set_value([gpt2]).run()
+    at = launch_builder(gpt2, store, monkeypatch)
     card = next(e for e in at.expander if e.label.startswith(f"Model {gpt2}"))
     shown = "\n".join(c.value for c in card.code)
     assert "GPT-2" in shown and "mlp.c_fc" in shown and "last by default" in shown and "bottom:25% = layer 1" in shown

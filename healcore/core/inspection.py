@@ -11,7 +11,7 @@ import re
 from pathlib import Path
 
 from healcore.core.errors import CorruptionSpecError, ModelError
-from healcore.core.families import Family
+from healcore.core.families import Family, part_of
 from healcore.core.layers import PAPER_PERCENTS, parse_layers
 from healcore.core.model_facts import (_config_json, family, model_folder, model_shape, safetensors_shapes,
                                        short_name)
@@ -44,17 +44,11 @@ def block_modules(name: str, fam: Family) -> list[str] | None:
 
 
 def scope_of(fam: Family, module: str) -> str:
-    """A block's module placed by its name alone: the family table's attention and feed-forward names, norms by
-    their names (engine/corruption places them by class; a test checks that both agree on every family)."""
+    """A block's module placed by its name alone (families.part_of, with a norm told by its name where the engine
+    reads its class; a test checks that both agree on every family)."""
     last = module.rsplit(".", 1)[-1]
-    if _NORM_NAME.search(last) or "layernorm" in last.lower():
-        return "layernorm"
-    parts = module.split(".")
-    if any(p in fam.attention for p in parts):
-        return "attention"
-    if any(p in fam.ffn for p in parts):
-        return "ffn"
-    return "unplaced"
+    looks_like_norm = bool(_NORM_NAME.search(last)) or "layernorm" in last.lower()
+    return part_of(fam, module, "LayerNorm" if looks_like_norm else "") or "unplaced"
 
 
 def level_picks(num_layers: int) -> dict[str, str]:
