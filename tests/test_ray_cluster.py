@@ -196,3 +196,19 @@ def test_a_killed_driver_restarted_finishes_the_grid_running_no_config_twice(clu
         log = store.files(rid).log.read_text()
         assert log.count("completed") == 1, log  # completed exactly once
         assert [e["epoch"] for e in store.epochs(rid)] == [1, 2, 3]  # every epoch recorded once
+
+
+def test_decoders_run_on_the_cluster_with_their_own_pooling(cluster, tiny_families, tmp_path):
+    """A GPT-2 and a Llama-family decoder (tiny, random weights) through Ray: each run on a worker node, pooled on
+    its last real token."""
+    c, _ = cluster
+    store = RunStore(tmp_path / "runs")
+    spec = yaml.safe_load(open(spec_file(tmp_path, tiny_families["gpt2"], levels=[1], epochs=1, max_train=100)))
+    spec["models"] = [tiny_families["gpt2"], tiny_families["qwen2"]]
+    path = tmp_path / "decoders.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    proc = grid(store.root, str(path), c.address)
+    out, _ = proc.communicate(timeout=600)
+    assert proc.returncode == 0, out
+    summaries = [store.summary(r) for r in store.run_ids()]
+    assert len(summaries) == 4 and {s["config"]["pooling"] for s in summaries} == {"last"}
