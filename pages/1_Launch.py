@@ -9,7 +9,7 @@ import yaml
 
 from dashboard import common
 from healcore.core.config import (COMPILE_MODES, DATA_OPTION_FIELDS, LR_SCHEDULES, METHODS, MODES, POOLINGS,
-                                  field_help)
+                                  TRAIN_LAYERS, field_help)
 from healcore.core.data import REGISTRY
 from healcore.core.errors import HealcoreError
 from healcore.core.inspection import format_inspection, inspect_model
@@ -71,6 +71,10 @@ def grid_builder() -> dict:
                                       "for decoders, which refuse cls")
     with c3:
         modes = st.multiselect("Mode", MODES, default=["full"])
+        heal = st.multiselect("Which parameters heal", TRAIN_LAYERS, default=["all"],
+                              help=field_help()["train_layers"] + " (full fine-tuning; several: one axis each)")
+        layer_decay = st.number_input("Layer-wise lr decay (1 = off)", 0.01, 1.0, 1.0, step=0.05,
+                                      help=field_help()["lr_layer_decay"])
         epochs = st.number_input("Epochs", 1, 100, 3)
         max_train = st.number_input("Max train rows (0 = all)", 0, 10_000_000, 1000, step=500)
         max_test = st.number_input("Max test rows (0 = all)", 0, 10_000_000, 500, step=500)
@@ -85,8 +89,10 @@ def grid_builder() -> dict:
     return {"name": name, "models": models, "datasets": datasets, "corruption": corruption,
             "lrs": [float(x) for x in lrs] if all(_is_float(x) for x in lrs) else lrs, "seeds": seeds,
             **({"pooling": pooling} if pooling else {}), "modes": modes,
+            **({"axes": {"train_layers": heal}} if heal and heal != ["all"] else {}),
             "base": {**artefact_defaults(), "epochs": int(epochs), "max_train": int(max_train),
-                     "max_test": int(max_test), "lr_schedule": schedule, **data_options()}}
+                     "max_test": int(max_test), "lr_schedule": schedule, **data_options(),
+                     **({"lr_layer_decay": float(layer_decay)} if layer_decay != 1.0 else {})}}
 
 
 # what the demo keeps beside its metrics (features for t-SNE, probe rows): a grid built here with the demo's

@@ -31,10 +31,11 @@ from healcore.core.errors import ConfigError, shown
 from healcore.core.layers import LayerSelection, parse_layers, spelling
 from healcore.core.paths import hub_parts, is_hub
 
-METHODS = ("reinit", "noise", "zero", "bitflip", "shuffle")
+METHODS = ("reinit", "noise", "zero", "bitflip", "shuffle", "remove", "magnitude")
 INITS = ("kaiming_uniform", "torch_default", "normal")
 SCOPES = ("all", "attention", "ffn", "layernorm")
 MODES = ("full", "linear_probe", "lora")
+TRAIN_LAYERS = ("all", "damaged", "intact", "head")
 POOLINGS = ("cls", "mean", "last")
 SPLITS = ("standard", "paper")
 SELECT_ON = ("validation", "test")
@@ -60,14 +61,16 @@ class RunConfig:
     dataset: str = "sst2"  # registry name (sst2, ag_news, ...), a folder (train/test files, or a saved DatasetDict), or hub:<id>[:<config>]
     # --- corruption (see corruption.py) ---
     corrupt: str = "none"  # which encoder layers: none | bottom:k | top:k | bottom:50% | 1,2,6 (1 = bottom)
-    method: str = "reinit"  # reinit (the paper's) | noise | zero | bitflip | shuffle
+    method: str = "reinit"  # reinit (the paper's) | noise | zero | bitflip | shuffle | remove (delete the layers: L - k deep) | magnitude (zero the largest weights)
     init: str = "kaiming_uniform"  # reinit weights: kaiming_uniform | torch_default | normal
-    strength: float | None = None  # noise: sigma/std, zero: fraction, bitflip: bit-error rate; None = the default (1.0, 0.5, 1e-4)
+    strength: float | None = None  # noise: sigma/std, zero: fraction, bitflip: bit-error rate, magnitude: fraction of the largest weights; None = the default (1.0, 0.5, 1e-4, 0.001)
     scope: str = "all"  # parts of each chosen layer: all | attention | ffn | layernorm
     corrupt_embeddings: bool = False  # also corrupt the embedding block (off in the paper)
     corrupt_pooler: bool = False  # also corrupt the pooler, where the model has one (off in the paper)
     # --- fine-tuning ---
     mode: str = "full"  # full | linear_probe (body frozen) | lora (peft adapters + head)
+    train_layers: str = "all"  # which parameters heal (mode=full): all | damaged (the corrupted layers and the head) | intact (all but those) | head
+    lr_layer_decay: float = 1.0  # layer-wise learning-rate decay: layer l of L trains at lr * decay^(L - l), embeddings at decay^L (1.0 = off)
     pooling: str = "cls"  # cls (pooler output, else [CLS] state) | mean (non-pad tokens; an encoder's [CLS] left out) | last (last non-pad token: decoders, whose runs default to it)
     lr: float = 2e-5  # peak learning rate (paper grid: 1e-5, 2e-5, 5e-5)
     epochs: int = 3  # passes over the training split (paper: 10)
@@ -157,6 +160,7 @@ class RunConfig:
                 raise ConfigError(f"{name}={shown(value)} is not valid; choose one of {', '.join(options)}")
 
         for name, options in (("method", METHODS), ("init", INITS), ("scope", SCOPES), ("mode", MODES),
+                              ("train_layers", TRAIN_LAYERS),
                               ("pooling", POOLINGS), ("split", SPLITS), ("select_on", SELECT_ON),
                               ("metric", METRICS), ("device", DEVICES), ("precision", PRECISIONS),
                               ("lr_schedule", LR_SCHEDULES), ("compile", COMPILE_MODES)):
@@ -175,7 +179,7 @@ class RunConfig:
         if self.strength is not None:
             if not math.isfinite(self.strength) or self.strength < 0:
                 raise ConfigError(f"strength={self.strength} must be a finite number >= 0")
-            if self.method in ("zero", "bitflip") and self.strength > 1:
+            if self.method in ("zero", "bitflip", "magnitude") and self.strength > 1:
                 raise ConfigError(f"strength={self.strength} is a fraction/rate for {self.method}; use 0..1")
         _range("lr", self.lr, 1e-8, 1.0)
         _range("epochs", self.epochs, 1, 1000)
@@ -185,6 +189,12 @@ class RunConfig:
         _range("warmup_ratio", self.warmup_ratio, 0.0, 1.0)
         _range("weight_decay", self.weight_decay, 0.0, 10.0)
         _range("lora_r", self.lora_r, 1, 1024)
+        _range("lr_layer_decay", self.lr_layer_decay, 0.01, 1.0)
+        if self.train_layers == "damaged" and self.method == "remove" and not self.is_clean:
+            raise ConfigError("train_layers=damaged with method=remove: the removed layers are gone; use intact or all")
+        if self.mode != "full" and (self.train_layers != "all" or self.lr_layer_decay != 1.0):
+            raise ConfigError(f"train_layers and lr_layer_decay choose what full fine-tuning trains; use mode=full "
+                              f"(mode={self.mode} decides that itself)")
         _range("seed", self.seed, 0, 2**31 - 1)
         _range("max_train", self.max_train, 0, 10**9)
         _range("max_test", self.max_test, 0, 10**9)
@@ -260,7 +270,7 @@ FUSE_FIELDS = _fields_except(CORRUPTION_FIELDS, ("lr",))
 # Keys added after runs were first stored, with the value every earlier run used: such a run reads as having
 # it, and a config with that value leaves the key out of its identity, so the earlier run ids still hold.
 LEGACY_VALUES = {"lr_schedule": "linear", "text_column": "", "text_pair_column": "", "label_column": "",
-                 "train_split": "", "test_split": ""}
+                 "train_split": "", "test_split": "", "train_layers": "all", "lr_layer_decay": 1.0}
 
 
 @lru_cache(maxsize=1)

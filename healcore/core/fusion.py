@@ -18,11 +18,12 @@ MEMORY_SHARE = 0.8  # of the memory free when a group starts, what its members m
 
 def fusion_groups(configs: list[RunConfig], fuse: int = MAX_MEMBERS) -> list[list[RunConfig]]:
     """configs split into groups that can train fused (at most `fuse` each); runs that cannot fuse (another mode
-    than full) are groups of one. Order follows the configs'."""
+    than full, parts frozen, per-layer rates, removed layers) are groups of one. Order follows the configs'."""
     groups: dict[tuple, list[RunConfig]] = {}
     alone = []
     for cfg in configs:
-        if cfg.mode != "full":
+        # another mode, frozen parts or per-layer rates train differently; removal changes the architecture
+        if cfg.mode != "full" or cfg.train_layers != "all" or cfg.lr_layer_decay != 1.0 or cfg.method == "remove":
             alone.append([cfg])
             continue
         groups.setdefault(tuple(getattr(cfg, k) for k in FUSE_FIELDS), []).append(cfg)

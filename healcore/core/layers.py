@@ -17,7 +17,7 @@ from healcore.core.errors import CorruptionSpecError
 
 PAPER_PERCENTS = (25, 50, 75, 100)
 # Defaults of `strength` per method when a config leaves it as None.
-DEFAULT_STRENGTH = {"noise": 1.0, "zero": 0.5, "bitflip": 1e-4}
+DEFAULT_STRENGTH = {"noise": 1.0, "zero": 0.5, "bitflip": 1e-4, "magnitude": 1e-3}
 _SIDE_RE = re.compile(r"^(bottom|top):(-?\d+)(%?)$")
 _LIST_RE = re.compile(r"^-?\d+(,-?\d+)*$")
 
@@ -119,6 +119,9 @@ def chosen_layers(selection: LayerSelection, method: str, num_layers: int) -> li
     indices = selection.resolve(num_layers)
     if method == "shuffle" and 0 < len(indices) < 2:
         raise CorruptionSpecError("method=shuffle needs at least 2 chosen layers to permute; choose more layers")
+    if method == "remove" and len(indices) == num_layers:
+        raise CorruptionSpecError(f"method=remove of all {num_layers} layers leaves no model; remove fewer (at most "
+                                  f"{num_layers - 1}), or use reinit to damage every layer")
     return indices
 
 

@@ -1,4 +1,5 @@
-"""Corrupting chosen encoder layers: the paper's re-initialisation and four other kinds of damage.
+"""Corrupting chosen layers: the paper's re-initialisation and six other kinds of damage (noise, zero, bitflip,
+shuffle; remove: the layers deleted, the model L - k deep; magnitude: the largest weights zeroed).
 
 Method `reinit` follows the paper: inside the chosen layers every LayerNorm weight := 1, every bias
 (LayerNorm's too) := 0, every other weight re-initialised. The default re-initialisation is
@@ -138,6 +139,9 @@ def apply(encoder, spec: CorruptionSpec) -> dict[str, Any]:
     init_range = float(getattr(encoder.config, "initializer_range", 0.02))
     family = family_of_model(encoder)
 
+    if spec.method == "remove":
+        return _remove(encoder, indices, report)
+
     if spec.method == "shuffle":
         layers = layer_list(encoder)
         modules = [layers[i] for i in indices]
@@ -150,6 +154,9 @@ def apply(encoder, spec: CorruptionSpec) -> dict[str, Any]:
         report["tensors_changed"] = sum(1 for i in indices for _ in layers[i].parameters())
         report["params_changed"] = sum(p.numel() for i in indices for p in layers[i].parameters())
         return report
+
+    if spec.method == "magnitude":
+        return _zero_largest(encoder, indices, spec, strength, report)
 
     with torch.no_grad():
         for _, module, p_name, param in _targets(encoder, indices, spec):
@@ -165,4 +172,53 @@ def apply(encoder, spec: CorruptionSpec) -> dict[str, Any]:
                 report["bits_flipped"] += _bitflip_(param, strength, rng)
             report["tensors_changed"] += 1
             report["params_changed"] += param.numel()
+    return report
+
+
+def _remove(encoder, indices: list[int], report: dict[str, Any]) -> dict[str, Any]:
+    """Delete the chosen layers ("prune, then heal"): the model is L - k layers deep, its kept layers the originals
+    (their weights untouched), its config saying its new depth. Per-layer attention kinds (Qwen2, Gemma) follow."""
+    from healcore.engine.models import _layer_list_slot
+
+    holder, name, layers = _layer_list_slot(encoder)
+    kept = [i for i in range(len(layers)) if i not in set(indices)]
+    report["params_changed"] = sum(p.numel() for i in indices for p in layers[i].parameters())
+    report["tensors_changed"] = sum(1 for i in indices for _ in layers[i].parameters())
+    setattr(holder, name, torch.nn.ModuleList([layers[i] for i in kept]))
+    for depth, i in enumerate(kept):  # a decoder's attention indexes its key/value cache by its layer's depth
+        for module in layers[i].modules():
+            if isinstance(getattr(module, "layer_idx", None), int):
+                module.layer_idx = depth
+    config = encoder.config
+    if isinstance(getattr(config, "layer_types", None), list):
+        config.layer_types = [config.layer_types[i] for i in kept]
+    for attr in ("num_hidden_layers", "n_layer", "n_layers", "num_layers"):
+        if isinstance(getattr(config, attr, None), int):
+            setattr(config, attr, len(kept))
+    if family_of_model(encoder).shared_layers:
+        config.num_hidden_groups = len(kept)
+    report["kept_layers"] = [i + 1 for i in kept]
+    return report
+
+
+def _zero_largest(encoder, indices: list[int], spec: CorruptionSpec, fraction: float,
+                  report: dict[str, Any]) -> dict[str, Any]:
+    """Targeted damage: zero the largest-magnitude `fraction` of the chosen layers' weight matrices, taken together
+    (one threshold over all of them: the outlier weights the Super Weight work found decisive). Biases and norms
+    are left alone; ties at the threshold are all zeroed."""
+    weights = [param for _, _, p_name, param in _targets(encoder, indices, spec) if param.dim() >= 2]
+    if not weights:
+        return report
+    magnitudes = torch.cat([w.detach().abs().reshape(-1).float() for w in weights])
+    k = int(round(fraction * magnitudes.numel()))
+    if k == 0:
+        return report
+    threshold = torch.topk(magnitudes, k).values.min()
+    with torch.no_grad():
+        for w in weights:
+            mask = w.abs() >= threshold
+            report["params_changed"] += int(mask.sum())
+            report["tensors_changed"] += int(bool(mask.any()))
+            w.masked_fill_(mask, 0.0)
+    report["threshold"] = float(threshold)
     return report

@@ -248,8 +248,9 @@ def classifier_class():
             self.head = nn.Linear(hidden, num_labels)
             # pairs are told apart by token types only where the model learned two (BERT); elsewhere (DistilBERT,
             # RoBERTa, GPT-2, whose "types" would be word embeddings) by the separator tokens alone
-            self.use_types = ("token_type_ids" in inspect.signature(encoder.forward).parameters
-                              and (getattr(config, "type_vocab_size", 0) or 0) >= 2)
+            accepts = inspect.signature(encoder.forward).parameters
+            self.use_types = "token_type_ids" in accepts and (getattr(config, "type_vocab_size", 0) or 0) >= 2
+            self.use_cache_arg = "use_cache" in accepts
             g = torch.Generator().manual_seed(seed)
             with torch.no_grad():
                 self.head.weight.copy_(torch.randn(self.head.weight.shape, generator=g) * 0.02)
@@ -261,6 +262,8 @@ def classifier_class():
                 kwargs["token_type_ids"] = token_type_ids
             if hidden_states:
                 kwargs["output_hidden_states"] = True
+            if self.use_cache_arg:  # a decoder would keep a key/value cache for generation: none while classifying
+                kwargs["use_cache"] = False
             out = self.encoder(**kwargs)
             return self.pool(out, attention_mask), (out.hidden_states if hidden_states else None)
 

@@ -229,6 +229,8 @@ def set_up(cfg: RunConfig, splits: Splits, handle: RunHandle, loader: Loader) ->
     max_tokens = eval_max_tokens(cfg.batch_size, cfg.max_length)
     feature_rows = stratified_take(test.labels, cfg.feature_samples, np.random.default_rng(FEATURE_SEED))
     analysis_rows = np.sort(stratified_take(test.labels, cfg.analysis_samples, np.random.default_rng(ANALYSIS_SEED)))
+    if cfg.method == "remove":  # layer k of the pruned model is not layer k of the pretrained one: no per-layer CKA
+        analysis_rows = analysis_rows[:0]
     pretrained = None
     if len(analysis_rows) and cfg.mode != "lora":
         pretrained = encoder_layers(encoder.to(device), _subset(test, analysis_rows), device, pad_id, max_tokens)
@@ -246,6 +248,8 @@ def set_up(cfg: RunConfig, splits: Splits, handle: RunHandle, loader: Loader) ->
     elif cfg.mode == "linear_probe":
         for p in model.encoder.parameters():
             p.requires_grad_(False)
+    elif cfg.train_layers != "all":
+        freeze_all_but(model, cfg.train_layers, report["layers"], report["num_layers"], cfg.method)
     initial = snapshot(model) if cfg.mode != "lora" else None  # LoRA adapters start at 0: no relative movement
     model.to(device)
     handle.space_needed = space_needed(cfg, model, report["num_layers"])
@@ -253,6 +257,22 @@ def set_up(cfg: RunConfig, splits: Splits, handle: RunHandle, loader: Loader) ->
             "splits": splits.split_names, "options": splits.options}
     return Setup(model, device, pad_id, list(splits.classes), train, validation, test, feature_rows, analysis_rows,
                  max_tokens, report, data, initial, pretrained, time.perf_counter() - t0)
+
+
+def freeze_all_but(model, train_layers: str, damaged: list[int], num_layers: int, method: str) -> None:
+    """Which parameters heal (train_layers): `damaged` trains the corrupted layers and the head, `intact` every
+    other layer, the embeddings, the pooler and the head, `head` the head alone; the rest is frozen. (Removed
+    layers are gone: RunConfig refuses `damaged` with method=remove.)"""
+    from healcore.engine.internals import block_of
+
+    damaged_blocks = {f"layer {i}" for i in damaged} if method != "remove" else set()
+    for name, p in model.named_parameters():
+        block = block_of(name)
+        if block == "head":
+            continue
+        trains = (block in damaged_blocks) if train_layers == "damaged" else \
+            (block not in damaged_blocks) if train_layers == "intact" else False
+        p.requires_grad_(trains)
 
 
 def space_needed(cfg: RunConfig, model, num_layers: int) -> int:
@@ -294,7 +314,7 @@ def fine_tune(cfg: RunConfig, setup: Setup, handle: RunHandle, stop: Callable[[]
               on_epoch: Callable[[dict], None] | None) -> dict:
     """The epoch loop, resumed from the last checkpoint; returns the best epoch {epoch, score}."""
     model = setup.model
-    optimizer = make_optimizer(model, cfg.lr, cfg.weight_decay, setup.device)
+    optimizer = make_optimizer(model, cfg.lr, cfg.weight_decay, setup.device, cfg.lr_layer_decay)
     steps_per_epoch, total, factor = schedule_of(len(setup.train), cfg.batch_size, cfg.epochs, cfg.warmup_ratio,
                                                  cfg.lr_schedule)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)

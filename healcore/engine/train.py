@@ -59,8 +59,13 @@ def decays(name: str, dim: int) -> bool:
     return dim >= 2 and "norm" not in name.lower()
 
 
-def make_optimizer(model, lr: float, weight_decay: float, device: str) -> torch.optim.Optimizer:
-    """AdamW over trainable parameters; no decay on biases and norms. weight_decay=0 is plain Adam."""
+def make_optimizer(model, lr: float, weight_decay: float, device: str,
+                   layer_decay: float = 1.0) -> torch.optim.Optimizer:
+    """AdamW over trainable parameters; no decay on biases and norms. weight_decay=0 is plain Adam.
+    layer_decay < 1: layer-wise learning-rate decay (layer l of L at lr * decay^(L - l), the embeddings at
+    decay^L, the pooler and head at lr), one parameter group per scale."""
+    if layer_decay != 1.0:
+        return _layer_decayed(model, lr, weight_decay, layer_decay)
     decay, no_decay = [], []
     for name, p in model.named_parameters():
         if p.requires_grad:
@@ -68,6 +73,31 @@ def make_optimizer(model, lr: float, weight_decay: float, device: str) -> torch.
     groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
     # fused kernels: one launch per step on CUDA, and a vectorised step on CPU (torch >= 2.4)
     return torch.optim.AdamW([g for g in groups if g["params"]], lr=lr, fused=True)
+
+
+def layer_lr_scales(model, layer_decay: float) -> dict[str, float]:
+    """Each trainable parameter's learning-rate scale under layer-wise decay (see make_optimizer)."""
+    from healcore.engine.internals import block_of
+
+    blocks = {name: block_of(name) for name, p in model.named_parameters() if p.requires_grad}
+    depth = max((int(b.split()[1]) for b in blocks.values() if b.startswith("layer ")), default=0)
+
+    def scale(block: str) -> float:
+        if block.startswith("layer "):
+            return layer_decay ** (depth - int(block.split()[1]))
+        return layer_decay ** depth if block == "embeddings" else 1.0
+
+    return {name: scale(block) for name, block in blocks.items()}
+
+
+def _layer_decayed(model, lr: float, weight_decay: float, layer_decay: float) -> torch.optim.Optimizer:
+    scales = layer_lr_scales(model, layer_decay)
+    groups: dict[tuple[bool, float], list] = {}
+    for name, p in model.named_parameters():
+        if p.requires_grad:
+            groups.setdefault((decays(name, p.dim()), scales[name]), []).append(p)
+    return torch.optim.AdamW([{"params": ps, "weight_decay": weight_decay if d else 0.0, "lr": lr * s}
+                              for (d, s), ps in groups.items()], lr=lr, fused=True)
 
 
 def use_bf16(device: str, precision: str = "auto") -> bool:

@@ -8,12 +8,13 @@ A grid spec is YAML (every preset in healcore/presets/ states the command that r
   corruption:                 # one block or a list of blocks
     sides: [bottom, top]
     levels: ["0%", "50%", "100%"]   # percent of each model's L (paper), or layer counts [1, 2, 3]
-    method: reinit            # optional: reinit | noise | zero | bitflip | shuffle
+    method: reinit            # optional: reinit | noise | zero | bitflip | shuffle | remove | magnitude
     strengths: [0.1, 0.5]     # optional, for dose-response of noise/zero/bitflip
   lrs: [2e-5, 5e-5]
   seeds: [0, 1, 2]
   pooling: [cls]
   modes: [full]
+  axes: {max_train: [250, 1000], train_layers: [all, damaged]}   # optional: any other RunConfig key, crossed
   base: {epochs: 3, max_train: 2000}   # any RunConfig key, for every run
 
 Levels are resolved per model from its layer count: a percentage that is no whole number of layers for a
@@ -36,7 +37,11 @@ from healcore.core.paths import short
 
 PRESETS_DIR = Path(__file__).resolve().parents[1] / "presets"  # shipped inside the package (wheels too)
 SPEC_KEYS = {"name", "description", "command", "models", "datasets", "corruption", "lrs", "seeds", "pooling",
-             "modes", "base"}
+             "modes", "axes", "base"}
+# keys a spec sets with its own lists (or its corruption blocks): not an axis
+OWN_AXES = {"model": "models", "dataset": "datasets", "lr": "lrs", "seed": "seeds", "pooling": "pooling",
+            "mode": "modes", "corrupt": "corruption", "method": "corruption", "strength": "corruption",
+            "scope": "corruption", "init": "corruption"}
 CORRUPTION_KEYS = {"sides", "levels", "method", "strengths", "scope", "init"}
 
 
@@ -108,7 +113,32 @@ def _level_layers(level: Any, num_layers: int) -> tuple[int | None, str]:
     raise ConfigError(f"corruption level {short(level)!r} is neither a percentage (50%) nor a layer count (3)")
 
 
-def _fitting_levels(num_layers: int) -> str:
+def _axes(axes: Any, base: dict) -> list[dict]:
+    """A spec's `axes:` (any RunConfig key -> its values) as every combination of them ([{}] without axes): crossed
+    with the models, datasets, levels, lrs and seeds. Unknown keys, keys with a list of their own, and values the
+    key refuses are one line each."""
+    if axes in (None, {}):
+        return [{}]
+    if not isinstance(axes, dict):
+        raise ConfigError(f"grid key 'axes' must map setting names to lists of values, e.g. axes: {{max_train: "
+                          f"[250, 1000]}}; got {shown(axes, 60)}")
+    known = set(RunConfig.__dataclass_fields__)
+    for key in axes:
+        if key in OWN_AXES:
+            raise ConfigError(f"axes: {key!r} has its own grid key; list its values under {OWN_AXES[key]!r}")
+        if key not in known:
+            raise ConfigError(f"axes: unknown setting {shown(key, 40)}; valid: "
+                              f"{', '.join(sorted(known - set(OWN_AXES)))}")
+    keys = list(axes)
+    combos = [dict(zip(keys, values)) for values in itertools.product(*(_as_list(axes[k], f"axes.{k}") for k in keys))]
+    for combo in combos:  # a value a setting refuses is named here, with its key
+        RunConfig.from_dict({**base, **combo})
+    return combos
+
+
+def _fitting_levels(num_layers: int, method: str | None = None) -> str:
+    if method == "remove":  # every layer removed leaves nothing
+        return ", ".join(p for p in fitting_percents(num_layers) if p != "100%") + f", or 0..{num_layers - 1}"
     return ", ".join(fitting_percents(num_layers)) + f", or 0..{num_layers}"
 
 
@@ -134,6 +164,7 @@ def expand(spec: str | Path | dict, overrides: dict | None = None) -> Grid:
         bad = sorted(set(b) - CORRUPTION_KEYS)
         if bad:
             raise ConfigError(f"unknown corruption key(s) {', '.join(map(repr, bad))}; valid: {', '.join(sorted(CORRUPTION_KEYS))}")
+    axis_settings = _axes(data.get("axes"), base)
     configs: dict[str, RunConfig] = {}
     notes: list[str] = []
     fits: dict[str, list[str]] = {}  # level -> why it fits no model, for each model
@@ -148,9 +179,11 @@ def expand(spec: str | Path | dict, overrides: dict | None = None) -> Grid:
             strengths = b.get("strengths", [None])
             for level in _as_list(b.get("levels", ["0%"]), "levels"):
                 k, why = _level_layers(level, L)
+                if k == L and b.get("method") == "remove":  # nothing would be left to heal
+                    k, why = None, f"removing all {L} layers leaves no model"
                 fits.setdefault(str(level), [])
                 if k is None:  # another model of the grid may take it (DistilBERT has no 25%, as in the paper)
-                    fits[str(level)].append(f"{model}: {why} (valid: {_fitting_levels(L)})")
+                    fits[str(level)].append(f"{model}: {why} (valid: {_fitting_levels(L, b.get('method'))})")
                     notes.append(f"{model}: level {level} skipped ({why})")
                     continue
                 fits[str(level)].append("")
@@ -162,14 +195,14 @@ def expand(spec: str | Path | dict, overrides: dict | None = None) -> Grid:
                             if strength is not None:
                                 s["strength"] = strength
                         settings.append(s)
-        for dataset, setting, lr, seed, pooling, mode in itertools.product(
+        for dataset, setting, lr, seed, pooling, mode, axis_values in itertools.product(
                 _as_list(data.get("datasets", [base.get("dataset", "sst2")]), "datasets"), settings,
                 _as_list(data.get("lrs", [base.get("lr", 2e-5)]), "lrs"),
                 _as_list(data.get("seeds", [base.get("seed", 0)]), "seeds"),
                 _as_list(data.get("pooling", [base.get("pooling") or default_pooling(str(model))]), "pooling"),
-                _as_list(data.get("modes", [base.get("mode", "full")]), "modes")):
+                _as_list(data.get("modes", [base.get("mode", "full")]), "modes"), axis_settings):
             cfg = RunConfig.from_dict({**base, "model": model, "dataset": dataset, **setting, "lr": lr, "seed": seed,
-                                       "pooling": pooling, "mode": mode})
+                                       "pooling": pooling, "mode": mode, **axis_values})
             configs.setdefault(cfg.run_id, cfg)
     unusable = {level: whys for level, whys in fits.items() if whys and all(whys)}
     if unusable:  # a level no model of the grid can take is a mistake, not a note
