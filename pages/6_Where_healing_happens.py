@@ -1,14 +1,15 @@
 """Where healing happens: does fine-tuning rebuild the destroyed layers' function, or do other layers take
 over? Per corruption setting: linear CKA between every layer of the healed model and every layer of the clean
 fine-tuned model; per layer, the similarity to the same layer of the clean or the pretrained model, bottom vs
-top; how far each block's weights moved; and which classes heal."""
+top; how far each block's weights moved; and which classes heal. First: does the damage, measured before
+fine-tuning, predict how much heals?"""
 import pandas as pd
 import streamlit as st
 
 from dashboard import common
 from healcore import results
 from healcore.core.config import CORRUPTION_FIELDS
-from healcore.results import analysis, charts
+from healcore.results import analysis, charts, damage
 from healcore.store.runs import RunStore
 
 
@@ -30,6 +31,34 @@ def with_setting(frame: pd.DataFrame) -> pd.DataFrame:
     return frame
 
 
+def damage_predicts_healing(root: str, model: str, dataset: str) -> None:
+    """Each damage measure before fine-tuning against what fine-tuning left, over this model's and dataset's
+    corrupted cells (every kind of damage): a scatter of the chosen pair, and Spearman's rho of every pair."""
+    st.subheader("Does damage predict healing?")
+    table = common.cells_table(root, common.store_version(root))
+    table = table[(table["model"] == model) & (table["dataset"] == dataset)]
+    points = damage.damage_points(table)
+    if len(points) < damage.MIN_CELLS:
+        st.caption(f"{len(points)} corrupted cell(s) with a clean cell beside them: {damage.MIN_CELLS} are needed "
+                   f"for a rank correlation.")
+        return
+    c = st.columns(2)
+    measure = common.url_selectbox("Damage measure", list(damage.MEASURES), key="measure", container=c[0],
+                                   format_func=damage.MEASURES.get)
+    outcome = common.url_selectbox("Against", list(damage.OUTCOMES), key="outcome", container=c[1],
+                                   format_func=damage.OUTCOMES.get)
+    st.altair_chart(charts.damage_scatter(points, measure, outcome, damage.MEASURES[measure],
+                                          damage.OUTCOMES[outcome]), width="stretch")
+    rows = damage.predictors(table)
+    st.dataframe(rows.drop(columns=["model", "dataset"]), hide_index=True, width="stretch",
+                 column_config={k: st.column_config.NumberColumn(format="%+.2f") for k in ("rho", "lo", "hi")})
+    st.caption("One point per corrupted cell (mean of its seeds at its kept learning rate). Spearman's rho over the "
+               "cells, with a bootstrap 95% interval (2,000 resamples of the cells); where the interval spans 0 the "
+               "measure does not predict the outcome here. Probe drop: the clean cell's damage-probe F1 minus the "
+               "cell's; angular / Block Influence shift: how much the damaged layers' turn of their input changed "
+               "before fine-tuning (for removed layers, the turn that is gone).")
+
+
 def main() -> None:
     common.set_up_page("Where healing happens")
     root, runs = common.load_nonempty()
@@ -43,6 +72,7 @@ def main() -> None:
     datasets = sorted(done[done["model"] == model]["dataset"].unique())
     dataset = common.url_selectbox("Dataset", datasets, key="dataset", container=c[1],
                                    default=with_analysis["dataset"].iloc[0] if len(with_analysis) else datasets[0])
+    damage_predicts_healing(root, model, dataset)
     sub = common.one_variant(results.reinit_only(done[(done["model"] == model) & (done["dataset"] == dataset)]),
                              exclude=CORRUPTION_FIELDS)
     if not sub["has_analysis"].any():

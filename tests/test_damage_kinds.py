@@ -164,3 +164,87 @@ def test_launch_builds_removal_and_what_heals_into_its_grid(tmp_path, monkeypatc
     assert not at.exception and not at.error, [e.value for e in at.error]
     runs = next(m for m in at.metric if m.label == "Runs")
     assert int(runs.value) == 2 * 3  # clean, bottom 50%, top 50%; for each of the two train_layers values
+
+
+@pytest.mark.parametrize("kind", ["bert", "gpt2"])
+def test_angular_distance_and_block_influence_equal_a_direct_computation(tiny_families, kind):
+    import math
+
+    import numpy as np
+
+    from healcore.engine.batching import Encoded
+    from healcore.engine.internals import layer_transitions
+
+    body = _body(tiny_families[kind]).eval()
+    rows = [[101, 2023, 2003, 1037, 3231, 102], [101, 2204, 102], [101, 1045, 2066, 2009, 2200, 2172, 2172, 102]]
+    lengths = np.array([len(r) for r in rows])
+    enc = Encoded(np.concatenate(rows).astype(np.int32), None, np.concatenate([[0], np.cumsum(lengths)]),
+                  np.zeros(len(rows), dtype=np.int64))
+    measured = layer_transitions(body, enc, "cpu", 0, 10_000)
+    angles, influence = [[] for _ in range(4)], [[] for _ in range(4)]
+    with torch.no_grad():
+        for r in rows:  # one text at a time, no padding: every token is real
+            states = body(input_ids=torch.tensor([r]), output_hidden_states=True, use_cache=False).hidden_states
+            for layer in range(1, 5):
+                for a, b in zip(states[layer - 1][0], states[layer][0]):
+                    c = float(torch.dot(a, b) / (a.norm() * b.norm()))
+                    angles[layer - 1].append(math.acos(max(-1.0, min(1.0, c))) / math.pi)
+                    influence[layer - 1].append(1 - c)
+    assert measured["angular"] == pytest.approx([np.mean(a) for a in angles], abs=1e-5)
+    assert measured["block_influence"] == pytest.approx([np.mean(b) for b in influence], abs=1e-5)
+
+
+def test_a_run_stores_its_layers_turns_before_fine_tuning_pretrained_and_damaged(tiny_bert, tmp_path):
+    from conftest import tiny_config
+
+    from healcore.engine.run import execute
+    from healcore.store.runs import RunStore
+
+    store = RunStore(tmp_path / "runs")
+    for cfg in (tiny_config(tiny_bert, corrupt="bottom:2", epochs=1, analysis_samples=30),
+                tiny_config(tiny_bert, corrupt="top:1", method="remove", epochs=1, analysis_samples=30)):
+        transitions = execute(cfg, store, show_progress=False)["corruption"]["transitions"]
+        damaged_depth = 4 - (1 if cfg.method == "remove" else 0)
+        assert len(transitions["pretrained"]["angular"]) == 4
+        assert len(transitions["damaged"]["block_influence"]) == damaged_depth
+        if cfg.method == "reinit":  # the re-initialised bottom layers turn their input differently; the rest alike
+            p, d = transitions["pretrained"]["block_influence"], transitions["damaged"]["block_influence"]
+            assert p[0] != pytest.approx(d[0], abs=1e-4)
+
+
+def test_the_predictor_view_gives_scipys_spearman_on_the_same_cells(tmp_path):
+    import numpy as np
+    from scipy.stats import spearmanr
+
+    from healcore.results import cells, damage, load_runs
+    from healcore.results import synthetic as syn
+
+    store = syn.build(tmp_path / "runs", levels=(0, 1, 2, 3, 6), seeds=(0, 1), lrs=(5e-5,))
+    table = cells(load_runs(store.root))
+    points = damage.damage_points(table)
+    clean = table[table["side"] == "clean"].iloc[0]
+    corrupted = table[table["side"] != "clean"]
+    assert len(points) == len(corrupted) == 7  # bottom/top 1, 2, 3 and all
+    # the points as the cells give them, computed here from the table's own columns
+    expected_drop = sorted(float(clean["f1"]) - corrupted["f1"].astype(float))
+    assert sorted(points["f1_drop"]) == pytest.approx(expected_drop)
+    row = damage.predictors(table).set_index(["measure", "outcome"]).loc[("damage-probe F1 drop",
+                                                                          "F1 drop after fine-tuning")]
+    assert row["rho"] == pytest.approx(spearmanr(points["probe_drop"], points["f1_drop"]).statistic)
+    assert row["n"] == 7 and row["lo"] <= row["rho"] <= row["hi"]
+    assert np.isnan(damage.spearman(np.arange(3.0), np.arange(3.0))["rho"])  # too few cells: no rho
+
+
+def test_where_healing_happens_shows_whether_damage_predicts_healing(tmp_path, monkeypatch):
+    from pages_helpers import open_page, texts
+
+    from healcore.results import synthetic as syn
+
+    store = syn.build(tmp_path / "runs", levels=(0, 1, 2, 3, 6), seeds=(0, 1), lrs=(5e-5,))
+    monkeypatch.setenv("HEALCORE_RUNS", str(store.root))
+    at = open_page("Where healing happens")
+    assert not at.exception
+    assert any(h.value == "Does damage predict healing?" for h in at.subheader)
+    assert "Spearman's rho over the cells" in texts(at)
+    table = at.dataframe[0].value
+    assert set(table["measure"]) == {"damage-probe F1 drop", "angular-distance shift", "Block Influence shift"}

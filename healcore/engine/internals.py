@@ -3,6 +3,8 @@
 - Per-layer representations: for a fixed sample of test rows, each hidden state (the embedding output, then
   every layer's output) mean-pooled over the example's tokens. Kept for the pretrained model before it is
   corrupted and for the fine-tuned model at its best epoch; linear CKA between them is computed in the run.
+- Layer transitions, before fine-tuning (the damage a run starts from): per layer, how far it turns its input,
+  for the pretrained model and the damaged one (angular distance, Gromov et al. 2024; Block Influence, ShortGPT).
 - Weight movement: per block (embeddings, each layer, pooler, head), ||W_T - W_0|| / ||W_0|| over the block's
   trainable weights, W_0 at the start of fine-tuning (after the corruption) and W_T at the end.
 """
@@ -76,10 +78,7 @@ def encoder_layers(encoder, enc, device: str, pad_id: int, max_tokens: int) -> n
     encoder.eval()
     out = None
     for idx in eval_batches(enc.lengths, max_tokens):
-        batch = collate(enc, idx, pad_id, device)
-        batch.pop("labels")
-        if "token_type_ids" in batch and "token_type_ids" not in inspect.signature(encoder.forward).parameters:
-            batch.pop("token_type_ids")  # DistilBERT takes none
+        batch = _body_batch(encoder, enc, idx, pad_id, device)
         states = encoder(**batch, output_hidden_states=True).hidden_states
         pooled = pool_layers(states, batch["attention_mask"], torch.arange(len(idx), device=batch["attention_mask"].device))
         if out is None:
@@ -87,3 +86,43 @@ def encoder_layers(encoder, enc, device: str, pad_id: int, max_tokens: int) -> n
         out[:, idx] = pooled
     encoder.train(was_training)
     return out
+
+
+def _body_batch(encoder, enc, idx, pad_id: int, device: str) -> dict:
+    """A batch as a bare body takes it: token types only where it learned two (as the classifier passes them), and
+    no key/value cache for a decoder."""
+    batch = collate(enc, idx, pad_id, device)
+    batch.pop("labels")
+    accepts = inspect.signature(encoder.forward).parameters
+    if "token_type_ids" in batch and not ("token_type_ids" in accepts
+                                          and (getattr(encoder.config, "type_vocab_size", 0) or 0) >= 2):
+        batch.pop("token_type_ids")
+    if "use_cache" in accepts:
+        batch["use_cache"] = False
+    return batch
+
+
+@torch.inference_mode()
+def layer_transitions(encoder, enc, device: str, pad_id: int, max_tokens: int) -> dict[str, list[float]]:
+    """Per layer l = 1..L, how far it turns its input, over every real token of `enc`: the mean angular distance
+    arccos(cos(x_{l-1}, x_l)) / pi between its input and output (Gromov et al. 2024, "The Unreasonable
+    Ineffectiveness of the Deeper Layers") and the mean Block Influence 1 - cos(x_{l-1}, x_l) (ShortGPT). A
+    decoder's last hidden state includes its final norm, as transformers returns it."""
+    was_training = encoder.training
+    encoder.eval()
+    angular = block_influence = None
+    tokens = 0
+    for idx in eval_batches(enc.lengths, max_tokens):
+        batch = _body_batch(encoder, enc, idx, pad_id, device)
+        states = encoder(**batch, output_hidden_states=True).hidden_states
+        real = batch["attention_mask"].bool()
+        cos = torch.stack([torch.nn.functional.cosine_similarity(states[i - 1][real].float(), states[i][real].float(),
+                                                                 dim=-1) for i in range(1, len(states))]).clamp(-1, 1)
+        a, b = (torch.arccos(cos) / np.pi).sum(1), (1 - cos).sum(1)
+        angular = a if angular is None else angular + a
+        block_influence = b if block_influence is None else block_influence + b
+        tokens += int(real.sum())
+    encoder.train(was_training)
+    if angular is None or not tokens:
+        return {"angular": [], "block_influence": []}
+    return {"angular": (angular / tokens).tolist(), "block_influence": (block_influence / tokens).tolist()}

@@ -105,6 +105,8 @@ def _cell(rec: dict, group: pd.DataFrame) -> dict:
         accuracy=g["test_accuracy"].mean() if len(g) else np.nan,
         best_on_test=g["best_on_test"].mean() if len(g) else np.nan,
         probe_f1=g["probe_f1"].mean() if len(g) else np.nan,
+        angular_shift=pd.to_numeric(g["angular_shift"], errors="coerce").mean() if len(g) else np.nan,
+        bi_shift=pd.to_numeric(g["bi_shift"], errors="coerce").mean() if len(g) else np.nan,
         healing=g["healing"].mean() if len(g) else np.nan,
         majority_f1=g["majority_f1"].mean() if len(g) else np.nan,
         run_ids=g["run_id"].tolist(), all_run_ids=group["run_id"].tolist(),

@@ -469,3 +469,16 @@ def class_recovery(frame: pd.DataFrame) -> alt.FacetChart:
             "#bdbdbd", "#2ca02c", "#1f77b4"]), legend=alt.Legend(orient="bottom")),
         tooltip=["setting", "class", "when", alt.Tooltip("F1:Q", format=".1f")]).properties(
         width=PANEL_WIDTH, height=alt.Step(7)).facet(facet=alt.Facet("setting:N", title=None), columns=FACET_COLUMNS)
+
+
+def damage_scatter(points: pd.DataFrame, measure: str, outcome: str, measure_title: str,
+                   outcome_title: str) -> alt.Chart:
+    """Does damage predict healing: one point per corrupted cell, its damage measure before fine-tuning against
+    what fine-tuning left, coloured by where the damage sat (the legend names them)."""
+    shown = points.assign(setting=[setting_label(s, l) for s, l in zip(points["side"], points["level"])])
+    return alt.Chart(shown.dropna(subset=[measure, outcome])).mark_circle(size=80, opacity=0.85).encode(
+        x=alt.X(f"{measure}:Q", title=measure_title, scale=alt.Scale(zero=False)),
+        y=alt.Y(f"{outcome}:Q", title=outcome_title, scale=alt.Scale(zero=False)),
+        color=alt.Color("side:N", title="layers damaged", scale=LINE_SIDE_COLOURS, legend=BELOW),
+        tooltip=["setting", "method", alt.Tooltip(f"{measure}:Q", format=".3f"),
+                 alt.Tooltip(f"{outcome}:Q", format=".3f")]).properties(width="container", height=280)

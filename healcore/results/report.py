@@ -85,7 +85,7 @@ def write_report(store_root: str | Path, out_dir: str | Path, title: str = "Repr
     lines = (header(study, title, note, command) + setup(study) + table1(study) + plateau(study) + curves(study)
              + healing(study) + claims(study) + flags_section(study.runs, study.table) + variants(study)
              + comparisons(study)
-             + dose_response(study) + tsne(study) + where_healing_happens(study))
+             + dose_response(study) + tsne(study) + where_healing_happens(study) + damage_predicts(study))
     write_all({**study.files, path: (marker + "\n" + "\n".join(lines) + "\n").encode()})
     return path
 
@@ -490,3 +490,21 @@ def _md(df: pd.DataFrame) -> str:
     for row in df.itertuples(index=False):
         lines.append("| " + " | ".join(_fmt(v) if isinstance(v, float) else str(v) for v in row) + " |")
     return "\n".join(lines)
+
+
+def damage_predicts(s: Study) -> list[str]:
+    """Does damage, measured before fine-tuning, predict healing? Spearman's rho per model and dataset, each
+    damage measure against each outcome, with a bootstrap interval and the number of cells (results/damage.py)."""
+    from healcore.results import damage
+
+    rows = damage.predictors(s.table)
+    rows = rows[rows["n"] > 0]
+    if rows.empty:
+        return []
+    out = ["## Does damage predict healing?", "",
+           "Across the corrupted cells of each model and dataset: each damage measure before fine-tuning against "
+           "what fine-tuning left. Spearman's rho with a bootstrap 95% interval (2,000 resamples of the cells); an "
+           f"interval that spans 0 is no evidence either way; fewer than {damage.MIN_CELLS} cells give none.", ""]
+    for (model, dataset), g in rows.groupby(["model", "dataset"], sort=True):
+        out += [f"**{model} · {dataset}**", ""] + [f"- {damage.in_words(r)}" for _, r in g.iterrows()] + [""]
+    return out

@@ -28,6 +28,7 @@ SPLIT_METRICS = [f"{s}_{k}" for s in ("validation", "test") for k in ("accuracy"
 # The runs table's columns, whatever the store holds (empty, queued only, finished): readers never meet a missing one.
 RUN_COLUMNS = (["run_id", *CONFIG_FIELDS, "state", "error", "started", "ended", "attempt", "progress", "damaged",
                 "num_layers", "side", "n_layers", "level", "layers", *SPLIT_METRICS, "best_on_test", "best_epoch", "probe_f1",
+                "angular_shift", "bi_shift",
                 "healing", "majority_f1", "first_loss", "final_loss", "train_s", "eval_s", "tokens_per_s",
                 "tokens_per_epoch", "hardware", "has_features", "has_analysis", "grid"])  # device: the config's, then
 # the one a finished run names in its summary
@@ -75,6 +76,7 @@ def _run_row(store: RunStore, stored, defaults: dict) -> dict:
         row["side"], row["n_layers"] = side_of(layers, L)
         row["level"] = row["n_layers"] / L
         row["layers"] = layers_text(layers)
+    row["angular_shift"], row["bi_shift"] = damage_shifts(corruption)
     best = summary.get("best") or {}
     for split in ("validation", "test"):
         for k in ("accuracy", "f1_weighted", "f1_macro"):
@@ -198,3 +200,28 @@ def load_epochs(root: str | Path, run_ids: list[str] | None = None) -> pd.DataFr
 def layers_text(layers: list[int]) -> str:
     """Which layers a run corrupted, as text for a cell's key ("" for none)."""
     return ",".join(str(int(x)) for x in layers)
+
+
+def damage_shifts(corruption: dict) -> tuple[float | None, float | None]:
+    """How much a run's damage changed how its layers turn their input, before fine-tuning (engine/internals'
+    layer transitions): the mean, over its corrupted layers, of |damaged - pretrained| angular distance and Block
+    Influence; for removed layers, the turn that is gone (the pretrained value: what Gromov et al. prune by). None
+    where the run kept no transitions (clean runs, runs without an analysis sample, runs stored before them)."""
+    t = corruption.get("transitions") if isinstance(corruption, dict) else None
+    layers = corruption.get("layers") if isinstance(corruption, dict) else None
+    if not isinstance(t, dict) or not layers:
+        return None, None
+    out = []
+    for measure in ("angular", "block_influence"):
+        before = (t.get("pretrained") or {}).get(measure) or []
+        after = (t.get("damaged") or {}).get(measure) or []
+        chosen = [i - 1 for i in layers if 0 < i <= len(before)]
+        if not chosen:
+            out.append(None)
+        elif corruption.get("method") == "remove":
+            out.append(float(sum(before[i] for i in chosen) / len(chosen)))
+        elif len(after) == len(before):
+            out.append(float(sum(abs(after[i] - before[i]) for i in chosen) / len(chosen)))
+        else:
+            out.append(None)
+    return out[0], out[1]
