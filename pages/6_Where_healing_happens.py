@@ -48,7 +48,7 @@ def damage_predicts_healing(root: str, model: str, dataset: str) -> None:
     outcome = common.url_selectbox("Against", list(damage.OUTCOMES), key="outcome", container=c[1],
                                    format_func=damage.OUTCOMES.get)
     st.altair_chart(charts.damage_scatter(points, measure, outcome, damage.MEASURES[measure],
-                                          damage.OUTCOMES[outcome]), width="stretch")
+                                          damage.OUTCOMES[outcome]))
     rows = damage.predictors(table)
     st.dataframe(rows.drop(columns=["model", "dataset"]), hide_index=True, width="stretch",
                  column_config={k: st.column_config.NumberColumn(format="%+.2f") for k in ("rho", "lo", "hi")})

@@ -479,6 +479,7 @@ def damage_scatter(points: pd.DataFrame, measure: str, outcome: str, measure_tit
     return alt.Chart(shown.dropna(subset=[measure, outcome])).mark_circle(size=80, opacity=0.85).encode(
         x=alt.X(f"{measure}:Q", title=measure_title, scale=alt.Scale(zero=False)),
         y=alt.Y(f"{outcome}:Q", title=outcome_title, scale=alt.Scale(zero=False)),
-        color=alt.Color("side:N", title="layers damaged", scale=LINE_SIDE_COLOURS, legend=BELOW),
+        color=alt.Color("side:N", title="layers damaged", scale=LINE_SIDE_COLOURS,
+                        legend=alt.Legend(orient="right", labelLimit=0)),
         tooltip=["setting", "method", alt.Tooltip(f"{measure}:Q", format=".3f"),
-                 alt.Tooltip(f"{outcome}:Q", format=".3f")]).properties(width="container", height=280)
+                 alt.Tooltip(f"{outcome}:Q", format=".3f")]).properties(width=600, height=300)
