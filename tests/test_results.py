@@ -269,7 +269,7 @@ def test_report_keeps_two_models_apart(tmp_path):
     expected = {setting_label(r.side, r.level): f"{r.f1:.2f}" for r in own.itertuples()}
     # columns: model, dataset, setting, cls / full, mean / full; an average with the twin's cells would differ
     assert {r.split("|")[3].strip(): r.split("|")[4].strip() for r in rows} == expected
-    tsne = text.split("## t-SNE")[1]
+    tsne = text.split("## t-SNE")[1].split("\n## ")[0]  # the t-SNE section alone
     assert "twin" not in tsne and (tmp_path / "out" / "figures" / "report-tsne.png").is_file()
     assert re.search(r"Models: .*twin", text)
 
