@@ -26,8 +26,13 @@ MIN_CELLS = 4  # fewer cells give no rank correlation worth printing
 
 def damage_points(table: pd.DataFrame) -> pd.DataFrame:
     """One row per scored corrupted cell with a clean cell on its line: model, dataset, setting (side, level,
-    method), each damage measure and each outcome."""
+    method), each damage measure and each outcome. Only cells whose every parameter healed (full fine-tuning,
+    train_layers all): where training was restricted, the outcome measures the restriction as much as the damage."""
     rows = []
+    if len(table) and "mode" in table:
+        table = table[table["mode"] == "full"]
+    if len(table) and "train_layers" in table:
+        table = table[table["train_layers"].astype(str).isin(["all", "-", "nan"])]
     if table.empty:
         return pd.DataFrame(columns=["model", "dataset", "side", "level", "method", *MEASURES, *OUTCOMES])
     for _, line in table.groupby(line_keys(table), dropna=False):

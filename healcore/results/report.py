@@ -226,10 +226,14 @@ def healing(s: Study) -> list[str]:
     if not len(s.reinit):
         return []
     t = s.reinit
-    frame = t[["model", "dataset", "side", "level", "probe_f1", "f1", "healing", "recovery"]].assign(
+    # a store of several experiments: each row says which it belongs to (keys.describe: "1000 training rows")
+    rest = [k for k in results.line_keys(t) if k not in ("model", "dataset")]
+    t = t.assign(experiment=describe(t, rest))
+    columns = ["model", "dataset", *(["experiment"] if t["experiment"].map(bool).any() else []), "side", "level"]
+    frame = t[[*columns, "probe_f1", "f1", "healing", "recovery"]].assign(
         **{"recovery 95% CI": [f"[{lo:.2f}, {hi:.2f}]" if np.isfinite(lo) else "–"
                                for lo, hi in zip(t["recovery_lo"], t["recovery_hi"])],
-           "recovery vs probe": t["recovery_probe"]}).sort_values(["model", "dataset", "level", "side"]).assign(
+           "recovery vs probe": t["recovery_probe"]}).sort_values(columns[:-2] + ["level", "side"]).assign(
         level=lambda d: (100 * d["level"]).round().astype(int))
     missing = sorted({n for n in t["recovery_note"] if n})
     return ["### Damage and healing", "",
