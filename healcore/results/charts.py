@@ -474,12 +474,13 @@ def class_recovery(frame: pd.DataFrame) -> alt.FacetChart:
 def damage_scatter(points: pd.DataFrame, measure: str, outcome: str, measure_title: str,
                    outcome_title: str) -> alt.Chart:
     """Does damage predict healing: one point per corrupted cell, its damage measure before fine-tuning against
-    what fine-tuning left, coloured by where the damage sat (the legend names them)."""
+    what fine-tuning left, coloured by where the damage sat and shaped by its kind (the legends name both)."""
     shown = points.assign(setting=[setting_label(s, l) for s, l in zip(points["side"], points["level"])])
-    return alt.Chart(shown.dropna(subset=[measure, outcome])).mark_circle(size=80, opacity=0.85).encode(
+    return alt.Chart(shown.dropna(subset=[measure, outcome])).mark_point(size=80, opacity=0.85, filled=True).encode(
         x=alt.X(f"{measure}:Q", title=measure_title, scale=alt.Scale(zero=False)),
         y=alt.Y(f"{outcome}:Q", title=outcome_title, scale=alt.Scale(zero=False)),
         color=alt.Color("side:N", title="layers damaged", scale=LINE_SIDE_COLOURS,
                         legend=alt.Legend(orient="right", labelLimit=0)),
+        shape=alt.Shape("method:N", title="damage", legend=alt.Legend(orient="right", labelLimit=0)),
         tooltip=["setting", "method", alt.Tooltip(f"{measure}:Q", format=".3f"),
                  alt.Tooltip(f"{outcome}:Q", format=".3f")]).properties(width=600, height=300)
