@@ -169,10 +169,6 @@ KNOWN_CONFIGS = {
 }
 KNOWN_LAYERS = {**{name: next(raw[k] for k in LAYER_KEYS if k in raw) for name, raw in KNOWN_CONFIGS.items()},
                 "minilm-l6": 6, **{name: len(keep) for name, (_, keep) in DERIVED.items()}}
-# (hidden size, feed-forward size) of the paper's hub models, so cost priors work offline.
-KNOWN_WIDTHS = {name: (raw.get("hidden_size") or raw["dim"], raw.get("intermediate_size") or raw["hidden_dim"])
-                for name, raw in KNOWN_CONFIGS.items() if raw["model_type"] in ("bert", "distilbert", "roberta")}
-_LAYER_KEYS = LAYER_KEYS
 
 
 def num_layers(name: str) -> int:
@@ -181,8 +177,8 @@ def num_layers(name: str) -> int:
     if name in KNOWN_LAYERS:  # no hub round trip (and no offline retries) for the paper's models
         return KNOWN_LAYERS[name]
     raw = _config_json(name)
-    _refuse_non_encoder(name, raw)
-    for key in _LAYER_KEYS:
+    family_of(raw.get("model_type"), name)
+    for key in LAYER_KEYS:
         value = raw.get(key)
         if isinstance(value, int) and value > 0:
             return value
@@ -195,7 +191,7 @@ def _config_json(name: str) -> dict:
     if not _written(name):
         base, keep = DERIVED[name]
         raw = dict(_config_json(base))
-        for key in _LAYER_KEYS:
+        for key in LAYER_KEYS:
             if isinstance(raw.get(key), int):
                 raw[key] = len(keep)
         return raw
@@ -223,10 +219,6 @@ def family(name: str) -> Family:
 def check_model_offline(name: str) -> None:
     """Torch-free checks of a model: its config.json reads, it needs no remote code, and its family is known."""
     family(name)
-
-
-def _refuse_non_encoder(name: str, raw: dict) -> None:
-    family_of(raw.get("model_type"), name)
 
 
 def default_pooling(name: str) -> str:
@@ -259,12 +251,9 @@ def check_model_settings(name: str, pooling: str, method: str) -> None:
 
 
 def non_embedding_params(name: str) -> int:
-    """Parameters of the transformer blocks (what a token's FLOPs scale with), from config.json alone."""
-    if name in KNOWN_WIDTHS:
-        hidden, inner = KNOWN_WIDTHS[name]
-        return KNOWN_LAYERS[name] * (4 * hidden * hidden + 2 * hidden * inner)
-    shape = model_shape(name)
-    return shape["block_params"]
+    """Parameters of the transformer blocks (what a token's FLOPs scale with), from config.json alone (the
+    common hub models' from KNOWN_CONFIGS, offline)."""
+    return model_shape(name)["block_params"]
 
 
 def model_shape(name: str) -> dict:
@@ -317,7 +306,7 @@ def check_weights(name: str) -> None:
 def config_against_weights(raw: dict, tensors: dict[str, list[int]]) -> str | None:
     """Where config.json disagrees with the weights' tensor names and shapes: how many layers, how wide."""
     found = {int(m.group(1)) for name in tensors for m in [LAYER_INDEX.search(name)] if m}
-    claimed = next((raw[k] for k in _LAYER_KEYS if isinstance(raw.get(k), int)), None)
+    claimed = next((raw[k] for k in LAYER_KEYS if isinstance(raw.get(k), int)), None)
     shared = raw.get("model_type") == "albert"  # one block reused at every depth: fewer stored than applied
     if found and claimed is not None and claimed != max(found) + 1 and not shared:
         return f"config.json claims {claimed} layers, its weights hold {max(found) + 1}"
