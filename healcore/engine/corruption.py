@@ -26,7 +26,7 @@ from healcore.core.errors import CorruptionSpecError
 from healcore.core.families import Family
 from healcore.core.families import part_of as family_part_of
 from healcore.core.layers import DEFAULT_STRENGTH, LayerSelection, chosen_layers, parse_layers
-from healcore.engine.models import family_of_model, layer_list
+from healcore.engine.models import family_of_model, keep_layers, layer_list
 
 
 @dataclass(frozen=True)
@@ -178,25 +178,11 @@ def apply(encoder, spec: CorruptionSpec) -> dict[str, Any]:
 def _remove(encoder, indices: list[int], report: dict[str, Any]) -> dict[str, Any]:
     """Delete the chosen layers ("prune, then heal"): the model is L - k layers deep, its kept layers the originals
     (their weights untouched), its config saying its new depth. Per-layer attention kinds (Qwen2, Gemma) follow."""
-    from healcore.engine.models import _layer_list_slot
-
-    holder, name, layers = _layer_list_slot(encoder)
+    layers = layer_list(encoder)
     kept = [i for i in range(len(layers)) if i not in set(indices)]
     report["params_changed"] = sum(p.numel() for i in indices for p in layers[i].parameters())
     report["tensors_changed"] = sum(1 for i in indices for _ in layers[i].parameters())
-    setattr(holder, name, torch.nn.ModuleList([layers[i] for i in kept]))
-    for depth, i in enumerate(kept):  # a decoder's attention indexes its key/value cache by its layer's depth
-        for module in layers[i].modules():
-            if isinstance(getattr(module, "layer_idx", None), int):
-                module.layer_idx = depth
-    config = encoder.config
-    if isinstance(getattr(config, "layer_types", None), list):
-        config.layer_types = [config.layer_types[i] for i in kept]
-    for attr in ("num_hidden_layers", "n_layer", "n_layers", "num_layers"):
-        if isinstance(getattr(config, attr, None), int):
-            setattr(config, attr, len(kept))
-    if family_of_model(encoder).shared_layers:
-        config.num_hidden_groups = len(kept)
+    keep_layers(encoder, kept)
     report["kept_layers"] = [i + 1 for i in kept]
     return report
 

@@ -17,6 +17,7 @@ import torch
 
 from healcore.core.families import EMBEDDING_PREFIXES, LAYER_INDEX, POOLER_PREFIXES
 from healcore.engine.batching import collate, eval_batches
+from healcore.engine.models import takes_token_types
 
 def block_of(param_name: str) -> str:
     """The block a classifier parameter ("encoder.<body's name>" or "head.*") belongs to: embeddings, layer <i>
@@ -89,15 +90,13 @@ def encoder_layers(encoder, enc, device: str, pad_id: int, max_tokens: int) -> n
 
 
 def _body_batch(encoder, enc, idx, pad_id: int, device: str) -> dict:
-    """A batch as a bare body takes it: token types only where it learned two (as the classifier passes them), and
+    """A batch as a bare body takes it: token types only where the classifier passes them (takes_token_types), and
     no key/value cache for a decoder."""
     batch = collate(enc, idx, pad_id, device)
     batch.pop("labels")
-    accepts = inspect.signature(encoder.forward).parameters
-    if "token_type_ids" in batch and not ("token_type_ids" in accepts
-                                          and (getattr(encoder.config, "type_vocab_size", 0) or 0) >= 2):
+    if "token_type_ids" in batch and not takes_token_types(encoder):
         batch.pop("token_type_ids")
-    if "use_cache" in accepts:
+    if "use_cache" in inspect.signature(encoder.forward).parameters:
         batch["use_cache"] = False
     return batch
 

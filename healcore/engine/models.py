@@ -59,17 +59,10 @@ def derive_layer_subset(base_dir: str | Path, keep: tuple[int, ...], out_dir: st
     model = AutoModel.from_pretrained(str(base_dir), dtype="float32", trust_remote_code=False)
     if family_of_model(model).shared_layers:
         untie_shared_layers(model)  # a depth of ALBERT is kept as its own copy of the shared block
-    holder, name, layers = _layer_list_slot(model)
+    layers = layer_list(model)
     if not keep or any(not 0 <= i < len(layers) for i in keep):
         raise ModelError(f"cannot keep layers {list(keep)} of a {len(layers)}-layer model")
-    setattr(holder, name, nn.ModuleList([layers[i] for i in keep]))
-    if isinstance(getattr(model.config, "layer_types", None), list):  # per-layer attention kinds (Qwen2, Gemma)
-        model.config.layer_types = [model.config.layer_types[i] for i in keep]
-    for attr in ("num_hidden_layers", "n_layer", "n_layers", "num_layers"):
-        if isinstance(getattr(model.config, attr, None), int):
-            setattr(model.config, attr, len(keep))
-    if family_of_model(model).shared_layers:
-        model.config.num_hidden_groups = len(keep)
+    keep_layers(model, list(keep))
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))
     try:
@@ -87,6 +80,26 @@ def derive_layer_subset(base_dir: str | Path, keep: tuple[int, ...], out_dir: st
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return out
+
+
+def keep_layers(body, keep: list[int]) -> None:
+    """Keep only the blocks `keep` (0-based, in order) of a loaded body, and make its config say so: the depth
+    (every family's key), per-layer attention kinds (Qwen2, Gemma), ALBERT's group count, and each attention's
+    layer index (a decoder's key/value cache is indexed by depth). Derived models and method=remove use it."""
+    holder, name, layers = _layer_list_slot(body)
+    setattr(holder, name, nn.ModuleList([layers[i] for i in keep]))
+    for depth, i in enumerate(keep):
+        for module in layers[i].modules():
+            if isinstance(getattr(module, "layer_idx", None), int):
+                module.layer_idx = depth
+    config = body.config
+    if isinstance(getattr(config, "layer_types", None), list):
+        config.layer_types = [config.layer_types[i] for i in keep]
+    for attr in ("num_hidden_layers", "n_layer", "n_layers", "num_layers"):
+        if isinstance(getattr(config, attr, None), int):
+            setattr(config, attr, len(keep))
+    if family_of_model(body).shared_layers:
+        config.num_hidden_groups = len(keep)
 
 
 def resolve_model_path(name: str) -> str:
@@ -210,6 +223,13 @@ def load_encoder(name: str):
     return encoder
 
 
+def takes_token_types(body) -> bool:
+    """Whether a body is given token type ids: only where it learned two (BERT); elsewhere (DistilBERT, RoBERTa,
+    GPT-2, whose "types" would be word embeddings) pairs are told apart by their separator tokens alone."""
+    return ("token_type_ids" in inspect.signature(body.forward).parameters
+            and (getattr(body.config, "type_vocab_size", 0) or 0) >= 2)
+
+
 def _dropout_of(config) -> float:
     for attr in ("hidden_dropout_prob", "dropout", "hidden_dropout", "resid_pdrop"):
         value = getattr(config, attr, None)
@@ -246,11 +266,8 @@ def classifier_class():
             hidden = next(getattr(config, k) for k in ("hidden_size", "n_embd", "dim") if hasattr(config, k))
             self.dropout = nn.Dropout(_dropout_of(encoder.config))
             self.head = nn.Linear(hidden, num_labels)
-            # pairs are told apart by token types only where the model learned two (BERT); elsewhere (DistilBERT,
-            # RoBERTa, GPT-2, whose "types" would be word embeddings) by the separator tokens alone
-            accepts = inspect.signature(encoder.forward).parameters
-            self.use_types = "token_type_ids" in accepts and (getattr(config, "type_vocab_size", 0) or 0) >= 2
-            self.use_cache_arg = "use_cache" in accepts
+            self.use_types = takes_token_types(encoder)
+            self.use_cache_arg = "use_cache" in inspect.signature(encoder.forward).parameters
             g = torch.Generator().manual_seed(seed)
             with torch.no_grad():
                 self.head.weight.copy_(torch.randn(self.head.weight.shape, generator=g) * 0.02)
