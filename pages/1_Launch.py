@@ -61,6 +61,8 @@ def grid_builder() -> dict:
         sides = st.multiselect("Sides", ["bottom", "top"], default=["bottom", "top"])
     with c2:
         method = st.selectbox("Corruption method", METHODS)
+        heads = st.text_input("Attention heads damaged", "all", help=field_help()["heads"] + "; reinit, noise, "
+                              "zero and magnitude only").strip()
         lrs = st.multiselect("Learning rates", ["1e-5", "2e-5", "5e-5", "1e-4"], default=["5e-5"],
                              accept_new_options=True)
         schedule = st.selectbox("Learning-rate schedule", LR_SCHEDULES,
@@ -86,6 +88,8 @@ def grid_builder() -> dict:
     corruption = {"sides": sides, "levels": levels}
     if method != "reinit":
         corruption["method"] = method
+    if heads and heads.lower() != "all":
+        corruption["heads"] = heads
     return {"name": name, "models": models, "datasets": datasets, "corruption": corruption,
             "lrs": [float(x) for x in lrs] if all(_is_float(x) for x in lrs) else lrs, "seeds": seeds,
             **({"pooling": pooling} if pooling else {}), "modes": modes,

@@ -44,7 +44,9 @@ DEVICES = ("auto", "cpu", "cuda")
 PRECISIONS = ("auto", "fp32", "bf16")
 COMPILE_MODES = ("off", "default", "reduce-overhead")
 LR_SCHEDULES = ("constant", "linear", "cosine")
-CORRUPTION_FIELDS = ("corrupt", "method", "init", "strength", "scope", "corrupt_embeddings", "corrupt_pooler")
+CORRUPTION_FIELDS = ("corrupt", "method", "init", "strength", "scope", "heads", "corrupt_embeddings",
+                     "corrupt_pooler")
+HEAD_METHODS = ("reinit", "noise", "zero", "magnitude")  # the methods that can damage single heads' weights
 REPLICATE_FIELDS = ("lr", "seed")
 ARTEFACT_FIELDS = ("feature_samples", "probe_samples")
 # How and where a run executes, what it keeps beside its metrics, and what it is allowed to go on with, is not what
@@ -65,6 +67,7 @@ class RunConfig:
     init: str = "kaiming_uniform"  # reinit weights: kaiming_uniform | torch_default | normal
     strength: float | None = None  # noise: sigma/std, zero: fraction, bitflip: bit-error rate, magnitude: fraction of the largest weights; None = the default (1.0, 0.5, 1e-4, 0.001)
     scope: str = "all"  # parts of each chosen layer: all | attention | ffn | layernorm
+    heads: str = "all"  # attention heads damaged in each chosen layer: all | 0,3 (0-based; only those heads' query/key/value rows and output columns)
     corrupt_embeddings: bool = False  # also corrupt the embedding block (off in the paper)
     corrupt_pooler: bool = False  # also corrupt the pooler, where the model has one (off in the paper)
     # --- fine-tuning ---
@@ -110,6 +113,7 @@ class RunConfig:
     def __post_init__(self) -> None:
         # the layer selection, parsed once: everything downstream (corruption, planning, results) reads it
         object.__setattr__(self, "_layers", parse_layers(self.corrupt))
+        object.__setattr__(self, "heads", canonical_heads(self.heads))  # "3, 0" and "0,3" are one run
 
     @property
     def layers(self) -> LayerSelection:
@@ -190,6 +194,13 @@ class RunConfig:
         _range("weight_decay", self.weight_decay, 0.0, 10.0)
         _range("lora_r", self.lora_r, 1, 1024)
         _range("lr_layer_decay", self.lr_layer_decay, 0.01, 1.0)
+        if self.heads != "all" and not self.is_clean:
+            if self.method not in HEAD_METHODS:
+                raise ConfigError(f"heads={self.heads} with method={self.method}: only {', '.join(HEAD_METHODS)} damage "
+                                  f"single heads; use heads=all or one of those methods")
+            if self.scope not in ("all", "attention"):
+                raise ConfigError(f"heads={self.heads} damages attention heads, but scope={self.scope}; use scope=all "
+                                  f"or scope=attention")
         if self.train_layers == "damaged" and self.method == "remove" and not self.is_clean:
             raise ConfigError("train_layers=damaged with method=remove: the removed layers are gone; use intact or all")
         if self.mode != "full" and (self.train_layers != "all" or self.lr_layer_decay != 1.0):
@@ -219,6 +230,7 @@ class RunConfig:
         if self.is_clean:  # nothing corrupted: the corruption knobs cannot matter
             for k in ("method", "init", "strength", "scope"):
                 d[k] = None
+            d.pop("heads", None)
         return d
 
     @property
@@ -248,6 +260,8 @@ class RunConfig:
         digest = hashlib.sha1(self.canonical_json().encode()).hexdigest()[:10]
         corrupt = self.layers.canonical().replace("%", "pct").replace(":", "")
         tag = "clean" if self.is_clean else f"{corrupt}-{self.method}"
+        if not self.is_clean and self.heads != "all":
+            tag += "-heads" + self.heads.replace(",", ".")
         parts = [_slug(self.model.rstrip("/").split("/")[-1]), _slug(self.dataset.rstrip("/").split("/")[-1]),
                  _slug(tag)]
         return "_".join(p[:32] for p in parts) + "_" + digest
@@ -270,7 +284,26 @@ FUSE_FIELDS = _fields_except(CORRUPTION_FIELDS, ("lr",))
 # Keys added after runs were first stored, with the value every earlier run used: such a run reads as having
 # it, and a config with that value leaves the key out of its identity, so the earlier run ids still hold.
 LEGACY_VALUES = {"lr_schedule": "linear", "text_column": "", "text_pair_column": "", "label_column": "",
-                 "train_split": "", "test_split": "", "train_layers": "all", "lr_layer_decay": 1.0}
+                 "train_split": "", "test_split": "", "train_layers": "all", "lr_layer_decay": 1.0, "heads": "all"}
+
+
+def canonical_heads(text: Any) -> str:
+    """A heads setting in its one spelling: "all", or 0-based head indices ascending without repeats ("3, 0" ->
+    "0,3"); anything else is one line saying how to write it."""
+    value = str(text).strip().lower() if isinstance(text, (str, int)) and not isinstance(text, bool) else None
+    if value in ("all", ""):
+        return "all"
+    if value is None or not re.fullmatch(r"\d+(\s*,\s*\d+)*", value):
+        raise ConfigError(f"heads={shown(text)} is not valid; give all, or 0-based head indices such as 0,3")
+    indices = [int(v) for v in value.split(",")]
+    if len(set(indices)) != len(indices):
+        raise ConfigError(f"heads={shown(text)} names a head twice; give each head once")
+    return ",".join(str(i) for i in sorted(indices))
+
+
+def head_indices(heads: str) -> list[int] | None:
+    """The 0-based heads of a canonical heads setting, None for all."""
+    return None if heads == "all" else [int(v) for v in heads.split(",")]
 
 
 @lru_cache(maxsize=1)

@@ -32,6 +32,12 @@ class Family:
     shared_layers: bool = False  # ALBERT: one block's weights reused at every depth (see untie in engine/models)
     gated: bool = False  # a gated MLP: three feed-forward matrices (gate, up, down), not two
     learned_positions: bool = True  # a position-embedding table (rotary models have none)
+    # Where each attention head's weights sit in a block (the `heads` setting): (module path in the block, layout).
+    # Layouts, on the module's output axis unless said: q (one slice of head_dim per query head: query, key and
+    # value where all heads have their own), kv (per key-value head: grouped-query attention), qkv (one matrix
+    # [q; k; v], each heads x head_dim), qkv_interleaved (per head its q, k, v together: GPT-NeoX), o (the output
+    # projection's input axis, per head; its bias is every head's and stays).
+    heads: tuple[tuple[str, str], ...] = ()
 
     @property
     def pooling(self) -> str:
@@ -39,33 +45,49 @@ class Family:
         return "last" if self.causal else "cls"
 
 
+_BERT_HEADS = (("attention.self.query", "q"), ("attention.self.key", "q"), ("attention.self.value", "q"),
+               ("attention.output.dense", "o"))
 _BERT_LIKE = dict(layers="encoder.layer", attention=("attention",), ffn=("intermediate", "output"),
-                  lora=("query", "value"), embeddings=("embeddings.",), pooler="pooler.")
+                  lora=("query", "value"), embeddings=("embeddings.",), pooler="pooler.", heads=_BERT_HEADS)
 _LLAMA_LIKE = dict(layers="layers", attention=("self_attn",), ffn=("mlp",), lora=("q_proj", "v_proj"),
-                   embeddings=("embed_tokens.",), causal=True, gated=True, learned_positions=False)
+                   embeddings=("embed_tokens.",), causal=True, gated=True, learned_positions=False,
+                   heads=(("self_attn.q_proj", "q"), ("self_attn.k_proj", "kv"), ("self_attn.v_proj", "kv"),
+                          ("self_attn.o_proj", "o")))
 
 FAMILIES: tuple[Family, ...] = (
     Family("BERT", ("bert",), **_BERT_LIKE),
     Family("RoBERTa / XLM-R", ("roberta", "xlm-roberta", "camembert"), **_BERT_LIKE),
     Family("ELECTRA", ("electra",), **{**_BERT_LIKE, "embeddings": ("embeddings.", "embeddings_project."),
                                       "pooler": None}),
-    Family("DeBERTa-v2", ("deberta-v2",), **{**_BERT_LIKE, "lora": ("query_proj", "value_proj"), "pooler": None}),
+    Family("DeBERTa-v2", ("deberta-v2",), **{**_BERT_LIKE, "lora": ("query_proj", "value_proj"), "pooler": None,
+                                             "heads": (("attention.self.query_proj", "q"),
+                                                       ("attention.self.key_proj", "q"),
+                                                       ("attention.self.value_proj", "q"),
+                                                       ("attention.output.dense", "o"))}),
     Family("DistilBERT", ("distilbert",), layers="transformer.layer", attention=("attention",), ffn=("ffn",),
-           lora=("q_lin", "v_lin"), embeddings=("embeddings.",)),
+           lora=("q_lin", "v_lin"), embeddings=("embeddings.",),
+           heads=(("attention.q_lin", "q"), ("attention.k_lin", "q"), ("attention.v_lin", "q"),
+                  ("attention.out_lin", "o"))),
     # ALBERT keeps one block (a "layer group") and applies it at every depth. healcore unties it when it loads the
     # model: one copy per depth, the same function as before, so that "layer 2" is the second depth alone.
     Family("ALBERT", ("albert",), layers="encoder.albert_layer_groups", attention=("attention",),
            ffn=("ffn", "ffn_output"), lora=("query", "value"),
-           embeddings=("embeddings.", "encoder.embedding_hidden_mapping_in."), pooler="pooler.", shared_layers=True),
+           embeddings=("embeddings.", "encoder.embedding_hidden_mapping_in."), pooler="pooler.", shared_layers=True,
+           heads=(("attention.query", "q"), ("attention.key", "q"), ("attention.value", "q"),
+                  ("attention.dense", "o"))),
     Family("ModernBERT", ("modernbert",), layers="layers", attention=("attn",), ffn=("mlp",), lora=("Wqkv",),
-           embeddings=("embeddings.",), gated=True, learned_positions=False),
+           embeddings=("embeddings.",), gated=True, learned_positions=False,
+           heads=(("attn.Wqkv", "qkv"), ("attn.Wo", "o"))),
     Family("GPT-2", ("gpt2",), layers="h", attention=("attn",), ffn=("mlp",), lora=("c_attn",),
-           embeddings=("wte.", "wpe."), causal=True, transposed=True),
+           embeddings=("wte.", "wpe."), causal=True, transposed=True,
+           heads=(("attn.c_attn", "qkv"), ("attn.c_proj", "o"))),
     Family("GPT-NeoX (Pythia)", ("gpt_neox",), layers="layers", attention=("attention",), ffn=("mlp",),
-           lora=("query_key_value",), embeddings=("embed_in.",), causal=True, learned_positions=False),
+           lora=("query_key_value",), embeddings=("embed_in.",), causal=True, learned_positions=False,
+           heads=(("attention.query_key_value", "qkv_interleaved"), ("attention.dense", "o"))),
     Family("Llama (Qwen2, Mistral)", ("llama", "qwen2", "mistral"), **_LLAMA_LIKE),
     Family("OPT", ("opt",), layers="decoder.layers", attention=("self_attn",), ffn=("fc1", "fc2"),
-           lora=("q_proj", "v_proj"),
+           lora=("q_proj", "v_proj"), heads=(("self_attn.q_proj", "q"), ("self_attn.k_proj", "q"),
+                                             ("self_attn.v_proj", "q"), ("self_attn.out_proj", "o")),
            embeddings=("decoder.embed_tokens.", "decoder.embed_positions.", "decoder.project_in."), causal=True),
     Family("Gemma (1, 2, 3 text)", ("gemma", "gemma2", "gemma3_text"), **_LLAMA_LIKE, norm_identity=0.0),
 )

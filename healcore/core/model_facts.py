@@ -238,10 +238,17 @@ def with_model_defaults(values: dict) -> dict:
     return {**values, "pooling": default_pooling(str(values.get("model") or "minilm-l6"))}
 
 
-def check_model_settings(name: str, pooling: str, method: str) -> None:
+def check_model_settings(name: str, pooling: str, method: str, heads: str = "all") -> None:
     """Settings a family cannot take, refused in one line: [CLS] pooling on a decoder reads a token that sees only
-    itself; shuffling ALBERT's layers permutes copies of one block, which changes nothing."""
+    itself; shuffling ALBERT's layers permutes copies of one block, which changes nothing; a head the model does
+    not have (heads counted from config.json)."""
     fam = family(name)
+    if heads != "all":
+        count = model_shape(name)["heads"]
+        wanted = [int(h) for h in heads.split(",")]
+        if count and max(wanted) >= count:
+            raise ModelError(f"heads={heads} on {short_name(name)}: it has {count} attention heads per layer "
+                             f"(0..{count - 1}); choose heads below {count}")
     if pooling == "cls" and fam.causal:
         raise ModelError(f"pooling=cls on {short_name(name)} ({fam.name}, a decoder): its first token sees "
                          f"only itself; use pooling=last (the default for decoders) or mean")

@@ -1,6 +1,11 @@
 """Corrupting chosen layers: the paper's re-initialisation and six other kinds of damage (noise, zero, bitflip,
 shuffle; remove: the layers deleted, the model L - k deep; magnitude: the largest weights zeroed).
 
+`heads` narrows reinit, noise, zero and magnitude to chosen attention heads of the chosen layers: only those heads'
+query, key and value rows (their biases too) and their columns of the output projection change; norms, the output
+bias and the feed-forward network stay. Where each family keeps a head's weights is core/families.py's `heads`
+table; with grouped-query attention a key-value head is damaged only when every query head that reads it is chosen.
+
 Method `reinit` follows the paper: inside the chosen layers every LayerNorm weight := 1, every bias
 (LayerNorm's too) := 0, every other weight re-initialised. The default re-initialisation is
 `kaiming_uniform` (torch.nn.init.kaiming_uniform_ with its defaults: a=0, fan_in, bound sqrt(6/fan_in)),
@@ -22,6 +27,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from healcore.core.config import head_indices
 from healcore.core.errors import CorruptionSpecError
 from healcore.core.families import Family
 from healcore.core.families import part_of as family_part_of
@@ -38,6 +44,7 @@ class CorruptionSpec:
     init: str = "kaiming_uniform"
     strength: float | None = None
     scope: str = "all"
+    heads: str = "all"  # canonical (config.canonical_heads): all, or 0-based head indices
     embeddings: bool = False
     pooler: bool = False
     seed: int = 0
@@ -49,7 +56,7 @@ class CorruptionSpec:
     @classmethod
     def from_config(cls, cfg) -> "CorruptionSpec":
         return cls(layers=cfg.layers, method=cfg.method, init=cfg.init, strength=cfg.strength, scope=cfg.scope,
-                   embeddings=cfg.corrupt_embeddings, pooler=cfg.corrupt_pooler, seed=cfg.seed)
+                   heads=cfg.heads, embeddings=cfg.corrupt_embeddings, pooler=cfg.corrupt_pooler, seed=cfg.seed)
 
 
 # ---------------------------------------------------------------------------------------------- apply
@@ -84,6 +91,73 @@ def _targets(encoder, indices: list[int], spec: CorruptionSpec):
             if full_name.startswith(extra):
                 mod_name, _, p_name = full_name.rpartition(".")
                 yield full_name, owners[mod_name], p_name, param
+
+
+def _head_geometry(encoder, heads: list[int]) -> tuple[int, int, list[int]]:
+    """(query heads, key-value heads, the key-value heads whose every query head is chosen) of a model's config,
+    with a one-line error for a head it does not have."""
+    cfg = encoder.config
+    n_heads = int(getattr(cfg, "num_attention_heads", 0) or 0)
+    if n_heads <= 0:
+        raise CorruptionSpecError("heads: this model's config does not say how many attention heads it has")
+    too_high = [h for h in heads if h >= n_heads]
+    if too_high:
+        raise CorruptionSpecError(f"heads={','.join(map(str, heads))}: this model has {n_heads} heads per layer "
+                                  f"(0..{n_heads - 1}); choose heads below {n_heads}")
+    n_kv = int(getattr(cfg, "num_key_value_heads", None) or n_heads)
+    group = n_heads // n_kv
+    whole = [g for g in range(n_kv) if all(g * group + j in heads for j in range(group))]
+    return n_heads, n_kv, whole
+
+
+def _head_slices(layout: str, width: int, heads: list[int], n_heads: int, n_kv: int, whole_kv: list[int]) -> list[int]:
+    """Positions, along an axis of `width`, of the chosen heads' slices in one layout (families.Family.heads)."""
+    def slices(chosen: list[int], size: int, offset: int = 0) -> list[int]:
+        return [offset + c * size + j for c in chosen for j in range(size)]
+
+    if layout in ("q", "o", "qkv_interleaved"):  # one slice per query head (q, k and v together when interleaved)
+        return slices(heads, width // n_heads)
+    if layout == "kv":
+        return slices(whole_kv, width // n_kv)
+    if layout == "qkv":  # [q; k; v], each n_heads slices of head_dim
+        third = width // 3
+        return [i for part in range(3) for i in slices(heads, third // n_heads, part * third)]
+    raise CorruptionSpecError(f"heads: unknown head layout {layout!r} in the family table")
+
+
+def head_masks(encoder, indices: list[int], heads: str) -> dict[str, torch.Tensor]:
+    """The chosen heads' share of each parameter they live in, as boolean masks keyed like _targets' names
+    ("layer{i}.{module}.{param}"): rows (or a Conv1D's columns) of the q/k/v projections and their biases,
+    columns of the output projection. Empty for heads=all."""
+    chosen = head_indices(heads)
+    if chosen is None:
+        return {}
+    family = family_of_model(encoder)
+    if not family.heads:
+        raise CorruptionSpecError(f"heads: healcore does not know where {family.name} keeps each head's weights; "
+                                  f"use heads=all")
+    n_heads, n_kv, whole_kv = _head_geometry(encoder, chosen)
+    layers = layer_list(encoder)
+    masks: dict[str, torch.Tensor] = {}
+    for i in indices:
+        modules = dict(layers[i].named_modules())
+        for path, layout in family.heads:
+            found = [name for name in modules if name == path or name.endswith("." + path)]
+            if not found:
+                raise CorruptionSpecError(f"heads: {family.name}'s block has no module {path!r}; use heads=all")
+            for name in found:
+                module = modules[name]
+                weight = module.weight
+                out_axis = 1 if family.transposed and type(module).__name__ == "Conv1D" else 0
+                axis = 1 - out_axis if layout == "o" else out_axis
+                picked = torch.zeros(weight.shape[axis], dtype=torch.bool)
+                picked[_head_slices(layout, weight.shape[axis], chosen, n_heads, n_kv, whole_kv)] = True
+                shape = [1, 1]
+                shape[axis] = -1
+                masks[f"layer{i + 1}.{name}.weight"] = picked.view(shape).expand(weight.shape).clone()
+                if layout != "o" and getattr(module, "bias", None) is not None:
+                    masks[f"layer{i + 1}.{name}.bias"] = picked.clone()
+    return masks
 
 
 def _reinit_(param, module, p_name: str, spec: CorruptionSpec, g, init_range: float, family: Family) -> None:
@@ -158,20 +232,30 @@ def apply(encoder, spec: CorruptionSpec) -> dict[str, Any]:
     if spec.method == "magnitude":
         return _zero_largest(encoder, indices, spec, strength, report)
 
+    masks = head_masks(encoder, indices, spec.heads)
+    if masks:
+        report["heads"] = head_indices(spec.heads)
     with torch.no_grad():
-        for _, module, p_name, param in _targets(encoder, indices, spec):
+        for name, module, p_name, param in _targets(encoder, indices, spec):
+            if masks and name not in masks:  # heads: only the chosen heads' slices change
+                continue
+            # with heads the damage is drawn for the whole tensor (a re-initialisation keeps the matrix's fan-in)
+            # and written into the heads' share alone
+            target = param.detach().clone() if masks else param
             if spec.method == "reinit":
-                _reinit_(param, module, p_name, spec, g, init_range, family)
+                _reinit_(target, module, p_name, spec, g, init_range, family)
             elif spec.method == "noise":
                 std = float(param.float().std()) if param.numel() > 1 else 0.0
-                param.add_(torch.randn(param.shape, generator=g).to(param.dtype) * (strength * std))
+                target.add_(torch.randn(param.shape, generator=g).to(param.dtype) * (strength * std))
             elif spec.method == "zero":
                 mask = torch.rand(param.shape, generator=g) < strength
-                param.masked_fill_(mask, 0.0)
+                target.masked_fill_(mask, 0.0)
             elif spec.method == "bitflip":
-                report["bits_flipped"] += _bitflip_(param, strength, rng)
+                report["bits_flipped"] += _bitflip_(target, strength, rng)
+            if masks:
+                param[masks[name]] = target[masks[name]]
             report["tensors_changed"] += 1
-            report["params_changed"] += param.numel()
+            report["params_changed"] += int(masks[name].sum()) if masks else param.numel()
     return report
 
 
@@ -192,17 +276,22 @@ def _zero_largest(encoder, indices: list[int], spec: CorruptionSpec, fraction: f
     """Targeted damage: zero the largest-magnitude `fraction` of the chosen layers' weight matrices, taken together
     (one threshold over all of them: the outlier weights the Super Weight work found decisive). Biases and norms
     are left alone; ties at the threshold are all zeroed."""
-    weights = [param for _, _, p_name, param in _targets(encoder, indices, spec) if param.dim() >= 2]
+    masks = head_masks(encoder, indices, spec.heads)  # heads: the largest of the chosen heads' weights only
+    if masks:
+        report["heads"] = head_indices(spec.heads)
+    weights = [(param, masks.get(name) if masks else torch.ones_like(param, dtype=torch.bool))
+               for name, _, p_name, param in _targets(encoder, indices, spec)
+               if param.dim() >= 2 and (not masks or name in masks)]
     if not weights:
         return report
-    magnitudes = torch.cat([w.detach().abs().reshape(-1).float() for w in weights])
+    magnitudes = torch.cat([w.detach().abs()[m].float() for w, m in weights])
     k = int(round(fraction * magnitudes.numel()))
     if k == 0:
         return report
     threshold = torch.topk(magnitudes, k).values.min()
     with torch.no_grad():
-        for w in weights:
-            mask = w.abs() >= threshold
+        for w, within in weights:
+            mask = (w.abs() >= threshold) & within
             report["params_changed"] += int(mask.sum())
             report["tensors_changed"] += int(bool(mask.any()))
             w.masked_fill_(mask, 0.0)

@@ -10,6 +10,7 @@ A grid spec is YAML (every preset in healcore/presets/ states the command that r
     levels: ["0%", "50%", "100%"]   # percent of each model's L (paper), or layer counts [1, 2, 3]
     method: reinit            # optional: reinit | noise | zero | bitflip | shuffle | remove | magnitude
     strengths: [0.1, 0.5]     # optional, for dose-response of noise/zero/bitflip
+    heads: "0,3"              # optional: only these attention heads of each chosen layer (reinit/noise/zero/magnitude)
   lrs: [2e-5, 5e-5]
   seeds: [0, 1, 2]
   pooling: [cls]
@@ -41,8 +42,8 @@ SPEC_KEYS = {"name", "description", "command", "models", "datasets", "corruption
 # keys a spec sets with its own lists (or its corruption blocks): not an axis
 OWN_AXES = {"model": "models", "dataset": "datasets", "lr": "lrs", "seed": "seeds", "pooling": "pooling",
             "mode": "modes", "corrupt": "corruption", "method": "corruption", "strength": "corruption",
-            "scope": "corruption", "init": "corruption"}
-CORRUPTION_KEYS = {"sides", "levels", "method", "strengths", "scope", "init"}
+            "scope": "corruption", "init": "corruption", "heads": "corruption"}
+CORRUPTION_KEYS = {"sides", "levels", "method", "strengths", "scope", "init", "heads"}
 
 
 @dataclass
@@ -191,7 +192,7 @@ def expand(spec: str | Path | dict, overrides: dict | None = None) -> Grid:
                     for strength in _as_list(strengths, "strengths"):
                         s = {"corrupt": "none" if k == 0 else f"{side}:{k}"}
                         if k:
-                            s.update({key: b[key] for key in ("method", "scope", "init") if key in b})
+                            s.update({key: b[key] for key in ("method", "scope", "init", "heads") if key in b})
                             if strength is not None:
                                 s["strength"] = strength
                         settings.append(s)

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+from healcore.core.config import CORRUPTION_FIELDS
 from healcore.core.errors import ConfigError
 from healcore.results.keys import (CELL_KEYS, MODEL_PLACEMENT, NOT_COMPARED, PLACEMENT_KEYS, align_keys, as_text,
                                    describe, key_id, row_keys, side_rank, text_of, varying)
@@ -230,8 +231,7 @@ def _prepared(side: Side, keys: list[str], own: list[str], metric: str, relative
 
 def _clean_of(cells: pd.DataFrame, keys: list[str]) -> pd.Series:
     """Each cell's line's clean value (its reference for a relative comparison)."""
-    line = [k for k in keys if k not in ("side", "level", "method", "strength", "init", "scope",
-                                         "corrupt_embeddings", "corrupt_pooler")]
+    line = [k for k in keys if k not in ("side", "level", *CORRUPTION_FIELDS)]
     clean = cells[cells["side"] == "clean"]
     lookup = {tuple(text_of(r[k]) for k in line): r["value"] for r in clean.to_dict("records")}
     return pd.Series([lookup.get(tuple(text_of(r[k]) for k in line), np.nan) for r in cells.to_dict("records")],
