@@ -238,10 +238,10 @@ def variant_label(table: pd.DataFrame, keys: list[str]) -> pd.Series:
     return pd.Series(words, index=table.index, dtype=object)
 
 
-def one_variant(table: pd.DataFrame, exclude=()) -> pd.DataFrame:
+def one_variant(table: pd.DataFrame, exclude=(), key: str = "variant") -> pd.DataFrame:
     """Charts that place cells by model, dataset and level show one variant (every other key of a cell that
     varies: pooling, mode, schedule, epochs, batch size, method...) at a time; otherwise cells of different variants
-    would land on the same spot. `exclude`: the key a comparison sets side by side."""
+    would land on the same spot. `exclude`: the keys a view sets side by side; `key`: the URL key of the choice."""
     keys = variant_keys(table, exclude)
     if table.empty or not keys:
         return table
@@ -253,7 +253,7 @@ def one_variant(table: pd.DataFrame, exclude=()) -> pd.DataFrame:
     # opens on the variant with the most scored cells (a second grid does not hide the first), else the URL's
     scored = labels[table["f1"].notna()] if "f1" in table else labels
     fullest = scored.value_counts().index[0] if len(scored) else options[0]
-    chosen = url_selectbox(f"Variant ({', '.join(k.replace('_', ' ') for k in keys)})", options, key="variant",
+    chosen = url_selectbox(f"Variant ({', '.join(k.replace('_', ' ') for k in keys)})", options, key=key,
                            default=fullest)
     picked = table[labels == chosen]
     damage = [k for k in keys if k in CORRUPTION_FIELDS]

@@ -1,14 +1,15 @@
 """Degradation curves: F1 against corruption level, bottom and top as two lines, seed spread as bands, the clean
 model as a reference line; the paper's three claims judged on the data on screen, and whether the clean models
 trained long enough to plateau (the reference the claims lean on). With "Compare by", two conditions overlaid
-(A solid, B dashed) and the claims judged on each. Click a point for the runs behind it."""
+(A solid, B dashed) and the claims judged on each. Click a point for the runs behind it. Below: healing against
+training-set size, where a store holds one setting at several `max_train` caps."""
 import pandas as pd
 import streamlit as st
 
 from dashboard import common, comparing
 from healcore import results
 from healcore.core.config import CORRUPTION_FIELDS
-from healcore.results import charts, compare_charts
+from healcore.results import charts, compare_charts, data_size
 
 ICON = {"holds": "✓ holds", "fails": "✗ does not hold", "mixed": "~ mixed", "insufficient": "? not enough data",
         results.REFERENCE_FAILED: "⚠ not judged: the clean cell failed"}
@@ -52,6 +53,32 @@ def one_condition(root: str, runs, table) -> None:
         st.dataframe(sig, hide_index=True, width="stretch")
 
 
+def healing_with_data_size(runs, table) -> None:
+    """Each corruption setting measured at several training-set sizes (max_train): its F1, healing or deficit to
+    the clean model against the rows it trained on. Every kind of damage and of training is a series of its own."""
+    table = common.one_variant(table, exclude=(*CORRUPTION_FIELDS, data_size.SIZE, "train_layers"),
+                               key="size-variant")
+    points = data_size.size_points(table)
+    if points.empty:
+        return
+    st.subheader("Healing against training-set size")
+    outcome = common.url_selectbox("Show", list(data_size.OUTCOMES), key="size-outcome",
+                                   format_func=data_size.OUTCOMES.get)
+    event = st.altair_chart(charts.size_curves(points, outcome, data_size.OUTCOMES[outcome]), on_select="rerun",
+                            key="size-chart")
+    common.selected_cell(event, "size-chart")
+    st.caption("One line per corruption setting, each point a cell (its kept learning rate, mean over seeds) at one "
+               "max_train cap, placed at the rows it trained on (after the cap and the validation carve-out); error "
+               "bars: ± one standard deviation over seeds. Healing: F1 minus the damage probe's before fine-tuning; "
+               "deficit: the clean cell's F1 at the same size minus this cell's. Click a point for its runs.")
+    st.dataframe(data_size.size_table(points, outcome), hide_index=True, width="stretch")
+    chosen = points[points["cell_id"] == common.url_get("cell")]
+    if len(chosen):
+        r = chosen.iloc[0]
+        common.runs_behind(runs, r["run_ids"], key="size-runs",
+                           title=f"Runs of {r['panel']} · {r['series']} · {int(r['train_rows']):,} training rows")
+
+
 def two_conditions(root: str, runs, table, by: str) -> None:
     chosen = comparing.choose(root, runs, table, by)
     if chosen is None:
@@ -86,10 +113,12 @@ def main() -> None:
     root, runs = common.load_nonempty()
     table = common.load_cells(root)
     common.flag_banner(runs, table)
-    table = results.reinit_only(common.cell_filters(table))
+    filtered = common.cell_filters(table)
+    table = results.reinit_only(filtered)
     by = comparing.compare_by(table)
     if by is None:
         one_condition(root, runs, table)
+        healing_with_data_size(runs, filtered)
     else:
         two_conditions(root, runs, table, by)
 

@@ -108,6 +108,7 @@ def _cell(rec: dict, group: pd.DataFrame) -> dict:
         angular_shift=pd.to_numeric(g["angular_shift"], errors="coerce").mean() if len(g) else np.nan,
         bi_shift=pd.to_numeric(g["bi_shift"], errors="coerce").mean() if len(g) else np.nan,
         healing=g["healing"].mean() if len(g) else np.nan,
+        train_rows=pd.to_numeric(g["train_rows"], errors="coerce").mean() if len(g) else np.nan,
         majority_f1=g["majority_f1"].mean() if len(g) else np.nan,
         run_ids=g["run_id"].tolist(), all_run_ids=group["run_id"].tolist(),
         per_seed=dict(zip(g["seed"].tolist(), g["test_f1_weighted"].tolist())),

@@ -484,3 +484,37 @@ def damage_scatter(points: pd.DataFrame, measure: str, outcome: str, measure_tit
         shape=alt.Shape("method:N", title="damage", legend=alt.Legend(orient="right", labelLimit=0)),
         tooltip=["setting", "method", alt.Tooltip(f"{measure}:Q", format=".3f"),
                  alt.Tooltip(f"{outcome}:Q", format=".3f")]).properties(width=600, height=300)
+
+
+def size_curves(points: pd.DataFrame, outcome: str, outcome_title: str, select: bool = True) -> alt.FacetChart:
+    """Healing against training-set size (results/data_size.py): one line per corruption setting, the rows
+    trained on along a log axis, ± one std over seeds as error bars on F1, a dotted rule at 0 for healing and the
+    deficit. One panel per model and dataset; the legend below names every series. A click selects a cell."""
+    frame = points.drop(columns=["run_ids"], errors="ignore").assign(
+        lo=points["f1"] - points["f1_std"].fillna(0), hi=points["f1"] + points["f1_std"].fillna(0))
+    x = alt.X("train_rows:Q", title="training rows (log scale)", scale=alt.Scale(type="log", nice=False),
+              axis=alt.Axis(format=",d", tickCount=6))
+    order = list(dict.fromkeys(frame["series"]))  # clean first, then bottom, top, all (data_size's order)
+    palette = ["#d62728", "#1f77b4", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#17becf", "#bcbd22"]
+    shades = iter(palette * (1 + len(order) // len(palette)))
+    series_colours = alt.Scale(domain=order, range=[
+        "#555555" if name.startswith("clean") else next(shades) for name in order])
+    colour = alt.Color("series:N", title="corruption setting", scale=series_colours, legend=BELOW, sort=order)
+    tooltip = ["series", alt.Tooltip("train_rows:Q", format=",d", title="training rows"),
+               alt.Tooltip(f"{outcome}:Q", format=".2f", title=outcome_title.split(" (")[0]),
+               alt.Tooltip("f1_std:Q", format=".2f", title="F1 std over seeds"), alt.Tooltip("n_seeds:Q", title="seeds")]
+    y = alt.Y(f"{outcome}:Q", title=outcome_title, scale=alt.Scale(zero=False))
+    line = alt.Chart().mark_line().encode(x=x, y=y, color=colour)
+    points_layer = alt.Chart().mark_circle(size=60).encode(x=x, y=f"{outcome}:Q", color=colour, tooltip=tooltip)
+    if select:
+        pick = alt.selection_point(name="cell", fields=["cell_id"], on="click", clear="dblclick")
+        points_layer = points_layer.add_params(pick).encode(size=alt.condition(pick, alt.value(60), alt.value(30)))
+    layers = [line, points_layer]
+    if outcome == "f1":
+        layers.append(alt.Chart().mark_errorbar().encode(x=x, y=alt.Y("lo:Q", title=outcome_title), y2="hi:Q",
+                                                          color=alt.Color("series:N", scale=series_colours, legend=None)))
+    else:
+        layers.append(alt.Chart().mark_rule(strokeDash=[2, 3], color="gray").encode(y=alt.datum(0)))
+    return alt.layer(*layers, data=frame).properties(width=min(COLUMN_PX - 60, 2 * PANEL_WIDTH + 120),
+                                                     height=260).facet(
+        facet=alt.Facet("panel:N", title=None), columns=2)

@@ -85,7 +85,7 @@ def write_report(store_root: str | Path, out_dir: str | Path, title: str = "Repr
     lines = (header(study, title, note, command) + setup(study) + table1(study) + plateau(study) + curves(study)
              + healing(study) + claims(study) + flags_section(study.runs, study.table) + variants(study)
              + comparisons(study)
-             + dose_response(study) + tsne(study) + where_healing_happens(study) + damage_predicts(study))
+             + dose_response(study) + data_size(study) + tsne(study) + where_healing_happens(study) + damage_predicts(study))
     write_all({**study.files, path: (marker + "\n" + "\n".join(lines) + "\n").encode()})
     return path
 
@@ -352,6 +352,26 @@ def dose_response(s: Study) -> list[str]:
                              "noise sigma (x each tensor's std)", "weighted F1", "corruption")
     return (["## Beyond the paper: Gaussian noise, dose-response", ""] + s.figure(chart, "noise", "noise dose-response")
             + [_md(d.rename(columns={"n_layers": "layers", "probe_f1": "probe F1", "f1": "F1"})), ""])
+
+
+def data_size(s: Study) -> list[str]:
+    """Healing against training-set size (results/data_size.py): each setting measured at several max_train caps,
+    its F1 and its deficit to the clean model at the same size."""
+    from healcore.results import data_size as sizes
+
+    points = sizes.size_points(s.table)
+    if points.empty:
+        return []
+    chart = charts.size_curves(points, "f1", sizes.OUTCOMES["f1"], select=False)
+    return (["## Healing against training-set size", "",
+             "Each corruption setting measured at several `max_train` caps: one cell per cap (its kept learning "
+             "rate, mean ± std over seeds), placed at the rows it trained on (after the cap and the validation "
+             "carve-out). The deficit is the clean cell's F1 at the same size minus the cell's: a deficit that "
+             "shrinks as the data grows is damage that more data heals.", ""]
+            + s.figure(chart, "data-size", "weighted F1 against training rows, one line per corruption setting")
+            + ["**Weighted F1**", "", _md(sizes.size_table(points, "f1")), "",
+               "**Deficit to the clean model at the same size (F1 points)**", "",
+               _md(sizes.size_table(points, "deficit")), ""])
 
 
 def tsne(s: Study) -> list[str]:

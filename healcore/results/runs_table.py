@@ -28,7 +28,7 @@ SPLIT_METRICS = [f"{s}_{k}" for s in ("validation", "test") for k in ("accuracy"
 # The runs table's columns, whatever the store holds (empty, queued only, finished): readers never meet a missing one.
 RUN_COLUMNS = (["run_id", *CONFIG_FIELDS, "state", "error", "started", "ended", "attempt", "progress", "damaged",
                 "num_layers", "side", "n_layers", "level", "layers", *SPLIT_METRICS, "best_on_test", "best_epoch", "probe_f1",
-                "angular_shift", "bi_shift",
+                "angular_shift", "bi_shift", "train_rows",
                 "healing", "majority_f1", "first_loss", "final_loss", "train_s", "eval_s", "tokens_per_s",
                 "tokens_per_epoch", "hardware", "has_features", "has_analysis", "grid"])  # device: the config's, then
 # the one a finished run names in its summary
@@ -85,6 +85,7 @@ def _run_row(store: RunStore, stored, defaults: dict) -> dict:
     row["best_epoch"] = summary.get("best_epoch")
     row["probe_f1"] = (summary.get("probe") or stored.probe or {}).get("f1_weighted")
     row["healing"] = summary.get("healing")
+    row["train_rows"] = ((summary.get("data") or {}).get("sizes") or {}).get("train")  # after caps and validation
     row["majority_f1"] = summary.get("majority_f1")
     losses = summary.get("losses") or []
     row["first_loss"] = losses[0] if losses else None

@@ -27,6 +27,11 @@ def score(side: str, k: int, L: int, seed: int, lr: float, rng: np.random.Genera
     return float(np.clip(90 - 35 * (k / L) * slope - 3.0 * (lr < 5e-5) + rng.normal(0, 1.0), 5, 99))
 
 
+def train_rows(cfg: RunConfig) -> int:
+    """The training rows a synthetic run reports: its cap less the validation share, else 900."""
+    return int(round(cfg.max_train * (1 - cfg.val_fraction))) if cfg.max_train else 900
+
+
 def write_run(store: RunStore, cfg: RunConfig, f1: float, L: int, classes: list[str], rng: np.random.Generator,
               state: str = "completed", analysis: bool = False, features: bool = False,
               data_options: dict | None = None, validation_f1: float | None = None) -> RunFiles:
@@ -59,7 +64,8 @@ def write_run(store: RunStore, cfg: RunConfig, f1: float, L: int, classes: list[
                                               "f1_macro": validation_f1 - 1}
     atomic_write_json(files.summary, {
         "run_id": cfg.run_id, "config": cfg.to_dict(), "classes": classes,
-        "data": {"source": "synthetic", "sizes": {"train": 900, "validation": 100, "test": 100}, "notes": [],
+        "data": {"source": "synthetic", "sizes": {"train": train_rows(cfg), "validation": 100, "test": 100},
+                 "notes": [],
                  "options": options},
         "corruption": {"num_layers": L, "layers": layers, "method": cfg.method},
         "device": "cpu", "hardware": "CPU: synthetic (2 threads)", "bf16": False,
