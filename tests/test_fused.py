@@ -116,15 +116,13 @@ def test_a_fused_group_resumes_after_kill_9_like_a_single_run(tiny_bert_no_dropo
         assert np.allclose(store.summary(run_id)["losses"], ref.summary(run_id)["losses"], atol=1e-6)
 
 
-def test_a_group_larger_than_free_memory_trains_as_smaller_groups(tiny_bert_no_dropout, tmp_path, monkeypatch):
-    import healcore.engine.fused as fused
+def test_a_group_larger_than_free_memory_trains_as_smaller_groups(tiny_bert_no_dropout, tmp_path):
     from healcore.core.fusion import MEMORY_SHARE, member_bytes
 
     configs = members(tiny_bert_no_dropout)
     room_for_two = int(2.5 * member_bytes(configs[0]) / MEMORY_SHARE)
-    monkeypatch.setattr(fused, "free_memory", lambda device: room_for_two)
     store = RunStore(tmp_path / "runs")
-    results = execute_fused(configs, store)
+    results = execute_fused(configs, store, free_bytes=room_for_two)
     assert [r["state"] for r in results] == ["completed"] * 3
     assert store.summary(configs[0].run_id)["fused_with"] == [configs[1].run_id]
     assert store.summary(configs[2].run_id)["fused_with"] == []  # the third trained in a group of its own

@@ -87,29 +87,24 @@ def test_without_checkpoints_an_interrupted_run_restarts_to_the_same_result(tiny
     assert [r["epoch"] for r in store.epochs(cfg.run_id)] == [1, 2]
 
 
-def test_linear_probe_keeps_the_body_frozen(tiny_bert, store, monkeypatch):
+def test_linear_probe_keeps_the_body_frozen(tiny_bert, store):
     """The body's weights after training equal the ones it started training with; only the head moved."""
     import torch
 
-    import healcore.engine.run as run_module
+    from healcore.engine.run import RunObserver
 
     seen = {}
-    real_set_up, real_summarise = run_module.set_up, run_module.summarise
 
-    def keep_start(cfg, splits, handle, loader):
-        setup = real_set_up(cfg, splits, handle, loader)
+    def keep_start(setup):
         seen["before"] = {k: v.clone() for k, v in setup.model.encoder.state_dict().items()}
         seen["head"] = setup.model.head.weight.detach().clone()
-        return setup
 
-    def keep_end(cfg, setup, handle, probe, best):
+    def keep_end(setup):
         seen["after"] = setup.model.encoder.state_dict()
         seen["head after"] = setup.model.head.weight.detach()
-        return real_summarise(cfg, setup, handle, probe, best)
 
-    monkeypatch.setattr(run_module, "set_up", keep_start)
-    monkeypatch.setattr(run_module, "summarise", keep_end)
-    summary = execute(tiny_config(tiny_bert, mode="linear_probe", epochs=2, lr=1e-2), store)
+    summary = execute(tiny_config(tiny_bert, mode="linear_probe", epochs=2, lr=1e-2), store,
+                      observer=RunObserver(set_up=keep_start, trained=keep_end))
     assert summary["params"]["trainable"] == 32 * 2 + 2
     assert seen["before"].keys() == seen["after"].keys()
     assert all(torch.equal(seen["before"][k], seen["after"][k].cpu()) for k in seen["before"])

@@ -29,21 +29,17 @@ def test_lr_factor_per_schedule():
 
 
 @pytest.mark.parametrize("schedule", ["constant", "linear", "cosine"])
-def test_the_schedule_reaches_the_optimizer(schedule, tiny_bert, store, monkeypatch):
+def test_the_schedule_reaches_the_optimizer(schedule, tiny_bert, store):
     """The learning rate each optimizer step used, read from the optimizer itself."""
-    import healcore.engine.run as run  # where the recipe makes its optimizer
+    from healcore.engine.run import RunObserver
 
     seen = []
-    real = run.make_optimizer
 
-    def recording(*args, **kwargs):
-        opt = real(*args, **kwargs)
+    def recording(opt):
         opt.register_step_pre_hook(lambda o, args, kwargs: seen.append(o.param_groups[0]["lr"]))
-        return opt
 
-    monkeypatch.setattr(run, "make_optimizer", recording)
     cfg = tiny_config(tiny_bert, epochs=2, lr=1e-3, lr_schedule=schedule, warmup_ratio=0.0)
-    execute(cfg, store)
+    execute(cfg, store, observer=RunObserver(optimizer=recording))
     steps = len(seen)
     expected = [1e-3 * lr_factor(s, steps, 0, schedule) for s in range(steps)]
     assert seen == pytest.approx(expected)

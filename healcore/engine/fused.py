@@ -61,12 +61,15 @@ def free_memory(device: str) -> int:
         return 1 << 62  # unknown: no cap
 
 
-def execute_fused(configs: list[RunConfig], store: RunStore, loader: Loader | None = None) -> list[dict]:
+def execute_fused(configs: list[RunConfig], store: RunStore, loader: Loader | None = None,
+                  free_bytes: int | None = None) -> list[dict]:
     """Run (or reuse, or resume) a group of fusable runs; one result per config:
     {"run_id", "state": completed | failed | interrupted | busy, "error"?}. A group larger than the device's free
-    memory holds (members_that_fit) trains as consecutive smaller groups, not into an out-of-memory error."""
+    memory holds (members_that_fit) trains as consecutive smaller groups, not into an out-of-memory error.
+    `free_bytes`: the memory to plan with (None: what the device has free now)."""
+    free = free_bytes if free_bytes is not None else free_memory(pick_device(configs[0].device))
     try:
-        k = members_that_fit(configs, free_memory(pick_device(configs[0].device)))
+        k = members_that_fit(configs, free)
     except HealcoreError:  # the model's size is unknown here: the group goes as it is, and each run says why
         k = len(configs)
     return [r for i in range(0, len(configs), k) for r in _execute_group(configs[i:i + k], store, loader)]

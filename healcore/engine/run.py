@@ -77,9 +77,21 @@ class StopFlag:
         self.signals.__exit__(*exc)
 
 
+@dataclass(frozen=True)
+class RunObserver:
+    """What a caller (a test, a profiler) may watch a run through without patching the engine: each callback gets
+    what the run has just made, and must leave it as it is."""
+
+    set_up: Callable[[Any], None] | None = None  # the Setup (corrupted model, data), before the damage probe
+    optimizer: Callable[[torch.optim.Optimizer], None] | None = None  # the optimizer, before its first step
+    trained: Callable[[Any], None] | None = None  # the Setup after the last epoch, before summary.json
+
+
 def execute(cfg: RunConfig, store: RunStore, *, show_progress: bool = False,
-            on_epoch: Callable[[dict], None] | None = None, loader: Loader | None = None) -> dict:
+            on_epoch: Callable[[dict], None] | None = None, loader: Loader | None = None,
+            observer: RunObserver | None = None) -> dict:
     """Run (or reuse, or resume) one healing run; returns its summary."""
+    observer = observer or RunObserver()
     loader = loader or Loader()
     splits = preflight(cfg, loader)
     handle = store.open_run(cfg)
@@ -91,8 +103,12 @@ def execute(cfg: RunConfig, store: RunStore, *, show_progress: bool = False,
             begin_attempt(handle, splits)
             try:
                 setup = set_up(cfg, splits, handle, loader)
+                if observer.set_up:
+                    observer.set_up(setup)
                 probe = damage_probe(cfg, setup, handle)
-                best = fine_tune(cfg, setup, handle, stop, show_progress, on_epoch)
+                best = fine_tune(cfg, setup, handle, stop, show_progress, on_epoch, observer.optimizer)
+                if observer.trained:
+                    observer.trained(setup)
                 summary = summarise(cfg, setup, handle, probe, best)
             except BaseException as err:  # noqa: BLE001 - every failure is recorded before it propagates
                 record_failure(handle, err)
@@ -317,10 +333,13 @@ def damage_probe(cfg: RunConfig, setup: Setup, handle: RunHandle) -> dict:
 
 # ------------------------------------------------------------------------------------------ fine-tuning
 def fine_tune(cfg: RunConfig, setup: Setup, handle: RunHandle, stop: Callable[[], bool], show_progress: bool,
-              on_epoch: Callable[[dict], None] | None) -> dict:
+              on_epoch: Callable[[dict], None] | None,
+              on_optimizer: Callable[[torch.optim.Optimizer], None] | None = None) -> dict:
     """The epoch loop, resumed from the last checkpoint; returns the best epoch {epoch, score}."""
     model = setup.model
     optimizer = make_optimizer(model, cfg.lr, cfg.weight_decay, setup.device, cfg.lr_layer_decay)
+    if on_optimizer:
+        on_optimizer(optimizer)
     steps_per_epoch, total, factor = schedule_of(len(setup.train), cfg.batch_size, cfg.epochs, cfg.warmup_ratio,
                                                  cfg.lr_schedule)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
