@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 
 from healcore.results import flags
-from healcore.results.keys import CELL_KEYS, as_text, cell_id, describe, line_keys
+from healcore.results.keys import CELL_KEYS, as_text, cell_id, describe, line_keys, text_of
 
 
 def table1_variant(frame: pd.DataFrame) -> pd.DataFrame:
@@ -33,8 +33,10 @@ def table1_variant(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 def reinit_only(table: pd.DataFrame) -> pd.DataFrame:
-    """The paper's corruption: re-initialised cells and the clean cells they are compared with."""
-    return table[table["method"].isin(["reinit", "-"])]
+    """The paper's corruption: whole layers re-initialised (every head), and the clean cells they are compared
+    with."""
+    whole = table["heads"].map(text_of).isin(["all", "-", "nan"]) if "heads" in table else True
+    return table[table["method"].isin(["reinit", "-"]) & whole]
 
 
 # ------------------------------------------------------------------------------------------ cells

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from healcore.core.config import CORRUPTION_FIELDS
+from healcore.core.config import CORRUPTION_FIELDS, RunConfig
 from healcore.core.errors import ConfigError
 from healcore.results.keys import (CELL_KEYS, MODEL_PLACEMENT, NOT_COMPARED, PLACEMENT_KEYS, align_keys, as_text,
                                    describe, key_id, row_keys, side_rank, text_of, varying)
@@ -83,7 +83,8 @@ def values_of(table: pd.DataFrame, key: str) -> list[str]:
     """The values of `key` that pair with another (all of them where none pairs), in natural order."""
     paired = pairings(table, key)
     values = paired if paired else set(as_text(table[key]).unique()) if key in table else set()
-    return sorted(values, key=_natural)
+    default = text_of(getattr(RunConfig(), key, None))  # the usual value first: it is the A a reader compares with
+    return sorted(values, key=lambda v: (v != default, _natural(v)))
 
 
 def partners_of(table: pd.DataFrame, key: str, a: str) -> list[str]:

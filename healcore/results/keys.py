@@ -97,6 +97,8 @@ BLANK_MEANS = {"text_column": "", "text_pair_column": "", "label_column": "", "t
 def setting_words(key: str, value) -> str:
     """A setting as a reader says it ("mean pooling", "all training rows", "label column stars"); "" where the
     value says nothing (a data option left to the usual names)."""
+    if isinstance(value, float) and math.isfinite(value) and value.is_integer():
+        value = int(value)  # a count that pandas turned float (1000.0) is said as written (1000)
     text = text_of(value)
     if key in BLANK_MEANS and text in ("", "-"):
         return ""
