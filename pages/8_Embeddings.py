@@ -50,8 +50,10 @@ def main() -> None:
                                  help="healed: after fine-tuning, at the epoch chosen on validation")
     sub = common.one_variant(done[(done["model"] == model) & (done["dataset"] == dataset)].copy(),
                              exclude=CORRUPTION_FIELDS)
-    sub["setting"] = [common.setting_label(r.side, r.level) + ("" if r.method == "reinit" or r.side == "clean"
-                                                              else f" {r.method}") for r in sub.itertuples()]
+    sub["setting"] = [common.setting_label(r.side, r.level)
+                      + ("" if r.method == "reinit" or r.side == "clean" else f" {r.method}")
+                      + ("" if r.heads in ("all", "-") or r.side == "clean" else f" heads {r.heads}")
+                      for r in sub.itertuples()]
     # one run per setting: the lowest seed among runs that kept features
     sub = sub.assign(missing=~sub["has_features"]).sort_values(["level", "side", "missing", "seed", "lr"])
     sub = sub.drop_duplicates("setting")
