@@ -186,6 +186,16 @@ def load_nonempty() -> tuple[str, pd.DataFrame]:
     return root, runs
 
 
+def cells_page(title: str) -> tuple[str, pd.DataFrame, pd.DataFrame]:
+    """The opening of a page of cells: its title, the store (stopping on an empty one), the flag banner and the
+    sidebar's cell filters. Returns the store, its runs and the filtered cells."""
+    set_up_page(title)
+    root, runs = load_nonempty()
+    table = load_cells(root)
+    flag_banner(runs, table)
+    return root, runs, cell_filters(table)
+
+
 def empty_store_notice(root: str) -> None:
     st.info(f"No runs in `{root}` yet. Start with the **demo** grid on the Launch page "
             f"(minilm-l6 on a slice of SST-2; Launch estimates its time on this machine before you start), or run "

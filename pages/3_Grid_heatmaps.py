@@ -74,11 +74,7 @@ def two_conditions(root: str, runs, table, by: str, metric: str, fixed: bool, sh
 
 
 def main() -> None:
-    common.set_up_page("Grid heatmaps")
-    root, runs = common.load_nonempty()
-    table = common.load_cells(root)
-    common.flag_banner(runs, table)
-    table = common.cell_filters(table)
+    root, runs, table = common.cells_page("Grid heatmaps")
     c = st.columns([3, 2, 2])
     by = comparing.compare_by(table, container=c[0])
     label, metric, fixed, share = metric_choice(c[1:])

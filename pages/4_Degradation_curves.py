@@ -109,11 +109,7 @@ def two_conditions(root: str, runs, table, by: str) -> None:
 
 
 def main() -> None:
-    common.set_up_page("Degradation curves")
-    root, runs = common.load_nonempty()
-    table = common.load_cells(root)
-    common.flag_banner(runs, table)
-    filtered = common.cell_filters(table)
+    root, runs, filtered = common.cells_page("Degradation curves")
     table = results.reinit_only(filtered)
     by = comparing.compare_by(table)
     if by is None:
