@@ -73,22 +73,6 @@ def pool_layers(states, attention_mask: torch.Tensor, rows: torch.Tensor) -> np.
 
 
 @torch.inference_mode()
-def encoder_layers(encoder, enc, device: str, pad_id: int, max_tokens: int) -> np.ndarray:
-    """(L+1, n, H) per-layer representations of every row of `enc` by a bare encoder (the pretrained model)."""
-    was_training = encoder.training
-    encoder.eval()
-    out = None
-    for idx in eval_batches(enc.lengths, max_tokens):
-        batch = _body_batch(encoder, enc, idx, pad_id, device)
-        states = encoder(**batch, output_hidden_states=True).hidden_states
-        pooled = pool_layers(states, batch["attention_mask"], torch.arange(len(idx), device=batch["attention_mask"].device))
-        if out is None:
-            out = np.zeros((pooled.shape[0], len(enc), pooled.shape[2]), dtype=np.float32)
-        out[:, idx] = pooled
-    encoder.train(was_training)
-    return out
-
-
 def _body_batch(encoder, enc, idx, pad_id: int, device: str) -> dict:
     """A batch as a bare body takes it: token types only where the classifier passes them (takes_token_types), and
     no key/value cache for a decoder."""
@@ -101,19 +85,33 @@ def _body_batch(encoder, enc, idx, pad_id: int, device: str) -> dict:
     return batch
 
 
-@torch.inference_mode()
 def layer_transitions(encoder, enc, device: str, pad_id: int, max_tokens: int) -> dict[str, list[float]]:
-    """Per layer l = 1..L, how far it turns its input, over every real token of `enc`: the mean angular distance
-    arccos(cos(x_{l-1}, x_l)) / pi between its input and output (Gromov et al. 2024, "The Unreasonable
-    Ineffectiveness of the Deeper Layers") and the mean Block Influence 1 - cos(x_{l-1}, x_l) (ShortGPT). A
-    decoder's last hidden state includes its final norm, as transformers returns it."""
+    """Per layer l = 1..L, how far it turns its input, over every real token of `enc` (see read_layers)."""
+    return read_layers(encoder, enc, device, pad_id, max_tokens, keep_layers=False)[1]
+
+
+@torch.inference_mode()
+def read_layers(encoder, enc, device: str, pad_id: int, max_tokens: int,
+                keep_layers: bool = True) -> tuple[np.ndarray | None, dict[str, list[float]]]:
+    """One pass of a bare encoder over every row of `enc`, giving both what set-up reads of the pretrained model:
+    - (L+1, n, H) per-layer representations (pooled per row; None with keep_layers=False);
+    - per layer l = 1..L, how far it turns its input, over every real token: the mean angular distance
+      arccos(cos(x_{l-1}, x_l)) / pi between its input and output (Gromov et al. 2024, "The Unreasonable
+      Ineffectiveness of the Deeper Layers") and the mean Block Influence 1 - cos(x_{l-1}, x_l) (ShortGPT). A
+      decoder's last hidden state includes its final norm, as transformers returns it."""
     was_training = encoder.training
     encoder.eval()
-    angular = block_influence = None
+    out = angular = block_influence = None
     tokens = 0
     for idx in eval_batches(enc.lengths, max_tokens):
         batch = _body_batch(encoder, enc, idx, pad_id, device)
         states = encoder(**batch, output_hidden_states=True).hidden_states
+        if keep_layers:
+            pooled = pool_layers(states, batch["attention_mask"],
+                                 torch.arange(len(idx), device=batch["attention_mask"].device))
+            if out is None:
+                out = np.zeros((pooled.shape[0], len(enc), pooled.shape[2]), dtype=np.float32)
+            out[:, idx] = pooled
         real = batch["attention_mask"].bool()
         cos = torch.stack([torch.nn.functional.cosine_similarity(states[i - 1][real].float(), states[i][real].float(),
                                                                  dim=-1) for i in range(1, len(states))]).clamp(-1, 1)
@@ -123,5 +121,5 @@ def layer_transitions(encoder, enc, device: str, pad_id: int, max_tokens: int) -
         tokens += int(real.sum())
     encoder.train(was_training)
     if angular is None or not tokens:
-        return {"angular": [], "block_influence": []}
-    return {"angular": (angular / tokens).tolist(), "block_influence": (block_influence / tokens).tolist()}
+        return out, {"angular": [], "block_influence": []}
+    return out, {"angular": (angular / tokens).tolist(), "block_influence": (block_influence / tokens).tolist()}

@@ -33,7 +33,7 @@ from healcore.engine import corruption
 from healcore.engine.batching import Encoded
 from healcore.engine.corruption import CorruptionSpec
 from healcore.engine.evaluate import majority_f1, metrics, probe
-from healcore.engine.internals import encoder_layers, layer_transitions, snapshot, weight_movement
+from healcore.engine.internals import layer_transitions, read_layers, snapshot, weight_movement
 from healcore.engine.models import build_classifier, check_architecture, hardware_name, pick_device
 from healcore.engine.resources import Loader
 from healcore.engine.train import (eval_max_tokens, load_state, make_optimizer, pooled_features, predict, save_state,
@@ -247,12 +247,12 @@ def set_up(cfg: RunConfig, splits: Splits, handle: RunHandle, loader: Loader) ->
     feature_rows = stratified_take(test.labels, cfg.feature_samples, np.random.default_rng(FEATURE_SEED))
     analysis_rows = np.sort(stratified_take(test.labels, cfg.analysis_samples, np.random.default_rng(ANALYSIS_SEED)))
     measured = _subset(test, analysis_rows) if len(analysis_rows) else None  # the damage, on the analysis sample
-    before = layer_transitions(encoder.to(device), measured, device, pad_id, max_tokens) if measured else None
-    if cfg.method == "remove":  # layer k of the pruned model is not layer k of the pretrained one: no per-layer CKA
+    # layer k of a pruned model is not layer k of the pretrained one: no per-layer CKA after removal
+    keep = cfg.method != "remove" and cfg.mode != "lora"
+    pretrained, before = (read_layers(encoder.to(device), measured, device, pad_id, max_tokens, keep_layers=keep)
+                          if measured else (None, None))  # one pass: the pretrained layers and their turns
+    if cfg.method == "remove":
         analysis_rows = analysis_rows[:0]
-    pretrained = None
-    if len(analysis_rows) and cfg.mode != "lora":
-        pretrained = encoder_layers(encoder.to(device), _subset(test, analysis_rows), device, pad_id, max_tokens)
     report = corruption.apply(encoder.to("cpu"), CorruptionSpec.from_config(cfg))
     if before is not None:  # each layer's turn of its input, before fine-tuning: pretrained beside damaged
         report["transitions"] = {"pretrained": before,
