@@ -39,9 +39,10 @@ def model_card(name: str) -> str:
 
 
 def model_cards(models: list[str]) -> None:
-    """Beside the picker: what healcore would do to each chosen model (family, levels, scopes, LoRA, pooling)."""
+    """Beside the picker: what healcore would do to each chosen model (family, levels, scopes, heads, LoRA,
+    pooling)."""
     for name in models:
-        with st.expander(f"Model {name}: family, levels, scopes, pooling"):
+        with st.expander(f"Model {name}: family, levels, scopes, heads, pooling"):
             st.code(model_card(name), language=None, wrap_lines=True)
 
 

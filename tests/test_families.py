@@ -341,9 +341,14 @@ def test_models_inspect_agrees_with_the_engine_on_every_family(tiny_families, ca
             assert shown == engine, kind
         else:
             assert set(shown.items()) <= set(engine.items())
+        named = [m for m in block.named_modules()]
+        for entry in info["head_layout"]:  # every module the heads line names is one the block has
+            path = entry.split(" (")[0]
+            assert any(m == path or m.endswith("." + path) for m, _ in named), (kind, path)
     assert main(["models", "inspect", tiny_families["gpt2"]]) == 0
     out = capsys.readouterr().out
     assert "GPT-2" in out and "mlp.c_fc" in out and "last by default" in out
+    assert "heads        0..1 (heads=0,3 damages those): attn.c_attn (q, k and v output blocks" in out
     assert main(["models", "inspect", "/nonexistent/model"]) == 2
     assert "does not exist" in capsys.readouterr().err
 

@@ -93,7 +93,15 @@ def inspect_model(name: str) -> dict:
             "layers": shape["layers"], "hidden": shape["hidden"], "inner": shape["inner"], "heads": shape["heads"],
             "kv_heads": shape["kv_heads"], "params": shape["params"], "block_params": shape["block_params"],
             "layer_path": fam.layers, "picks": level_picks(shape["layers"]), "scopes": scopes,
-            "scope_source": source, "lora_targets": list(fam.lora), "default_pooling": fam.pooling, "notes": notes}
+            "scope_source": source, "lora_targets": list(fam.lora), "default_pooling": fam.pooling,
+            "head_layout": [f"{path} ({HEAD_LAYOUT_WORDS[layout]})" for path, layout in fam.heads], "notes": notes}
+
+
+# how each layout of families.Family.heads holds a head's weights, in words
+HEAD_LAYOUT_WORDS = {"q": "its outputs, a slice per head",
+                     "kv": "its outputs, a slice per key/value head, damaged when all its query heads are",
+                     "qkv": "q, k and v output blocks, a slice of each per head",
+                     "qkv_interleaved": "its outputs, each head's q, k, v together", "o": "its inputs, a slice per head"}
 
 
 def _millions(n: int | None) -> str:
@@ -114,6 +122,9 @@ def format_inspection(info: dict) -> str:
              f"scopes       (each block; from its {info['scope_source']})"]
     for scope, modules in info["scopes"].items():
         lines.append(f"  {scope:<10} {', '.join(modules) or 'none'}")
+    if info.get("head_layout") and info["heads"]:
+        lines.append(f"heads        0..{info['heads'] - 1} (heads=0,3 damages those): "
+                     + "; ".join(info["head_layout"]))
     lines += [f"LoRA targets {', '.join(info['lora_targets'])}",
               f"pooling      {info['default_pooling']} by default"]
     lines += [f"note         {n}" for n in info["notes"]]
