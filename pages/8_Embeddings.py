@@ -7,7 +7,7 @@ import streamlit as st
 from dashboard import common
 from healcore.core.config import CORRUPTION_FIELDS
 from healcore.results import charts
-from healcore.results.keys import lr_text
+from healcore.results.keys import damage_label, lr_text
 from healcore.results.projection import is_cached, project
 from healcore.store.io import npz_problem
 from healcore.store.runs import RunStore
@@ -50,10 +50,7 @@ def main() -> None:
                                  help="healed: after fine-tuning, at the epoch chosen on validation")
     sub = common.one_variant(done[(done["model"] == model) & (done["dataset"] == dataset)].copy(),
                              exclude=CORRUPTION_FIELDS)
-    sub["setting"] = [common.setting_label(r.side, r.level)
-                      + ("" if r.method == "reinit" or r.side == "clean" else f" {r.method}")
-                      + ("" if r.heads in ("all", "-") or r.side == "clean" else f" heads {r.heads}")
-                      for r in sub.itertuples()]
+    sub["setting"] = [damage_label(r) for r in sub.to_dict("records")]
     # one run per setting: the lowest seed among runs that kept features
     sub = sub.assign(missing=~sub["has_features"]).sort_values(["level", "side", "missing", "seed", "lr"])
     sub = sub.drop_duplicates("setting")

@@ -234,6 +234,11 @@ class RunConfig:
         return d
 
     @property
+    def damaged_heads(self) -> list[int] | None:
+        """The heads the damage is narrowed to (None: every head, or nothing damaged)."""
+        return None if self.is_clean else head_indices(self.heads)
+
+    @property
     def is_clean(self) -> bool:
         return self.layers.canonical() == "none" and not self.corrupt_embeddings and not self.corrupt_pooler
 
@@ -304,6 +309,14 @@ def canonical_heads(text: Any) -> str:
 def head_indices(heads: str) -> list[int] | None:
     """The 0-based heads of a canonical heads setting, None for all."""
     return None if heads == "all" else [int(v) for v in heads.split(",")]
+
+
+def heads_beyond(chosen: list[int], count: int, model: str) -> str:
+    """The one line for heads a model lacks ("" where all are within its `count` heads per layer)."""
+    if not count or max(chosen) < count:
+        return ""
+    return (f"heads={','.join(map(str, chosen))} on {model}: it has {count} attention heads per layer "
+            f"(0..{count - 1}); choose heads below {count}")
 
 
 @lru_cache(maxsize=1)

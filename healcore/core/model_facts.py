@@ -15,6 +15,7 @@ import re
 from functools import lru_cache
 from pathlib import Path
 
+from healcore.core.config import heads_beyond
 from healcore.core.errors import ModelError, first_line
 from healcore.core.families import HIDDEN_KEYS, LAYER_INDEX, LAYER_KEYS, Family, family_of, shape_of
 from healcore.core.paths import short
@@ -238,17 +239,14 @@ def with_model_defaults(values: dict) -> dict:
     return {**values, "pooling": default_pooling(str(values.get("model") or "minilm-l6"))}
 
 
-def check_model_settings(name: str, pooling: str, method: str, heads: str = "all") -> None:
+def check_model_settings(name: str, pooling: str, method: str, heads: list[int] | None = None) -> None:
     """Settings a family cannot take, refused in one line: [CLS] pooling on a decoder reads a token that sees only
     itself; shuffling ALBERT's layers permutes copies of one block, which changes nothing; a head the model does
     not have (heads counted from config.json)."""
     fam = family(name)
-    if heads != "all":
-        count = model_shape(name)["heads"]
-        wanted = [int(h) for h in heads.split(",")]
-        if count and max(wanted) >= count:
-            raise ModelError(f"heads={heads} on {short_name(name)}: it has {count} attention heads per layer "
-                             f"(0..{count - 1}); choose heads below {count}")
+    beyond = heads_beyond(heads, model_shape(name)["heads"], short_name(name)) if heads else ""
+    if beyond:
+        raise ModelError(beyond)
     if pooling == "cls" and fam.causal:
         raise ModelError(f"pooling=cls on {short_name(name)} ({fam.name}, a decoder): its first token sees "
                          f"only itself; use pooling=last (the default for decoders) or mean")

@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from healcore.core.config import head_indices
+from healcore.core.config import head_indices, heads_beyond
 from healcore.core.errors import CorruptionSpecError
 from healcore.core.families import Family
 from healcore.core.families import part_of as family_part_of
@@ -100,10 +100,9 @@ def _head_geometry(encoder, heads: list[int]) -> tuple[int, int, list[int]]:
     n_heads = int(getattr(cfg, "num_attention_heads", 0) or 0)
     if n_heads <= 0:
         raise CorruptionSpecError("heads: this model's config does not say how many attention heads it has")
-    too_high = [h for h in heads if h >= n_heads]
-    if too_high:
-        raise CorruptionSpecError(f"heads={','.join(map(str, heads))}: this model has {n_heads} heads per layer "
-                                  f"(0..{n_heads - 1}); choose heads below {n_heads}")
+    beyond = heads_beyond(heads, n_heads, "this model")
+    if beyond:
+        raise CorruptionSpecError(beyond)
     n_kv = int(getattr(cfg, "num_key_value_heads", None) or n_heads)
     group = n_heads // n_kv
     whole = [g for g in range(n_kv) if all(g * group + j in heads for j in range(group))]
@@ -229,12 +228,12 @@ def apply(encoder, spec: CorruptionSpec) -> dict[str, Any]:
         report["params_changed"] = sum(p.numel() for i in indices for p in layers[i].parameters())
         return report
 
-    if spec.method == "magnitude":
-        return _zero_largest(encoder, indices, spec, strength, report)
-
-    masks = head_masks(encoder, indices, spec.heads)
+    masks = head_masks(encoder, indices, spec.heads)  # heads: only the chosen heads' share of each tensor changes
     if masks:
         report["heads"] = head_indices(spec.heads)
+    if spec.method == "magnitude":
+        return _zero_largest(encoder, indices, spec, strength, masks, report)
+
     with torch.no_grad():
         for name, module, p_name, param in _targets(encoder, indices, spec):
             if masks and name not in masks:  # heads: only the chosen heads' slices change
@@ -272,13 +271,10 @@ def _remove(encoder, indices: list[int], report: dict[str, Any]) -> dict[str, An
 
 
 def _zero_largest(encoder, indices: list[int], spec: CorruptionSpec, fraction: float,
-                  report: dict[str, Any]) -> dict[str, Any]:
+                  masks: dict[str, torch.Tensor], report: dict[str, Any]) -> dict[str, Any]:
     """Targeted damage: zero the largest-magnitude `fraction` of the chosen layers' weight matrices, taken together
     (one threshold over all of them: the outlier weights the Super Weight work found decisive). Biases and norms
-    are left alone; ties at the threshold are all zeroed."""
-    masks = head_masks(encoder, indices, spec.heads)  # heads: the largest of the chosen heads' weights only
-    if masks:
-        report["heads"] = head_indices(spec.heads)
+    are left alone; ties at the threshold are all zeroed. With `masks` (heads), the largest of those heads' weights."""
     weights = [(param, masks.get(name) if masks else torch.ones_like(param, dtype=torch.bool))
                for name, _, p_name, param in _targets(encoder, indices, spec)
                if param.dim() >= 2 and (not masks or name in masks)]

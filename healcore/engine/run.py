@@ -52,7 +52,7 @@ def preflight(cfg: RunConfig, loader: Loader | None = None) -> Splits:
     L = check_architecture(cfg.model)  # (the config itself was validated when it was built)
     check_weights(cfg.model)  # whole, and saying what config.json says (layers, width)
     # [CLS] of a decoder, a head the model lacks: refused
-    check_model_settings(cfg.model, cfg.pooling, cfg.method, "all" if cfg.is_clean else cfg.heads)
+    check_model_settings(cfg.model, cfg.pooling, cfg.method, cfg.damaged_heads)
     chosen_layers(cfg.layers, cfg.method, L)
     loader.tokenizer(cfg.model)  # loaded now, as the run will (a garbage tokenizer file is one line, no folder)
     return loader.splits(cfg)

@@ -145,7 +145,7 @@ def preflight(grid: Grid, deep: bool = False, reads: DataReads | None = None) ->
             else:
                 layers[cfg.model] = num_layers(cfg.model)
         chosen_layers(cfg.layers, cfg.method, layers[cfg.model])
-        check_model_settings(cfg.model, cfg.pooling, cfg.method, "all" if cfg.is_clean else cfg.heads)
+        check_model_settings(cfg.model, cfg.pooling, cfg.method, cfg.damaged_heads)
         reads.splits(cfg)
 
 

@@ -35,7 +35,7 @@ def table1_variant(frame: pd.DataFrame) -> pd.DataFrame:
 def reinit_only(table: pd.DataFrame) -> pd.DataFrame:
     """The paper's corruption: whole layers re-initialised (every head), and the clean cells they are compared
     with."""
-    whole = table["heads"].map(text_of).isin(["all", "-", "nan"]) if "heads" in table else True
+    whole = table["heads"].map(text_of).isin(["all", "-"]) if "heads" in table else True
     return table[table["method"].isin(["reinit", "-"]) & whole]
 
 

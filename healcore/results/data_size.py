@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 
 from healcore.core.layers import setting_label
-from healcore.results.keys import CELL_KEYS, line_keys, side_rank, text_of
+from healcore.results.keys import CELL_KEYS, damage_label, line_keys, side_rank, text_of
 
 SIZE = "max_train"  # the setting whose values are the sizes
 OUTCOMES = {"f1": "weighted F1", "healing": "healing (F1 − damage probe before fine-tuning)",
@@ -22,16 +22,9 @@ COLUMNS = ["model", "dataset", "panel", "series", "side", "level", "setting", "c
 
 
 def series_label(cell) -> str:
-    """A series in words: its setting, plus the damage or the training that is not the paper's."""
-    words = [setting_label(cell["side"], cell["level"])]
-    if cell["side"] != "clean":
-        if text_of(cell.get("method", "reinit")) not in ("reinit", "-"):
-            words.append(str(cell["method"]))
-        if text_of(cell.get("heads", "all")) not in ("all", "-"):
-            words.append(f"heads {cell['heads']}")
-    if text_of(cell.get("train_layers", "all")) not in ("all", "-"):
-        words.append(f"{cell['train_layers']} layers trained")
-    return ", ".join(words)
+    """A series in words: its damage (keys.damage_label), plus the training where it is not the paper's."""
+    trained = text_of(cell.get("train_layers", "all"))
+    return damage_label(cell) + ("" if trained in ("all", "-") else f", {trained} layers trained")
 
 
 def size_points(table: pd.DataFrame) -> pd.DataFrame:

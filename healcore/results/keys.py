@@ -15,6 +15,7 @@ import math
 import pandas as pd
 
 from healcore.core.config import CELL_FIELDS, CORRUPTION_FIELDS
+from healcore.core.layers import setting_label
 
 PLACEMENT_KEYS = ["side", "n_layers", "level", "layers"]  # where a run's corrupted layers sit (from `corrupt` and L)
 CELL_KEYS = ["model", "dataset", *PLACEMENT_KEYS] + [k for k in CELL_FIELDS if k not in ("model", "dataset", "corrupt")]
@@ -124,6 +125,18 @@ def setting_words(key: str, value) -> str:
     if key == "model":
         return text
     return f"{key.replace('_', ' ')} {text}"
+
+
+def damage_label(cell) -> str:
+    """Where a cell's damage sits and, where it is not the paper's, what it is ("bottom 33%, remove", "top 33%,
+    heads 0,1"): how views that set several kinds of damage side by side name each."""
+    words = [setting_label(cell["side"], cell["level"])]
+    if cell["side"] != "clean":
+        if text_of(cell.get("method", "reinit")) not in ("reinit", "-"):
+            words.append(str(cell["method"]))
+        if text_of(cell.get("heads", "all")) not in ("all", "-"):
+            words.append(f"heads {cell['heads']}")
+    return ", ".join(words)
 
 
 def varying(frame: pd.DataFrame, keys) -> list[str]:
