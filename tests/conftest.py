@@ -57,6 +57,11 @@ def pytest_configure(config):
     os.environ["HEALCORE_DATA"] = str(SHARED_DATA)  # session fixtures run before monkeypatch exists
     # derived models (minilm-l3) go to a fresh folder, not the user's cache
     os.environ.setdefault("HEALCORE_MODEL_CACHE", tempfile.mkdtemp(prefix="healcore-models-"))
+    # Under pytest-xdist each worker gets its share of the cores, for torch here and for the processes its tests
+    # start (they inherit the variable): two workers each running torch on every core would oversubscribe them.
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT") or 1)
+    if workers > 1:
+        os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // workers)))
 
 
 @pytest.fixture(autouse=True)

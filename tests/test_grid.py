@@ -126,6 +126,7 @@ def test_two_grids_at_once_run_each_config_once(tmp_path, tiny_bert):
         assert s.status(run_id)["attempt"] == 1, outs
 
 
+@pytest.mark.xdist_group("ray")  # one worker starts Ray clusters, one at a time
 def test_ray_executor_runs_a_small_grid(tmp_path, tiny_bert):
     ray = pytest.importorskip("ray")
     from healcore.grids.ray_cluster import run_ray
@@ -140,6 +141,7 @@ def test_ray_executor_runs_a_small_grid(tmp_path, tiny_bert):
     assert all(store.status(r)["state"] == "completed" for r in store.run_ids())
 
 
+@pytest.mark.xdist_group("ray")  # one worker starts Ray clusters, one at a time
 def test_ray_rejects_a_store_workers_cannot_write(tmp_path, tiny_bert):
     ray = pytest.importorskip("ray")
     from healcore.core.errors import StoreError

@@ -18,6 +18,8 @@ from healcore.store.runs import RunStore
 from conftest import ROOT, wait_for
 
 ray = pytest.importorskip("ray")
+# every test here shares one worker of pytest-xdist (--dist loadgroup): one Ray cluster on the machine at a time
+pytestmark = pytest.mark.xdist_group("ray")
 
 
 @pytest.fixture(scope="module")
