@@ -109,3 +109,10 @@ def test_the_reports_layer_section_names_the_debiased_estimator_and_its_chance_l
     text = write_report(store.root, tmp_path / "out").read_text()
     section = text.split("## Where healing happens", 1)[1]
     assert "Debiased linear CKA" in section and "about 0" in section and "0.43" in section
+    from healcore import results
+    from healcore.results import analysis, charts
+    from healcore.results.report import _settings
+
+    matrices = _settings(analysis.mean_cka_matrices(store, results.load_runs(store.root)))
+    legend = charts.cka_small_multiples(matrices).to_dict()["spec"]["encoding"]["color"]
+    assert legend["title"] == ["debiased CKA", "(0: chance)"]

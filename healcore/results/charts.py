@@ -408,7 +408,9 @@ def cka_small_multiples(frame: pd.DataFrame, columns: int = FACET_COLUMNS) -> al
     return alt.Chart(frame).mark_rect().encode(
         x=alt.X("clean:N", sort=order, title="clean model's layer", axis=alt.Axis(labelAngle=-40)),
         y=alt.Y("healed:N", sort=order, title="healed model's layer"),
-        color=alt.Color("cka:Q", title="linear CKA", scale=alt.Scale(scheme="viridis", domain=[0, 1])),
+        # debiased CKA: about 0 for unrelated representations (it may dip below 0; such cells take 0's colour)
+        color=alt.Color("cka:Q", title=["debiased CKA", "(0: chance)"],
+                        scale=alt.Scale(scheme="viridis", domain=[0, 1], clamp=True)),
         tooltip=["setting", "healed", "clean", alt.Tooltip("cka:Q", format=".3f"), "runs"]).properties(
         width=alt.Step(22), height=alt.Step(22)).facet(
         facet=alt.Facet("setting:N", title=None, sort=setting_order(frame)), columns=columns)
