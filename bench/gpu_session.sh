@@ -44,8 +44,9 @@ stage() {
 
 # 1. On CUDA: the compiled and fused paths give the eager metrics, and every model family (tiny random models of
 #    each: encoders and decoders) runs end to end, with LoRA and the linear probe, and in a grid.
-#    The report test is deselected: it reads no GPU and needs altair, which the GPU image lacks.
-stage correctness 270 env HEALCORE_TEST_DEVICE=cuda $PY -m pytest -q -p no:cacheprovider \
+#    The report test is deselected: it reads no GPU and needs altair, which the GPU image lacks. One process
+#    (-o addopts=: the suite's pytest-xdist workers would share the one card, and the image may lack xdist).
+stage correctness 270 env HEALCORE_TEST_DEVICE=cuda $PY -m pytest -q -p no:cacheprovider -o addopts= \
   --deselect tests/test_compiled.py::test_the_report_says_which_runs_compiled_their_step \
   tests/test_compiled.py tests/test_fast_path.py tests/test_fused.py tests/test_families.py
 # 2. One run's step at batch 32 against the Trainer (c/a target 7x), compiled with CUDA graphs; MFU at batch 1024.
