@@ -98,9 +98,8 @@ def main() -> None:
                    "cell's runs at its kept learning rate, mean over seeds. A bright diagonal: each layer computes "
                    "what the clean model's does; brightness off the diagonal: other layers took the role. A "
                    "re-initialised layer can look alike without relearning anything, because the residual "
-                   "connection carries its input through it: read it with the weight movement below. CKA is the "
-                   "debiased estimator (Song et al. 2012): unrelated representations score about 0, where the plain "
-                   "one gives 0.4 to 0.6 at these widths.")
+                   "connection carries its input through it: read it with the weight movement below. CKA here is "
+                   f"{analysis.CKA_IN_WORDS}.")
     else:
         st.caption("Needs the clean run of this line with its layer analyses.")
     st.subheader("Similarity of each layer to the same layer of a reference model")

@@ -102,17 +102,15 @@ def test_the_layer_analyses_read_each_cells_runs_at_its_kept_learning_rate(tmp_p
 
 def test_the_reports_layer_section_names_the_debiased_estimator_and_its_chance_level(tmp_path):
     """A reader of the report must know which CKA it prints: the plain estimator's chance level is 0.43 here."""
+    from healcore import results
+    from healcore.results import analysis, charts
     from healcore.results import synthetic as syn
-    from healcore.results.report import write_report
+    from healcore.results.report import _settings, write_report
 
     store = syn.build(tmp_path / "runs", levels=(0, 2, 6), seeds=(0, 1), analysis=True)
     text = write_report(store.root, tmp_path / "out").read_text()
     section = text.split("## Where healing happens", 1)[1]
-    assert "Debiased linear CKA" in section and "about 0" in section and "0.43" in section
-    from healcore import results
-    from healcore.results import analysis, charts
-    from healcore.results.report import _settings
-
+    assert "debiased linear CKA" in section and "about 0" in section and "0.43" in section
     matrices = _settings(analysis.mean_cka_matrices(store, results.load_runs(store.root)))
     legend = charts.cka_small_multiples(matrices).to_dict()["spec"]["encoding"]["color"]
     assert legend["title"] == ["debiased CKA", "(0: chance)"]

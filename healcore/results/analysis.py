@@ -23,6 +23,11 @@ from healcore.core.config import EXPERIMENT_FIELDS
 from healcore.store.io import atomic_write_bytes, read_npz
 from healcore.store.runs import RunStore
 
+# What the CKA every view prints is, in words: the report's layer section and the page's caption say it alike.
+CKA_IN_WORDS = ("debiased linear CKA (Kornblith et al., 2019, with the unbiased HSIC estimator of Song et al., 2012): "
+                "unrelated representations score about 0, where the plain estimator gives them 0.43 at 384 dimensions "
+                "and 0.60 at 768 on 512 rows")
+
 
 def linear_cka(X: np.ndarray, Y: np.ndarray, debiased: bool = True) -> float:
     """Linear CKA of X (n, p) and Y (n, q) from their Gram matrices: HSIC(X, Y) / sqrt(HSIC(X, X) HSIC(Y, Y)),

@@ -424,12 +424,11 @@ def where_healing_happens(s: Study) -> list[str]:
     if not len(with_analysis):
         return []
     lines = ["## Where healing happens", "",
-             "Debiased linear CKA (Kornblith et al., 2019, with the unbiased HSIC estimator of Song et al., 2012: "
-             "unrelated representations score about 0, where the plain estimator gives them 0.43 at 384 dimensions on "
-             "512 rows) between the per-layer representations (each hidden state mean-pooled "
+             "CKA between the per-layer representations (each hidden state mean-pooled "
              "over a sentence's tokens) of a fixed sample of test sentences: of each corrupted-then-fine-tuned layer "
              "against the same layer of the clean model fine-tuned the same way (same learning rate and seed where "
-             "one exists) and of the pretrained model before corruption. Weight movement is ||W_T − W_0|| / ||W_0|| "
+             f"one exists) and of the pretrained model before corruption. CKA here is {analysis.CKA_IN_WORDS}. "
+             "Weight movement is ||W_T − W_0|| / ||W_0|| "
              "per block over fine-tuning. Each cell's runs at its kept learning rate (Table 1's runs); means over seeds.", ""]
     for (model, dataset), sub in with_analysis.groupby(["model", "dataset"]):
         line = done[(done["model"] == model) & (done["dataset"] == dataset)]
